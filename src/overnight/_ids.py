@@ -1,0 +1,32 @@
+"""New identifiers, in the shapes the SDKs expect (`file-…`, `batch_…`)."""
+
+import secrets
+import uuid
+
+from overnight.types import BatchId, FileId, PartId, UploadId, WorkerId
+
+
+def new_file_id() -> FileId:
+    # `file-<uuid>` satisfies both OpenAI (`file-…`) and Together (`file-<uuid>`).
+    return FileId(f"file-{uuid.uuid4()}")
+
+
+def new_batch_id() -> BatchId:
+    return BatchId(f"batch_{uuid.uuid4().hex}")
+
+
+def new_upload_id() -> UploadId:
+    return UploadId(f"upload_{uuid.uuid4().hex}")
+
+
+def new_part_id() -> PartId:
+    return PartId(f"part_{uuid.uuid4().hex}")
+
+
+def new_worker_id() -> WorkerId:
+    return WorkerId(f"worker_{secrets.token_hex(6)}")
+
+
+def new_request_id() -> str:
+    """An id for one result line; random, so a re-run line never collides."""
+    return f"batch_req_{secrets.token_hex(12)}"

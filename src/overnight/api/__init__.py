@@ -1,0 +1,2 @@
+"""HTTP: one ASGI app, one module per dialect. Dialects only translate
+between their wire shapes and `overnight.service`."""

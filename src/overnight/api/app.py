@@ -1,0 +1,82 @@
+"""The ASGI app: every dialect's routes, error rendering, request ids, and a
+lifespan that opens the runtime (store, blobs, models, worker)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from overnight import __version__
+from overnight.api import errors, openai
+from overnight.api.responses import JSONBytes, runtime_of
+from overnight.errors import OvernightError
+from overnight.runtime import Runtime
+from overnight.settings import Settings
+
+
+class RequestIdMiddleware:
+    """Every response carries `x-request-id`, errors included."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{secrets.token_hex(12)}".encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    own_runtime = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await own_runtime.start()
+        app.state.runtime = own_runtime
+        try:
+            yield
+        finally:
+            await own_runtime.stop()
+
+    app = FastAPI(
+        title="overnight",
+        version=__version__,
+        description="A self-hosted Batch API for LLM inference.",
+        lifespan=lifespan,
+        default_response_class=JSONBytes,
+    )
+    app.include_router(openai.router, prefix="/v1")
+
+    @app.get("/health", tags=["operations"])
+    async def health(request: Request) -> JSONBytes:
+        runtime = runtime_of(request)
+        return JSONBytes(
+            {
+                "status": "ok",
+                "version": __version__,
+                "worker": runtime.worker.id if runtime.worker else None,
+                "models": sorted(runtime.models.names),
+            }
+        )
+
+    app.add_exception_handler(OvernightError, errors.handle_overnight_error)
+    app.add_exception_handler(RequestValidationError, errors.handle_validation_error)
+    app.add_exception_handler(HTTPException, errors.handle_http_error)
+    app.add_exception_handler(Exception, errors.handle_unexpected)
+    app.add_middleware(RequestIdMiddleware)
+    return app

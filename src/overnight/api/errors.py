@@ -1,0 +1,113 @@
+"""Rendering errors: one function per dialect, chosen by URL prefix.
+
+Every error carries `x-request-id`. Errors a client should not retry carry
+`x-should-retry: false`, which the official SDKs honour (they otherwise
+retry 408, 409, 429 and 5xx).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from overnight import _json
+from overnight.errors import InvalidRequest, NotFound, OvernightError
+
+log = logging.getLogger("overnight.api")
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+}
+
+
+def openai_error_body(error: OvernightError) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": error.message,
+            "type": _OPENAI_TYPES.get(error.status_code, "server_error"),
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+
+
+def anthropic_error_body(error: OvernightError) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "error": {
+            "type": _ANTHROPIC_TYPES.get(error.status_code, "api_error"),
+            "message": error.message,
+        },
+    }
+
+
+def error_response(request: Request, error: OvernightError) -> Response:
+    if request.url.path.startswith("/anthropic/"):
+        body = anthropic_error_body(error)
+    else:  # OpenAI and Together share one envelope
+        body = openai_error_body(error)
+    headers = {}
+    if not error.retryable:
+        headers["x-should-retry"] = "false"
+    return Response(
+        _json.dumps(body),
+        status_code=error.status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+async def handle_overnight_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OvernightError)
+    if exc.status_code >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return error_response(request, exc)
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    param = ".".join(location) or None
+    message = first.get("msg", "Invalid request.")
+    if first.get("type") == "json_invalid":
+        message, param = "The request body is not valid JSON.", None
+    elif param:
+        message = f"{param}: {message}"
+    return error_response(request, InvalidRequest(message, param=param, code="invalid_value"))
+
+
+async def handle_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        error: OvernightError = NotFound(
+            f"No route for {request.method} {request.url.path}.", code="unknown_url"
+        )
+    else:
+        error = OvernightError(str(exc.detail), code="http_error")
+        error.status_code = exc.status_code
+    return error_response(request, error)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(request, OvernightError("The server hit an unexpected error."))

@@ -1,0 +1,157 @@
+"""Streaming multipart/form-data: file parts go straight to a sink as they
+arrive, so an upload of any size passes through a few hundred KiB of memory.
+
+Starlette's own form parser spools files to a temporary file first (and
+again to storage); this writes once, and lets the sink enforce the size
+limit while the body is still arriving. python-multipart does the parsing;
+its callbacks only collect events, which are then handled asynchronously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from overnight.errors import InvalidRequest, PayloadTooLarge
+from overnight.service import FileSink
+
+#: A non-file field larger than this is refused.
+MAX_FIELD_BYTES = 64 * 1024
+#: Fields (file or not) in one form.
+MAX_FIELDS = 32
+
+
+@dataclass
+class Form:
+    fields: dict[str, str] = field(default_factory=dict)
+    files: dict[str, tuple[str, FileSink]] = field(default_factory=dict)
+
+    async def abort(self) -> None:
+        for _, sink in self.files.values():
+            await sink.abort()
+
+
+@dataclass
+class _Part:
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    name: str = ""
+    filename: str | None = None
+    sink: FileSink | None = None
+    value: bytearray = field(default_factory=bytearray)
+
+
+async def read_form(request: Request, new_sink: Callable[[str], FileSink | None]) -> Form:
+    """Parse the request body. `new_sink(field_name)` returns where a file
+    field's bytes go, or None to treat the field as an ordinary value."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data":
+        raise InvalidRequest(
+            "Expected a multipart/form-data body.", param="file", code="invalid_content_type"
+        )
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise InvalidRequest(
+            "The multipart body has no boundary in its Content-Type.",
+            param="file",
+            code="invalid_multipart",
+        )
+    events: list[tuple[str, Any]] = []
+    header_field = bytearray()
+    header_value = bytearray()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_field.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        events.append(("header", (bytes(header_field).lower(), bytes(header_value))))
+        header_field.clear()
+        header_value.clear()
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": lambda: events.append(("begin", None)),
+            "on_part_data": lambda data, start, end: events.append(("data", data[start:end])),
+            "on_part_end": lambda: events.append(("end", None)),
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": lambda: events.append(("headers", None)),
+            "on_end": lambda: events.append(("finish", None)),
+        },
+    )
+    form = Form()
+    part = _Part()
+    finished = False
+    try:
+        async for chunk in request.stream():
+            if not chunk:
+                continue
+            try:
+                parser.write(chunk)
+            except MultipartParseError as exc:
+                raise InvalidRequest(
+                    f"The multipart body is malformed: {exc}",
+                    param="file",
+                    code="invalid_multipart",
+                ) from exc
+            for kind, value in events:
+                if kind == "begin":
+                    part = _Part()
+                elif kind == "header":
+                    part.headers[value[0]] = value[1]
+                elif kind == "headers":
+                    _start_part(part, form, new_sink)
+                elif kind == "data":
+                    if part.sink is not None:
+                        await part.sink.write(value)
+                    else:
+                        part.value.extend(value)
+                        if len(part.value) > MAX_FIELD_BYTES:
+                            raise PayloadTooLarge(
+                                f"The form field {part.name!r} is too large.", param=part.name
+                            )
+                elif kind == "end":
+                    if part.sink is None:
+                        form.fields[part.name] = part.value.decode("utf-8", "replace")
+                elif kind == "finish":
+                    finished = True
+            events.clear()
+        if not finished:
+            raise InvalidRequest(
+                "The multipart body ended before its closing boundary.",
+                param="file",
+                code="invalid_multipart",
+            )
+    except BaseException:
+        await form.abort()
+        raise
+    return form
+
+
+def _start_part(part: _Part, form: Form, new_sink: Callable[[str], FileSink | None]) -> None:
+    if len(form.fields) + len(form.files) >= MAX_FIELDS:
+        raise InvalidRequest("The form has too many fields.", code="invalid_multipart")
+    _, options = parse_options_header(part.headers.get(b"content-disposition", b""))
+    name = options.get(b"name")
+    if name is None:
+        raise InvalidRequest(
+            "A multipart part has no name in its Content-Disposition.", code="invalid_multipart"
+        )
+    part.name = name.decode("utf-8", "replace")
+    raw_filename = options.get(b"filename")
+    if raw_filename is not None:
+        part.filename = raw_filename.decode("utf-8", "replace")
+        if part.name in form.files:
+            raise InvalidRequest(f"The form sends {part.name!r} twice.", param=part.name)
+        part.sink = new_sink(part.name)
+        if part.sink is not None:
+            form.files[part.name] = (part.filename, part.sink)

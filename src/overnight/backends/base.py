@@ -1,0 +1,49 @@
+"""The one contract every backend meets: run one request against a model.
+
+Like an httpx transport, a backend is small and swappable: `send` takes an
+`UpstreamRequest` and always returns an `UpstreamResult`; it never raises
+for anything the model server did. Foreign errors (aiohttp, llama.cpp) are
+translated here, at the edge, into a status code and body or an error code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    endpoint: str
+    """The batch endpoint, e.g. `/v1/chat/completions`."""
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResult:
+    """The model server's answer (`status_code`, `body`), or, when none came,
+    `error_code` (`upstream_unreachable`, `upstream_timeout`, ...)."""
+
+    status_code: int | None
+    body: Any = None
+    request_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int = 1
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class Backend(Protocol):
+    async def start(self) -> None: ...
+    async def send(self, request: UpstreamRequest) -> UpstreamResult: ...
+    async def close(self) -> None: ...
+
+
+def error_body(
+    message: str, *, type: str = "invalid_request_error", code: str | None = None
+) -> dict[str, Any]:
+    """An OpenAI-style error body, for backends that produce their own errors."""
+    return {"error": {"message": message, "type": type, "param": None, "code": code}}

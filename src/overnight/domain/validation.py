@@ -1,0 +1,202 @@
+"""Whole-file validation and chunk planning, as a pure state machine.
+
+The runner streams the file and feeds it here line by line; this module
+holds no file handles. Memory stays flat whatever the file size except for
+one 8-byte hash per request, kept to find duplicate `custom_id`s (80 MB for
+10M lines). Hash hits are confirmed exactly in a second pass, which only
+runs when the first pass found a candidate (a duplicate, or a 1-in-2^64
+collision), so a valid file is read once.
+
+Chunks are cut while validating, at line boundaries, when a chunk reaches
+`chunk_lines` requests or `chunk_bytes` bytes, whichever comes first.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from overnight.domain.batch import LineError
+from overnight.domain.lines import LineRules, Request, check_line, is_blank, strip_bom
+
+MAX_REPORTED_ERRORS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRange:
+    """Bytes [start, end) of the input file, holding `requests` requests; the
+    byte at `start` begins physical line `first_line` of the file (1-based)."""
+
+    index: int
+    start: int
+    end: int
+    first_line: int
+    requests: int
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    requests: int
+    errors: tuple[LineError, ...]
+    error_count: int
+    model: str | None
+    chunks: tuple[ChunkRange, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+
+@dataclass
+class _OpenChunk:
+    start: int = 0
+    first_line: int = 1
+    requests: int = 0
+
+
+@dataclass
+class FileValidator:
+    rules: LineRules
+    chunk_lines: int = 500
+    chunk_bytes: int = 8 * 1024 * 1024
+    max_requests: int | None = None
+    require_single_model: bool = False
+
+    requests: int = 0
+    model: str | None = None
+    _line: int = 0
+    _errors: list[LineError] = field(default_factory=list)
+    _error_count: int = 0
+    _hashes: array[int] = field(default_factory=lambda: array("q"))
+    _chunks: list[ChunkRange] = field(default_factory=list)
+    _open: _OpenChunk = field(default_factory=_OpenChunk)
+    _too_many_reported: bool = False
+
+    def feed(self, raw: bytes, offset: int) -> None:
+        """One physical line without its trailing newline, at byte `offset`."""
+        self._line += 1
+        line = self._line
+        end = offset + len(raw) + 1
+        raw = strip_bom(raw, line)
+        blank = is_blank(raw)
+        if not blank:
+            self._check(raw, line)
+        chunk = self._open
+        if chunk.requests and (
+            chunk.requests >= self.chunk_lines or end - chunk.start > self.chunk_bytes
+        ):
+            self._close_chunk(offset)
+            chunk = self._open
+            chunk.start, chunk.first_line = offset, line
+        if not blank:
+            chunk.requests += 1
+
+    def _check(self, raw: bytes, line: int) -> None:
+        result = check_line(raw, line, self.rules)
+        if isinstance(result, LineError):
+            self._error(result)
+            return
+        self.requests += 1
+        if self.max_requests is not None and self.requests > self.max_requests:
+            if not self._too_many_reported:
+                self._too_many_reported = True
+                self._error(
+                    LineError(
+                        "too_many_requests_in_file",
+                        f"The file has more than {self.max_requests} requests.",
+                        line,
+                    )
+                )
+            return
+        self._hashes.append(hash(result.custom_id))
+        self._note_model(result, line)
+
+    def _note_model(self, request: Request, line: int) -> None:
+        if self.model is None:
+            self.model = request.model
+        elif self.require_single_model and request.model != self.model:
+            self._error(
+                LineError(
+                    "model_mismatch",
+                    f"Line {line}: every line of a batch must use the same model "
+                    f"({self.model!r}), not {request.model!r}.",
+                    line,
+                    "body.model",
+                )
+            )
+
+    def _error(self, error: LineError) -> None:
+        self._error_count += 1
+        if len(self._errors) < MAX_REPORTED_ERRORS:
+            self._errors.append(error)
+
+    def _close_chunk(self, end: int) -> None:
+        chunk = self._open
+        if chunk.requests:
+            self._chunks.append(
+                ChunkRange(len(self._chunks), chunk.start, end, chunk.first_line, chunk.requests)
+            )
+        self._open = _OpenChunk()
+
+    def duplicate_candidates(self) -> frozenset[int]:
+        """Hashes seen more than once; empty for almost every valid file."""
+        if len(self._hashes) < 2:
+            return frozenset()
+        hashes = np.frombuffer(self._hashes, dtype=np.int64).copy()
+        hashes.sort()
+        repeated = hashes[1:][hashes[1:] == hashes[:-1]]
+        return frozenset(int(h) for h in np.unique(repeated))
+
+    def finish(self, size: int, duplicates: list[LineError] | None = None) -> ValidationReport:
+        """Close the last chunk and report. `duplicates` comes from
+        `DuplicateFinder` when `duplicate_candidates()` was not empty."""
+        self._close_chunk(size)
+        self._hashes = array("q")
+        errors = self._errors
+        count = self._error_count
+        if duplicates:
+            count += len(duplicates)
+            errors = sorted([*errors, *duplicates], key=lambda e: e.line or 0)
+        if self.requests == 0 and count == 0:
+            errors = [LineError("empty_file", "The file contains no requests.", None)]
+            count = 1
+        return ValidationReport(
+            requests=self.requests,
+            errors=tuple(errors[:MAX_REPORTED_ERRORS]),
+            error_count=count,
+            model=self.model,
+            chunks=tuple(self._chunks) if count == 0 else (),
+        )
+
+
+@dataclass
+class DuplicateFinder:
+    """Second pass: confirms duplicate `custom_id`s among hash candidates."""
+
+    candidates: frozenset[int]
+    rules: LineRules
+    found: list[LineError] = field(default_factory=list)
+    _first_seen: dict[str, int] = field(default_factory=dict)
+    _line: int = 0
+
+    def feed(self, raw: bytes) -> None:
+        self._line += 1
+        line = self._line
+        raw = strip_bom(raw, line)
+        if is_blank(raw):
+            return
+        result = check_line(raw, line, self.rules)
+        if not isinstance(result, Request) or hash(result.custom_id) not in self.candidates:
+            return
+        first = self._first_seen.setdefault(result.custom_id, line)
+        if first != line and len(self.found) < MAX_REPORTED_ERRORS:
+            self.found.append(
+                LineError(
+                    "duplicate_custom_id",
+                    f"Line {line}: custom_id {result.custom_id!r} was already used on line {first}.",
+                    line,
+                    "custom_id",
+                )
+            )

@@ -1,0 +1,69 @@
+"""The one error tree. Every failure a caller can see is one of these.
+
+    OvernightError                  500  something we did not expect
+    ├── InvalidRequest              400  the request is malformed or names a bad value
+    ├── AuthenticationFailed        401  missing or unknown API key
+    ├── NotFound                    404  no such object (for this tenant)
+    ├── Conflict                    409  the object is in the wrong state for this
+    ├── PayloadTooLarge             413  a body or file over a configured limit
+    ├── LimitExceeded               429  a quota (pending batches, queued requests)
+    └── Unavailable                 503  the service cannot take this right now
+
+Dialects render these in their own envelope (`api/errors.py`); foreign errors
+(database, HTTP client) are translated into them once, at the edge where
+they arise. `code` and `param` follow the OpenAI convention so that every
+dialect can pass them through.
+"""
+
+from __future__ import annotations
+
+
+class OvernightError(Exception):
+    status_code = 500
+    default_code: str | None = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a client may usefully send the same request again."""
+        return self.status_code >= 500 or self.status_code in (408, 429)
+
+
+class InvalidRequest(OvernightError):
+    status_code = 400
+    default_code = "invalid_request"
+
+
+class AuthenticationFailed(OvernightError):
+    status_code = 401
+    default_code = "invalid_api_key"
+
+
+class NotFound(OvernightError):
+    status_code = 404
+    default_code = "not_found"
+
+
+class Conflict(OvernightError):
+    status_code = 409
+    default_code = "conflict"
+
+
+class PayloadTooLarge(OvernightError):
+    status_code = 413
+    default_code = "payload_too_large"
+
+
+class LimitExceeded(OvernightError):
+    status_code = 429
+    default_code = "limit_exceeded"
+
+
+class Unavailable(OvernightError):
+    status_code = 503
+    default_code = "unavailable"

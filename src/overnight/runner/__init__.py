@@ -1,0 +1,1 @@
+"""Execution: validate batches, run their chunks, finalise their results."""

@@ -1,0 +1,137 @@
+"""Finalise a batch: assemble its result files and end it, exactly once.
+
+Runs only for a batch in `finalizing` whose lease this worker holds. The
+output and error files are the chunks' parts concatenated in chunk order;
+the lines of chunks that never ran (the batch stopped first) are written to
+the error file as `batch_cancelled` / `batch_expired`. Then one transaction
+creates the file records and moves the batch to its final status, guarded by
+the lease: if two workers ever raced here, only one would commit. A crash
+midway leaves the batch in `finalizing` with a lease that expires, and the
+next worker starts over (blob keys are fresh, the half-written ones are
+temporary files that never became visible).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+from overnight._ids import new_file_id
+from overnight.blobs import BlobStore, BlobWriter
+from overnight.domain.batch import Batch
+from overnight.domain.chunk import ChunkStatus
+from overnight.domain.files import FilePurpose, FileRecord
+from overnight.domain.lines import LineRules, check_line, is_blank, strip_bom
+from overnight.domain.lines import Request as LineRequest
+from overnight.domain.results import Outcome, renderer_for
+from overnight.domain.status import BatchStatus, StopReason
+from overnight.runner.parts import part_key
+from overnight.runner.reading import lines_with_offsets
+from overnight.settings import Settings
+from overnight.store.sql import SqlStore
+from overnight.types import FileId, WorkerId
+
+log = logging.getLogger("overnight.runner")
+
+
+async def finalize_batch(
+    batch: Batch, *, worker: WorkerId, store: SqlStore, blobs: BlobStore, settings: Settings
+) -> bool:
+    started = time.monotonic()
+    output_id, error_id = new_file_id(), new_file_id()
+    output = blobs.writer(f"files/{output_id}")
+    errors = blobs.writer(f"files/{error_id}")
+    try:
+        never_ran = await _assemble(batch, store=store, blobs=blobs, output=output, errors=errors)
+        await output.commit()
+        await errors.commit()
+    except BaseException:
+        await output.abort()
+        await errors.abort()
+        raise
+
+    now = time.time()
+    reason = batch.stop_reason
+    status = reason.final_status if reason is not None else BatchStatus.COMPLETED
+    output_record = _result_file(batch, output_id, "output", output, int(now))
+    error_record = _result_file(batch, error_id, "error", errors, int(now))
+    finished = await store.finish_batch(
+        batch.id,
+        worker,
+        status=status,
+        output=output_record,
+        errors=error_record,
+        never_ran=never_ran,
+        now=int(now),
+        created_us=int(now * 1_000_000),
+    )
+    for record, file_id in ((output_record, output_id), (error_record, error_id)):
+        if record is None or not finished:  # empty, or another worker finished first
+            await blobs.delete(f"files/{file_id}")
+    if not finished:
+        return False
+    await blobs.delete_prefix(f"parts/{batch.id}")
+    shutil.rmtree(settings.data_dir / "staging" / batch.id, ignore_errors=True)
+    log.info("finalised %s as %s in %.2f s", batch.id, status.value, time.monotonic() - started)
+    return True
+
+
+async def _assemble(
+    batch: Batch, *, store: SqlStore, blobs: BlobStore, output: BlobWriter, errors: BlobWriter
+) -> int:
+    """Concatenate the parts; write never-ran lines for skipped chunks.
+    Returns how many lines never ran."""
+    render = renderer_for(batch.dialect)
+    reason = batch.stop_reason or StopReason.CANCELLED
+    message = (
+        "The batch was cancelled before this request ran."
+        if reason is StopReason.CANCELLED
+        else "The batch expired before this request ran."
+    )
+    input_file = await store.get_file(None, batch.input_file_id)
+    never_ran = 0
+    for chunk in await store.chunks_of(batch.id):
+        if chunk.status is ChunkStatus.DONE:
+            for kind, writer in (("output", output), ("error", errors)):
+                key = part_key(chunk.key, kind)
+                if await blobs.exists(key):
+                    async for piece in blobs.read(key):
+                        await writer.write(piece)
+        elif chunk.status is ChunkStatus.SKIPPED and input_file is not None:
+            rules = LineRules(batch.endpoint, models=None, require_method_and_url=False)
+            line_no = chunk.first_line
+            async for lines in lines_with_offsets(
+                blobs, input_file.blob_key, chunk.start, chunk.end
+            ):
+                rendered = []
+                for raw, _ in lines:
+                    raw = strip_bom(raw, line_no)
+                    if not is_blank(raw):
+                        checked = check_line(raw, line_no, rules)
+                        if isinstance(checked, LineRequest):
+                            outcome = Outcome.never_ran(
+                                checked.custom_id, reason.error_code, message
+                            )
+                            rendered.append(render(outcome))
+                    line_no += 1
+                never_ran += len(rendered)
+                await errors.write(b"".join(rendered))
+    return never_ran
+
+
+def _result_file(
+    batch: Batch, file_id: FileId, kind: str, writer: BlobWriter, now: int
+) -> FileRecord | None:
+    if writer.size == 0:
+        return None
+    return FileRecord(
+        id=file_id,
+        tenant=batch.tenant,
+        filename=f"{batch.id}_{kind}.jsonl",
+        purpose=FilePurpose.BATCH_OUTPUT,
+        bytes=writer.size,
+        created_at=now,
+        sha256=writer.sha256,
+        blob_key=f"files/{file_id}",
+    )

@@ -1,0 +1,139 @@
+"""A chunk's result parts: two append-only JSONL files, output and errors.
+
+Results are appended as they arrive, but written to disk in groups: the
+executor calls `flush()` every `flush_lines` results or `flush_interval`
+seconds, which writes and fsyncs both files before the counters are stored.
+So after a crash the parts hold at least what the database counted, and at
+most one flush window of results is lost (and re-run).
+
+On resume, `open()` reads what the parts hold: a torn last line (the process
+died mid-write) is cut off, and the `custom_id`s present are returned so the
+executor skips them. Parts are staged on local disk while the chunk runs and
+handed to the blob store when it is done; a resumed chunk whose staging is
+gone (another machine) starts from the blob copy if there is one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from overnight.blobs import BlobStore
+from overnight.domain.batch import Usage
+from overnight.domain.chunk import ChunkKey, Tally
+
+
+def part_key(key: ChunkKey, kind: str) -> str:
+    return f"parts/{key.batch_id}/{key.index:06d}.{kind}.jsonl"
+
+
+class ChunkParts:
+    def __init__(self, staging: Path, blobs: BlobStore, key: ChunkKey) -> None:
+        self.key = key
+        self.blobs = blobs
+        folder = staging / key.batch_id
+        self.paths = {
+            kind: folder / f"{key.index:06d}.{kind}.jsonl" for kind in ("output", "error")
+        }
+        self._handles: dict[str, BinaryIO] = {}
+        self._pending: dict[str, list[bytes]] = {"output": [], "error": []}
+        self.buffered = 0
+
+    async def open(self) -> tuple[set[str], Tally]:
+        """Open both parts for appending; return the ids they already hold
+        and the tally of their results."""
+        for kind, path in self.paths.items():
+            if not path.exists():
+                await self._restore_from_blob(kind, path)
+        ids, tally = await asyncio.to_thread(self._scan_and_open)
+        return ids, tally
+
+    async def _restore_from_blob(self, kind: str, path: Path) -> None:
+        key = part_key(self.key, kind)
+        if not await self.blobs.exists(key):
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as handle:
+            async for piece in self.blobs.read(key):
+                handle.write(piece)
+
+    def _scan_and_open(self) -> tuple[set[str], Tally]:
+        ids: set[str] = set()
+        completed = failed = 0
+        usage = Usage()
+        for kind, path in self.paths.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = path.open("a+b")
+            handle.seek(0)
+            data = handle.read()
+            keep = data.rfind(b"\n") + 1  # everything after the last newline is torn
+            if keep != len(data):
+                handle.truncate(keep)
+                data = data[:keep]
+            for line in data.splitlines():
+                try:
+                    value = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                ids.add(value["custom_id"])
+                if kind == "output":
+                    completed += 1
+                    usage = usage + Usage.from_response(_response_body(value))
+                else:
+                    failed += 1
+            handle.seek(0, os.SEEK_END)
+            self._handles[kind] = handle
+        return ids, Tally(completed, failed, usage)
+
+    def add(self, line: bytes, *, succeeded: bool) -> None:
+        self._pending["output" if succeeded else "error"].append(line)
+        self.buffered += 1
+
+    def take(self) -> dict[str, bytes]:
+        """Everything added since the last take, to hand to `write`. Taking
+        is synchronous so the caller can snapshot its counters at the same
+        instant: what it stores then never exceeds what is on disk."""
+        pending = {kind: b"".join(lines) for kind, lines in self._pending.items() if lines}
+        for lines in self._pending.values():
+            lines.clear()
+        self.buffered = 0
+        return pending
+
+    async def write(self, pending: dict[str, bytes]) -> None:
+        """Append and fsync."""
+        if pending:
+            await asyncio.to_thread(self._write, pending)
+
+    async def flush(self) -> None:
+        await self.write(self.take())
+
+    def _write(self, pending: dict[str, bytes]) -> None:
+        for kind, data in pending.items():
+            handle = self._handles[kind]
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    async def hand_over(self) -> None:
+        """The chunk is done: move non-empty parts into the blob store."""
+        await self.flush()
+        self.close()
+        for kind, path in self.paths.items():
+            if path.exists() and path.stat().st_size > 0:
+                await self.blobs.put_file(part_key(self.key, kind), path)
+            else:
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+
+def _response_body(value: dict[str, object]) -> object:
+    response = value.get("response")
+    return response.get("body") if isinstance(response, dict) else None

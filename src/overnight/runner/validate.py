@@ -1,0 +1,87 @@
+"""Validate a batch's input file, then start the batch or fail it.
+
+The file is streamed once (twice only when a duplicate `custom_id` is
+suspected); chunks are cut in the same pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from overnight.blobs import BlobStore
+from overnight.domain.batch import Batch, LineError
+from overnight.domain.lines import LineRules
+from overnight.domain.status import BatchStatus
+from overnight.domain.validation import DuplicateFinder, FileValidator
+from overnight.runner.reading import lines_with_offsets
+from overnight.settings import Settings
+from overnight.store.sql import SqlStore
+from overnight.types import WorkerId
+
+log = logging.getLogger("overnight.runner")
+
+
+async def validate_batch(
+    batch: Batch,
+    *,
+    worker: WorkerId,
+    store: SqlStore,
+    blobs: BlobStore,
+    settings: Settings,
+    model_names: frozenset[str],
+) -> BatchStatus | None:
+    started = time.monotonic()
+    record = await store.get_file(None, batch.input_file_id)
+    if record is None:
+        error = LineError(
+            "file_not_found", f"The input file {batch.input_file_id} no longer exists.", None
+        )
+        return await store.fail_batch(batch.id, worker, [error], int(time.time()))
+
+    rules = LineRules(
+        endpoint=batch.endpoint,
+        models=model_names,
+        require_method_and_url=batch.dialect != "together",
+    )
+    validator = FileValidator(
+        rules,
+        chunk_lines=settings.chunk_lines,
+        chunk_bytes=settings.chunk_bytes,
+        max_requests=settings.max_requests_per_batch,
+        require_single_model=settings.require_single_model,
+    )
+    feed = validator.feed
+    async for lines in lines_with_offsets(blobs, record.blob_key):
+        for raw, offset in lines:
+            feed(raw, offset)
+
+    duplicates: list[LineError] = []
+    candidates = validator.duplicate_candidates()
+    if candidates:
+        finder = DuplicateFinder(candidates, rules)
+        async for lines in lines_with_offsets(blobs, record.blob_key):
+            for raw, _ in lines:
+                finder.feed(raw)
+        duplicates = finder.found
+
+    report = validator.finish(record.bytes, duplicates)
+    now = int(time.time())
+    log.info(
+        "validated %s: %d requests, %d errors, %d chunks in %.2f s",
+        batch.id,
+        report.requests,
+        report.error_count,
+        len(report.chunks),
+        time.monotonic() - started,
+    )
+    if not report.ok:
+        return await store.fail_batch(batch.id, worker, report.errors, now)
+    return await store.start_batch(
+        batch.id,
+        worker,
+        requests=report.requests,
+        model=report.model,
+        chunk_ranges=report.chunks,
+        now=now,
+    )

@@ -1,0 +1,216 @@
+"""A worker: the loops that move batches through validation, execution and
+finalisation, supervised together.
+
+Side tasks (heartbeat, stop watcher) and the three claim loops run in one
+TaskGroup: if any of them dies, the whole worker stops loudly instead of
+limping on without, say, its heartbeat.
+
+    heartbeat   renews every lease this worker holds, every heartbeat_interval
+    stops       closes expired windows; tells running chunks of a cancel/expiry
+    validator   claims `validating` batches and validates them
+    chunks      claims chunks and runs up to `worker_chunks` at once
+    finalizer   claims `finalizing` batches and assembles their results
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from overnight._ids import new_worker_id
+from overnight.blobs import BlobStore
+from overnight.domain.batch import Batch
+from overnight.domain.chunk import ChunkKey, ChunkWork
+from overnight.runner.executor import ChunkRun, LeaseLost
+from overnight.runner.finalize import finalize_batch
+from overnight.runner.models import Models
+from overnight.runner.validate import validate_batch
+from overnight.runner.wakeups import Wakeups
+from overnight.settings import Settings
+from overnight.store.sql import SqlStore
+
+log = logging.getLogger("overnight.runner")
+
+T = TypeVar("T")
+
+#: Validations and finalisations one worker runs at once.
+BATCH_PHASE_CONCURRENCY = 2
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        store: SqlStore,
+        blobs: BlobStore,
+        models: Models,
+        settings: Settings,
+        wakeups: Wakeups,
+    ) -> None:
+        self.id = new_worker_id()
+        self.store = store
+        self.blobs = blobs
+        self.models = models
+        self.settings = settings
+        self.wakeups = wakeups
+        self.runs: dict[ChunkKey, ChunkRun] = {}
+
+    async def run(self) -> None:
+        log.info("worker %s starting", self.id)
+        if self.store.dialect == "sqlite":
+            # SQLite means one process (the data directory is locked): every
+            # lease left behind belongs to a process that is gone.
+            await self.store.release_all_leases()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._heartbeat(), name="heartbeat")
+                group.create_task(self._watch_stops(), name="stops")
+                group.create_task(
+                    self._claim_loop(
+                        "validator", self._claim_validation, self._validate, BATCH_PHASE_CONCURRENCY
+                    ),
+                    name="validator",
+                )
+                group.create_task(
+                    self._claim_loop(
+                        "chunks", self._claim_chunk, self._run_chunk, self.settings.worker_chunks
+                    ),
+                    name="chunks",
+                )
+                group.create_task(
+                    self._claim_loop(
+                        "finalizer",
+                        self._claim_finalization,
+                        self._finalize,
+                        BATCH_PHASE_CONCURRENCY,
+                    ),
+                    name="finalizer",
+                )
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.store.release_leases(self.id))
+            log.info("worker %s stopped; leases released", self.id)
+
+    # -- side tasks
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            await self.store.renew_leases(self.id, time.time(), self.settings.lease_ttl)
+
+    async def _watch_stops(self) -> None:
+        wake = self.wakeups.subscribe()
+        while True:
+            await self._sleep_or_wake(wake)
+            expired = await self.store.expire_due(int(time.time()))
+            if expired:
+                log.info("completion window closed for %s", ", ".join(expired))
+                self.wakeups.notify()
+            running = {key.batch_id for key in self.runs}
+            for batch_id, reason in (await self.store.stop_reasons(running)).items():
+                for key, run in list(self.runs.items()):
+                    if key.batch_id == batch_id:
+                        run.stop(reason)
+
+    async def _sleep_or_wake(self, wake: asyncio.Event) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), self.settings.poll_interval)
+        wake.clear()
+
+    # -- claim loops
+
+    async def _claim_loop(
+        self,
+        name: str,
+        claim: Callable[[], Awaitable[T | None]],
+        handle: Callable[[T], Coroutine[Any, Any, None]],
+        concurrency: int,
+    ) -> None:
+        wake = self.wakeups.subscribe()
+        active: set[asyncio.Task[Any]] = set()
+
+        def finished(task: asyncio.Task[Any]) -> None:
+            active.discard(task)
+            wake.set()
+
+        try:
+            while True:
+                while len(active) < concurrency:
+                    item = await claim()
+                    if item is None:
+                        break
+                    task = asyncio.create_task(handle(item), name=f"{name}-work")
+                    active.add(task)
+                    task.add_done_callback(finished)
+                await self._sleep_or_wake(wake)
+        finally:
+            for task in active:
+                task.cancel()
+            await asyncio.gather(*active, return_exceptions=True)
+
+    async def _claim_validation(self) -> Batch | None:
+        return await self.store.claim_validation(self.id, time.time(), self.settings.lease_ttl)
+
+    async def _claim_finalization(self) -> Batch | None:
+        return await self.store.claim_finalization(self.id, time.time(), self.settings.lease_ttl)
+
+    async def _claim_chunk(self) -> ChunkWork | None:
+        return await self.store.claim_chunk(self.id, time.time(), self.settings.lease_ttl)
+
+    # -- the work itself
+
+    async def _validate(self, batch: Batch) -> None:
+        try:
+            status = await validate_batch(
+                batch,
+                worker=self.id,
+                store=self.store,
+                blobs=self.blobs,
+                settings=self.settings,
+                model_names=self.models.names,
+            )
+        except Exception:
+            log.exception("validation of %s failed; it will be retried", batch.id)
+            await self.store.release_batch(batch.id, self.id)
+            await asyncio.sleep(self.settings.poll_interval)
+            return
+        log.info("batch %s is %s", batch.id, status.value if status else "taken by another worker")
+        self.wakeups.notify()
+
+    async def _run_chunk(self, work: ChunkWork) -> None:
+        key = work.chunk.key
+        run = ChunkRun(
+            work,
+            worker=self.id,
+            store=self.store,
+            blobs=self.blobs,
+            models=self.models,
+            settings=self.settings,
+        )
+        self.runs[key] = run
+        try:
+            outcome = await run.run()
+            if outcome.finalizing:
+                self.wakeups.notify()
+        except LeaseLost:
+            log.warning("chunk %s/%d was taken over by another worker", key.batch_id, key.index)
+        except Exception:
+            log.exception("chunk %s/%d failed; it will be retried", key.batch_id, key.index)
+            await self.store.release_chunk(key, self.id)
+            await asyncio.sleep(self.settings.poll_interval)
+        finally:
+            del self.runs[key]
+
+    async def _finalize(self, batch: Batch) -> None:
+        try:
+            await finalize_batch(
+                batch, worker=self.id, store=self.store, blobs=self.blobs, settings=self.settings
+            )
+        except Exception:
+            log.exception("finalisation of %s failed; it will be retried", batch.id)
+            await self.store.release_batch(batch.id, self.id)
+            await asyncio.sleep(self.settings.poll_interval)

@@ -1,0 +1,493 @@
+"""The use cases every dialect and the CLI call: files, uploads, batches.
+
+Dialect-neutral: domain objects in, domain objects out, errors from
+`overnight.errors`. Nothing here knows about HTTP or wire shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from overnight import _ids
+from overnight.blobs import BlobStore, BlobWriter
+from overnight.domain.batch import Batch
+from overnight.domain.files import (
+    BATCH_INPUT_PURPOSES,
+    UPLOADABLE_PURPOSES,
+    FilePurpose,
+    FileRecord,
+    Upload,
+    UploadPart,
+    UploadStatus,
+)
+from overnight.domain.status import BatchStatus
+from overnight.domain.windows import window_seconds
+from overnight.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from overnight.runner.wakeups import Wakeups
+from overnight.settings import Settings
+from overnight.store.sql import SqlStore
+from overnight.types import FileId, TenantId
+
+T = TypeVar("T")
+
+SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_more: bool
+
+
+class FileSink:
+    """Receives the bytes of one upload as they stream in, in bounded
+    memory, cutting it off as soon as it passes the size limit."""
+
+    def __init__(self, writer: BlobWriter, key: str, limit: int) -> None:
+        self.writer = writer
+        self.key = key
+        self.limit = limit
+        self.closed = False
+
+    @property
+    def size(self) -> int:
+        return self.writer.size
+
+    async def write(self, data: bytes) -> None:
+        if self.writer.size + len(data) > self.limit:
+            await self.abort()
+            raise PayloadTooLarge(
+                f"The file is larger than the limit of {self.limit} bytes.",
+                param="file",
+                code="file_too_large",
+            )
+        await self.writer.write(data)
+
+    async def commit(self) -> None:
+        self.closed = True
+        await self.writer.commit()
+
+    async def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.writer.abort()
+
+
+class Service:
+    def __init__(
+        self,
+        *,
+        store: SqlStore,
+        blobs: BlobStore,
+        settings: Settings,
+        model_names: frozenset[str],
+        wakeups: Wakeups | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.settings = settings
+        self.model_names = model_names
+        self.wakeups = wakeups or Wakeups()
+        self.clock = clock
+
+    # ------------------------------------------------------------------ files
+
+    def new_file_sink(self) -> FileSink:
+        key = f"files/{_ids.new_file_id()}"
+        return FileSink(self.blobs.writer(key), key, self.settings.max_upload_bytes)
+
+    async def create_file(
+        self,
+        tenant: TenantId,
+        sink: FileSink,
+        *,
+        filename: str,
+        purpose: str,
+        expires_after: int | None = None,
+    ) -> FileRecord:
+        """Commit a streamed upload as a file. On any error the bytes are dropped."""
+        try:
+            checked_purpose = _uploadable_purpose(purpose)
+            if expires_after is not None and expires_after <= 0:
+                raise InvalidRequest(
+                    "expires_after[seconds] must be a positive number of seconds.",
+                    param="expires_after[seconds]",
+                    code="invalid_value",
+                )
+            await sink.commit()
+        except BaseException:
+            await sink.abort()
+            raise
+        now = self.clock()
+        record = FileRecord(
+            id=_file_id_of(sink.key),
+            tenant=tenant,
+            filename=_clean_filename(filename),
+            purpose=checked_purpose,
+            bytes=sink.size,
+            created_at=int(now),
+            sha256=sink.writer.sha256,
+            blob_key=sink.key,
+            expires_at=int(now) + expires_after if expires_after else None,
+        )
+        await self.store.insert_file(record, _micros(now))
+        return record
+
+    async def get_file(self, tenant: TenantId, file_id: str) -> FileRecord:
+        record = await self.store.get_file(tenant, file_id)
+        if record is None:
+            raise NotFound(f"No such file: {file_id}", param="file_id", code="file_not_found")
+        return record
+
+    async def list_files(
+        self,
+        tenant: TenantId,
+        *,
+        purpose: str | None = None,
+        order: str = "desc",
+        after: str | None = None,
+        limit: int = 10000,
+        max_limit: int = 10000,
+    ) -> Page[FileRecord]:
+        if order not in ("asc", "desc"):
+            raise InvalidRequest(
+                "order must be 'asc' or 'desc'.", param="order", code="invalid_value"
+            )
+        _check_limit(limit, max_limit)
+        items = await self.store.list_files(
+            tenant, purpose=purpose, newest_first=order == "desc", after=after, limit=limit + 1
+        )
+        return Page(items[:limit], len(items) > limit)
+
+    async def delete_file(self, tenant: TenantId, file_id: str) -> FileRecord:
+        record = await self.store.delete_file(tenant, file_id)
+        if record is None:
+            raise NotFound(f"No such file: {file_id}", param="file_id", code="file_not_found")
+        await self.blobs.delete(record.blob_key)
+        return record
+
+    async def file_content(
+        self, tenant: TenantId, file_id: str
+    ) -> tuple[FileRecord, AsyncIterator[bytes]]:
+        record = await self.get_file(tenant, file_id)
+        return record, self.blobs.read(record.blob_key)
+
+    # ---------------------------------------------------------------- uploads
+
+    async def create_upload(
+        self,
+        tenant: TenantId,
+        *,
+        filename: str,
+        purpose: str,
+        bytes: int,
+        mime_type: str,
+    ) -> Upload:
+        checked_purpose = _uploadable_purpose(purpose)
+        if bytes < 0 or bytes > self.settings.max_upload_bytes:
+            raise InvalidRequest(
+                f"bytes must be between 0 and {self.settings.max_upload_bytes}.",
+                param="bytes",
+                code="invalid_value",
+            )
+        now = int(self.clock())
+        upload = Upload(
+            id=_ids.new_upload_id(),
+            tenant=tenant,
+            filename=_clean_filename(filename),
+            purpose=checked_purpose,
+            bytes=bytes,
+            mime_type=mime_type,
+            created_at=now,
+            expires_at=now + self.settings.upload_expiry,
+        )
+        await self.store.insert_upload(upload)
+        return upload
+
+    async def get_upload(self, tenant: TenantId, upload_id: str) -> Upload:
+        upload = await self.store.get_upload(tenant, upload_id)
+        if upload is None:
+            raise NotFound(
+                f"No such upload: {upload_id}", param="upload_id", code="upload_not_found"
+            )
+        if upload.status is UploadStatus.PENDING and upload.expires_at <= self.clock():
+            await self.store.set_upload_status(
+                upload.id, UploadStatus.EXPIRED, expected=UploadStatus.PENDING
+            )
+            await self._drop_parts(upload)
+            upload = await self.store.get_upload(tenant, upload_id)
+            assert upload is not None
+        return upload
+
+    def new_part_sink(self, upload: Upload) -> FileSink:
+        key = f"uploads/{upload.id}/{_ids.new_part_id()}"
+        return FileSink(self.blobs.writer(key), key, self.settings.max_upload_bytes)
+
+    async def add_upload_part(self, tenant: TenantId, upload_id: str, sink: FileSink) -> UploadPart:
+        try:
+            upload = await self._pending_upload(tenant, upload_id)
+            await sink.commit()
+        except BaseException:
+            await sink.abort()
+            raise
+        part = UploadPart(
+            id=_ids.new_part_id(),
+            upload_id=upload.id,
+            created_at=int(self.clock()),
+            bytes=sink.size,
+            blob_key=sink.key,
+        )
+        try:
+            await self.store.insert_part(part)
+        except BaseException:
+            await self.blobs.delete(sink.key)
+            raise
+        return part
+
+    async def complete_upload(
+        self, tenant: TenantId, upload_id: str, part_ids: Sequence[str], md5: str | None = None
+    ) -> Upload:
+        upload = await self._pending_upload(tenant, upload_id)
+        parts: dict[str, UploadPart] = {p.id: p for p in await self.store.list_parts(upload.id)}
+        if len(set(part_ids)) != len(part_ids):
+            raise InvalidRequest(
+                "part_ids lists a part twice.", param="part_ids", code="invalid_value"
+            )
+        missing = [p for p in part_ids if p not in parts]
+        if missing:
+            raise InvalidRequest(
+                f"Unknown part ids for this upload: {', '.join(missing[:5])}.",
+                param="part_ids",
+                code="invalid_value",
+            )
+        ordered = [parts[p] for p in part_ids]
+        total = sum(p.bytes for p in ordered)
+        if total != upload.bytes:
+            raise InvalidRequest(
+                f"The parts hold {total} bytes, but the upload was created for {upload.bytes}.",
+                param="bytes",
+                code="invalid_value",
+            )
+        file_id = _ids.new_file_id()
+        writer = self.blobs.writer(f"files/{file_id}")
+        digest = hashlib.md5(usedforsecurity=False)
+        try:
+            for part in ordered:
+                async for piece in self.blobs.read(part.blob_key):
+                    digest.update(piece)
+                    await writer.write(piece)
+            if md5 and md5.lower() != digest.hexdigest():
+                raise InvalidRequest(
+                    "The md5 checksum does not match the uploaded bytes.",
+                    param="md5",
+                    code="checksum_mismatch",
+                )
+            await writer.commit()
+        except BaseException:
+            await writer.abort()
+            raise
+        now = self.clock()
+        record = FileRecord(
+            id=file_id,
+            tenant=tenant,
+            filename=upload.filename,
+            purpose=upload.purpose,
+            bytes=writer.size,
+            created_at=int(now),
+            sha256=writer.sha256,
+            blob_key=f"files/{file_id}",
+        )
+        try:
+            await self.store.complete_upload(upload.id, record, _micros(now))
+        except BaseException:
+            await self.blobs.delete(record.blob_key)
+            raise
+        await self._drop_parts(upload)
+        return await self.get_upload(tenant, upload.id)
+
+    async def cancel_upload(self, tenant: TenantId, upload_id: str) -> Upload:
+        upload = await self._pending_upload(tenant, upload_id)
+        if not await self.store.set_upload_status(
+            upload.id, UploadStatus.CANCELLED, expected=UploadStatus.PENDING
+        ):
+            raise Conflict(f"Upload {upload_id} is no longer pending.", code="upload_not_pending")
+        await self._drop_parts(upload)
+        return await self.get_upload(tenant, upload.id)
+
+    async def _pending_upload(self, tenant: TenantId, upload_id: str) -> Upload:
+        upload = await self.get_upload(tenant, upload_id)
+        if upload.status is not UploadStatus.PENDING:
+            raise Conflict(
+                f"Upload {upload_id} is {upload.status.value}; it can no longer be changed.",
+                code="upload_not_pending",
+            )
+        return upload
+
+    async def _drop_parts(self, upload: Upload) -> None:
+        await self.blobs.delete_prefix(f"uploads/{upload.id}")
+        await self.store.delete_parts(upload.id)
+
+    # ---------------------------------------------------------------- batches
+
+    async def create_batch(
+        self,
+        tenant: TenantId,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str | None = None,
+        metadata: dict[str, str] | None = None,
+        dialect: str = "openai",
+        priority: int = 0,
+    ) -> Batch:
+        if endpoint not in SUPPORTED_ENDPOINTS:
+            raise InvalidRequest(
+                f"Unsupported endpoint {endpoint!r}; use one of {', '.join(SUPPORTED_ENDPOINTS)}.",
+                param="endpoint",
+                code="invalid_value",
+            )
+        window = completion_window or self.settings.default_completion_window
+        seconds = self._window(window)
+        _check_metadata(metadata)
+        record = await self.store.get_file(tenant, input_file_id)
+        if record is None:
+            raise NotFound(
+                f"No such file: {input_file_id}", param="input_file_id", code="file_not_found"
+            )
+        if record.purpose not in BATCH_INPUT_PURPOSES:
+            raise InvalidRequest(
+                f"File {input_file_id} has purpose {record.purpose.value!r}; a batch needs a "
+                "file uploaded with purpose 'batch' (or 'batch-api').",
+                param="input_file_id",
+                code="invalid_value",
+            )
+        now = self.clock()
+        batch = Batch(
+            id=_ids.new_batch_id(),
+            tenant=tenant,
+            endpoint=endpoint,
+            input_file_id=record.id,
+            completion_window=window,
+            status=BatchStatus.VALIDATING,
+            created_at=int(now),
+            expires_at=int(now) + seconds,
+            dialect=dialect,
+            priority=priority,
+            metadata=metadata,
+            input_bytes=record.bytes,
+        )
+        await self.store.insert_batch(batch, _micros(now))
+        self.wakeups.notify()
+        return batch
+
+    def _window(self, window: str) -> int:
+        try:
+            seconds = window_seconds(window)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="completion_window", code="invalid_value") from exc
+        low, high = self.settings.min_window_seconds, self.settings.max_window_seconds
+        if not low <= seconds <= high:
+            raise InvalidRequest(
+                f"completion_window must be between {self.settings.min_completion_window} and "
+                f"{self.settings.max_completion_window}.",
+                param="completion_window",
+                code="invalid_value",
+            )
+        return seconds
+
+    async def get_batch(self, tenant: TenantId, batch_id: str) -> Batch:
+        batch = await self.store.get_batch(tenant, batch_id)
+        if batch is None:
+            raise NotFound(f"No such batch: {batch_id}", param="batch_id", code="batch_not_found")
+        return batch
+
+    async def list_batches(
+        self,
+        tenant: TenantId,
+        *,
+        after: str | None = None,
+        limit: int = 20,
+        max_limit: int = MAX_PAGE,
+    ) -> Page[Batch]:
+        _check_limit(limit, max_limit)
+        items = await self.store.list_batches(tenant, after=after, limit=limit + 1)
+        return Page(items[:limit], len(items) > limit)
+
+    async def cancel_batch(self, tenant: TenantId, batch_id: str) -> Batch:
+        batch = await self.store.request_cancel(tenant, batch_id, int(self.clock()))
+        if batch is None:
+            raise NotFound(f"No such batch: {batch_id}", param="batch_id", code="batch_not_found")
+        self.wakeups.notify()
+        return batch
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _micros(now: float) -> int:
+    return int(now * 1_000_000)
+
+
+def _file_id_of(key: str) -> FileId:
+    return FileId(key.removeprefix("files/"))
+
+
+def _uploadable_purpose(purpose: str) -> FilePurpose:
+    try:
+        checked = FilePurpose(purpose)
+    except ValueError:
+        checked = None
+    if checked is None or checked not in UPLOADABLE_PURPOSES:
+        allowed = ", ".join(sorted(p.value for p in UPLOADABLE_PURPOSES))
+        raise InvalidRequest(
+            f"Invalid purpose {purpose!r}; expected one of: {allowed}.",
+            param="purpose",
+            code="invalid_value",
+        )
+    return checked
+
+
+def _clean_filename(name: str) -> str:
+    """Keep only the last path component: a filename is a label, never a path."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    base = "".join(ch for ch in base if ch.isprintable())
+    return base[:255] or "upload"
+
+
+def _check_limit(limit: int, max_limit: int) -> None:
+    if not 1 <= limit <= max_limit:
+        raise InvalidRequest(
+            f"limit must be between 1 and {max_limit}.", param="limit", code="invalid_value"
+        )
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidRequest(
+            f"metadata holds at most {MAX_METADATA_PAIRS} pairs.",
+            param="metadata",
+            code="invalid_value",
+        )
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidRequest(
+                "metadata keys and values must be strings.", param="metadata", code="invalid_value"
+            )
+        if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise InvalidRequest(
+                f"metadata keys are at most {MAX_METADATA_KEY} characters and values at most "
+                f"{MAX_METADATA_VALUE}.",
+                param=f"metadata.{key[:64]}",
+                code="invalid_value",
+            )

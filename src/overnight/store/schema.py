@@ -1,0 +1,138 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations build exactly
+this; `tests/store/test_migrations.py` checks that they agree.
+
+Times are unix seconds (BIGINT) as the APIs show them; `created_us` adds
+microseconds so that "newest first" and cursors are exact. Lease expiry is a
+float (seconds) because leases are short.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("filename", String(1024), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("sha256", String(64), nullable=False),
+    Column("blob_key", String(512), nullable=False),
+    Column("line_count", BigInteger, nullable=True),
+    Index("ix_files_tenant_created", "tenant", "created_us", "id"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False, index=True),
+    Column("filename", String(1024), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("mime_type", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("file_id", String(64), nullable=True),
+)
+
+upload_parts = Table(
+    "upload_parts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("upload_id", String(64), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("blob_key", String(512), nullable=False),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("endpoint", String(128), nullable=False),
+    Column("input_file_id", String(64), nullable=False, index=True),
+    Column("completion_window", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("dialect", String(16), nullable=False),
+    Column("model", String(255), nullable=True),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("metadata_json", Text, nullable=True),
+    Column("errors_json", Text, nullable=True),
+    Column("input_bytes", BigInteger, nullable=False, default=0),
+    Column("created_us", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("in_progress_at", BigInteger, nullable=True),
+    Column("finalizing_at", BigInteger, nullable=True),
+    Column("completed_at", BigInteger, nullable=True),
+    Column("failed_at", BigInteger, nullable=True),
+    Column("expired_at", BigInteger, nullable=True),
+    Column("cancelling_at", BigInteger, nullable=True),
+    Column("cancelled_at", BigInteger, nullable=True),
+    Column("stop_reason", String(16), nullable=True),
+    Column("total", BigInteger, nullable=False, default=0),
+    Column("completed", BigInteger, nullable=False, default=0),
+    Column("failed", BigInteger, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Column("output_file_id", String(64), nullable=True),
+    Column("error_file_id", String(64), nullable=True),
+    Column("chunks_total", Integer, nullable=False, default=0),
+    Column("chunks_done", Integer, nullable=False, default=0),
+    # Who validates or finalises the batch (one worker at a time), and until when.
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Index("ix_batches_tenant_created", "tenant", "created_us", "id"),
+    Index("ix_batches_status", "status"),
+)
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("start", BigInteger, nullable=False),
+    Column("end", BigInteger, nullable=False),
+    Column("first_line", BigInteger, nullable=False),
+    Column("requests", Integer, nullable=False),
+    # pending -> running -> done; pending -> skipped when the batch stops first.
+    Column("status", String(16), nullable=False),
+    # Copied from the batch so that claiming reads one table, in order.
+    Column("tenant", String(128), nullable=False),
+    Column("deadline", BigInteger, nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("created_us", BigInteger, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("completed", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("cached_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("reasoning_tokens", BigInteger, nullable=False, default=0),
+    Index("ix_chunks_claim", "status", "deadline", "created_us", "idx"),
+    Index("ix_chunks_owner", "lease_owner"),
+)

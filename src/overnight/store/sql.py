@@ -1,0 +1,998 @@
+"""The store on SQLAlchemy Core: SQLite by default, PostgreSQL to scale out.
+
+SQLite keeps one writer connection (a pool of one) whose transactions open
+with BEGIN IMMEDIATE, so writers queue instead of failing on lock upgrades,
+and readers use their own connections, which WAL lets run beside the writer.
+PostgreSQL uses one pool for both and claims work with FOR UPDATE SKIP LOCKED.
+
+Every public method is one transaction. Transitions are guarded in WHERE
+clauses (`status = :expected`, `lease_owner = :me`); a guard that matches no
+row means someone else moved first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from overnight import _json
+from overnight.domain.batch import Batch, LineError, RequestCounts, Usage
+from overnight.domain.chunk import Chunk, ChunkKey, ChunkStatus, ChunkWork, Tally
+from overnight.domain.files import FilePurpose, FileRecord, Upload, UploadPart, UploadStatus
+from overnight.domain.status import BatchStatus, StopReason, sources_of
+from overnight.domain.validation import ChunkRange
+from overnight.errors import Conflict
+from overnight.store import migrate
+from overnight.store.schema import batches, chunks, files, upload_parts, uploads
+from overnight.types import BatchId, FileId, PartId, TenantId, UploadId, WorkerId
+
+_ACTIVE_CHUNK = (ChunkStatus.PENDING.value, ChunkStatus.RUNNING.value)
+
+
+async def open_store(url: str) -> SqlStore:
+    """Connect, migrate to the newest schema, and return the store."""
+    store = SqlStore.connect(url)
+    await migrate.upgrade(store.write_engine)
+    return store
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN is ours to send.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class SqlStore:
+    def __init__(self, read_engine: AsyncEngine, write_engine: AsyncEngine) -> None:
+        self.read_engine = read_engine
+        self.write_engine = write_engine
+        self.dialect = write_engine.dialect.name
+
+    @classmethod
+    def connect(cls, url: str) -> SqlStore:
+        if make_url(url).get_backend_name() == "sqlite":
+            writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
+            reader = create_async_engine(url, pool_size=4, max_overflow=4)
+            _sqlite_pragmas(writer, immediate=True)
+            _sqlite_pragmas(reader, immediate=False)
+            return cls(reader, writer)
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        return cls(engine, engine)
+
+    async def close(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.write_engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.read_engine.connect() as conn:
+            yield conn
+
+    # ------------------------------------------------------------------ files
+
+    async def insert_file(self, record: FileRecord, created_us: int) -> None:
+        async with self._write() as conn:
+            await conn.execute(insert(files).values(**_file_values(record), created_us=created_us))
+
+    async def get_file(self, tenant: TenantId | None, file_id: str) -> FileRecord | None:
+        query = select(files).where(files.c.id == file_id)
+        if tenant is not None:
+            query = query.where(files.c.tenant == tenant)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        return _file(row) if row else None
+
+    async def list_files(
+        self,
+        tenant: TenantId,
+        *,
+        purpose: str | None,
+        newest_first: bool,
+        after: str | None,
+        limit: int,
+    ) -> list[FileRecord]:
+        """Up to `limit` files after the cursor `after` (a file id)."""
+        query = select(files).where(files.c.tenant == tenant)
+        if purpose is not None:
+            query = query.where(files.c.purpose == purpose)
+        async with self._read() as conn:
+            if after is not None:
+                cursor = (
+                    await conn.execute(
+                        select(files.c.created_us, files.c.id).where(
+                            files.c.id == after, files.c.tenant == tenant
+                        )
+                    )
+                ).first()
+                if cursor is None:
+                    return []
+                query = query.where(_after_cursor(files, cursor, newest_first))
+            query = query.order_by(*_ordering(files, newest_first)).limit(limit)
+            rows = (await conn.execute(query)).all()
+        return [_file(r) for r in rows]
+
+    async def delete_file(self, tenant: TenantId, file_id: str) -> FileRecord | None:
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    select(files).where(files.c.id == file_id, files.c.tenant == tenant)
+                )
+            ).first()
+            if row is None:
+                return None
+            busy = (
+                await conn.execute(
+                    select(batches.c.id)
+                    .where(
+                        batches.c.input_file_id == file_id,
+                        batches.c.status.in_([s.value for s in BatchStatus if not s.is_terminal]),
+                    )
+                    .limit(1)
+                )
+            ).first()
+            if busy is not None:
+                raise Conflict(
+                    f"File {file_id} is the input of batch {busy.id}, which is still running; "
+                    "cancel the batch or wait for it to end.",
+                    param="file_id",
+                    code="file_in_use",
+                )
+            await conn.execute(delete(files).where(files.c.id == file_id))
+        return _file(row)
+
+    # ---------------------------------------------------------------- uploads
+
+    async def insert_upload(self, upload: Upload) -> None:
+        async with self._write() as conn:
+            await conn.execute(insert(uploads).values(**_upload_values(upload)))
+
+    async def get_upload(self, tenant: TenantId, upload_id: str) -> Upload | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(uploads).where(uploads.c.id == upload_id, uploads.c.tenant == tenant)
+                )
+            ).first()
+        return _upload(row) if row else None
+
+    async def insert_part(self, part: UploadPart) -> None:
+        async with self._write() as conn:
+            status = (
+                await conn.execute(select(uploads.c.status).where(uploads.c.id == part.upload_id))
+            ).scalar()
+            if status != UploadStatus.PENDING.value:
+                raise Conflict(
+                    f"Upload {part.upload_id} is {status}; parts can only be added while it is pending.",
+                    code="upload_not_pending",
+                )
+            await conn.execute(
+                insert(upload_parts).values(
+                    id=part.id,
+                    upload_id=part.upload_id,
+                    created_at=part.created_at,
+                    bytes=part.bytes,
+                    blob_key=part.blob_key,
+                )
+            )
+
+    async def list_parts(self, upload_id: str) -> list[UploadPart]:
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(upload_parts).where(upload_parts.c.upload_id == upload_id)
+                )
+            ).all()
+        return [
+            UploadPart(PartId(r.id), UploadId(r.upload_id), r.created_at, r.bytes, r.blob_key)
+            for r in rows
+        ]
+
+    async def complete_upload(self, upload_id: str, record: FileRecord, created_us: int) -> None:
+        """Mark the upload completed and create its file, or Conflict."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(uploads)
+                .where(uploads.c.id == upload_id, uploads.c.status == UploadStatus.PENDING.value)
+                .values(status=UploadStatus.COMPLETED.value, file_id=record.id)
+            )
+            if result.rowcount != 1:
+                raise Conflict(
+                    f"Upload {upload_id} is no longer pending.", code="upload_not_pending"
+                )
+            await conn.execute(insert(files).values(**_file_values(record), created_us=created_us))
+
+    async def set_upload_status(
+        self, upload_id: str, status: UploadStatus, *, expected: UploadStatus
+    ) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(uploads)
+                .where(uploads.c.id == upload_id, uploads.c.status == expected.value)
+                .values(status=status.value)
+            )
+        return bool(result.rowcount == 1)
+
+    async def delete_parts(self, upload_id: str) -> None:
+        async with self._write() as conn:
+            await conn.execute(delete(upload_parts).where(upload_parts.c.upload_id == upload_id))
+
+    # ---------------------------------------------------------------- batches
+
+    async def insert_batch(self, batch: Batch, created_us: int) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                insert(batches).values(
+                    id=batch.id,
+                    tenant=batch.tenant,
+                    endpoint=batch.endpoint,
+                    input_file_id=batch.input_file_id,
+                    completion_window=batch.completion_window,
+                    status=batch.status.value,
+                    dialect=batch.dialect,
+                    model=batch.model,
+                    priority=batch.priority,
+                    metadata_json=_json.dumps(batch.metadata).decode()
+                    if batch.metadata is not None
+                    else None,
+                    input_bytes=batch.input_bytes,
+                    created_us=created_us,
+                    created_at=batch.created_at,
+                    expires_at=batch.expires_at,
+                    total=0,
+                    completed=0,
+                    failed=0,
+                    input_tokens=0,
+                    cached_tokens=0,
+                    output_tokens=0,
+                    reasoning_tokens=0,
+                    chunks_total=0,
+                    chunks_done=0,
+                )
+            )
+
+    async def get_batch(self, tenant: TenantId | None, batch_id: str) -> Batch | None:
+        query = select(batches).where(batches.c.id == batch_id)
+        if tenant is not None:
+            query = query.where(batches.c.tenant == tenant)
+        async with self._read() as conn:
+            row = (await conn.execute(query)).first()
+        return _batch(row) if row else None
+
+    async def list_batches(
+        self, tenant: TenantId, *, after: str | None, limit: int, newest_first: bool = True
+    ) -> list[Batch]:
+        query = select(batches).where(batches.c.tenant == tenant)
+        async with self._read() as conn:
+            if after is not None:
+                cursor = (
+                    await conn.execute(
+                        select(batches.c.created_us, batches.c.id).where(
+                            batches.c.id == after, batches.c.tenant == tenant
+                        )
+                    )
+                ).first()
+                if cursor is None:
+                    return []
+                query = query.where(_after_cursor(batches, cursor, newest_first))
+            query = query.order_by(*_ordering(batches, newest_first)).limit(limit)
+            rows = (await conn.execute(query)).all()
+        return [_batch(r) for r in rows]
+
+    async def request_cancel(self, tenant: TenantId, batch_id: str, now: int) -> Batch | None:
+        """Move a batch towards `cancelled`; None if there is no such batch.
+
+        A batch that nobody is validating yet is cancelled at once (edges c
+        and j); otherwise it is `cancelling` and drains. Cancelling a batch
+        that already ended raises Conflict, except an already cancelled one.
+        """
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    select(batches).where(batches.c.id == batch_id, batches.c.tenant == tenant)
+                )
+            ).first()
+            if row is None:
+                return None
+            status = BatchStatus(row.status)
+            if status in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
+                return _batch(row)
+            if status is BatchStatus.FINALIZING and row.stop_reason == StopReason.CANCELLED:
+                return _batch(row)
+            if status not in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
+                raise Conflict(
+                    f"Cannot cancel a batch with status '{status.value}'.",
+                    code="batch_not_cancellable",
+                )
+            if status is BatchStatus.VALIDATING and row.lease_owner is None:
+                await conn.execute(
+                    update(batches)
+                    .where(batches.c.id == batch_id, batches.c.status == status.value)
+                    .values(
+                        status=BatchStatus.CANCELLED.value,
+                        stop_reason=StopReason.CANCELLED.value,
+                        cancelling_at=now,
+                        cancelled_at=now,
+                    )
+                )
+            else:
+                await conn.execute(
+                    update(batches)
+                    .where(batches.c.id == batch_id, batches.c.status == status.value)
+                    .values(
+                        status=BatchStatus.CANCELLING.value,
+                        cancelling_at=now,
+                        stop_reason=row.stop_reason or StopReason.CANCELLED.value,
+                    )
+                )
+                if status is BatchStatus.IN_PROGRESS:
+                    await self._skip_pending_chunks(conn, BatchId(batch_id), now)
+            row = (await conn.execute(select(batches).where(batches.c.id == batch_id))).one()
+        return _batch(row)
+
+    async def expire_due(self, now: int) -> list[BatchId]:
+        """Stop every running batch whose window has closed (reason `expired`)."""
+        async with self._write() as conn:
+            rows = (
+                await conn.execute(
+                    select(batches.c.id).where(
+                        batches.c.status.in_(
+                            [BatchStatus.VALIDATING.value, BatchStatus.IN_PROGRESS.value]
+                        ),
+                        batches.c.stop_reason.is_(None),
+                        batches.c.expires_at <= now,
+                    )
+                )
+            ).all()
+            expired = [BatchId(r.id) for r in rows]
+            for batch_id in expired:
+                await conn.execute(
+                    update(batches)
+                    .where(batches.c.id == batch_id, batches.c.stop_reason.is_(None))
+                    .values(stop_reason=StopReason.EXPIRED.value)
+                )
+                await self._skip_pending_chunks(conn, batch_id, now)
+        return expired
+
+    async def _skip_pending_chunks(
+        self, conn: AsyncConnection, batch_id: BatchId, now: int
+    ) -> None:
+        skipped = await conn.execute(
+            update(chunks)
+            .where(chunks.c.batch_id == batch_id, chunks.c.status == ChunkStatus.PENDING.value)
+            .values(status=ChunkStatus.SKIPPED.value, lease_owner=None, lease_expires_at=None)
+        )
+        if skipped.rowcount:
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(chunks_done=batches.c.chunks_done + skipped.rowcount)
+            )
+        await self._finalize_if_drained(conn, batch_id, now)
+
+    async def _finalize_if_drained(
+        self, conn: AsyncConnection, batch_id: BatchId, now: int
+    ) -> bool:
+        """Edges e and f: once every chunk is done or skipped, the batch is
+        finalizing, unowned, for whichever worker claims it first."""
+        result = await conn.execute(
+            update(batches)
+            .where(
+                batches.c.id == batch_id,
+                batches.c.status.in_([s.value for s in sources_of(BatchStatus.FINALIZING)]),
+                batches.c.chunks_done >= batches.c.chunks_total,
+                batches.c.chunks_total > 0,
+            )
+            .values(
+                status=BatchStatus.FINALIZING.value,
+                finalizing_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        return bool(result.rowcount == 1)
+
+    # ------------------------------------------------------------- validation
+
+    async def claim_validation(self, worker: WorkerId, now: float, ttl: float) -> Batch | None:
+        return await self._claim_batch(BatchStatus.VALIDATING, worker, now, ttl)
+
+    async def claim_finalization(self, worker: WorkerId, now: float, ttl: float) -> Batch | None:
+        return await self._claim_batch(BatchStatus.FINALIZING, worker, now, ttl)
+
+    async def _claim_batch(
+        self, status: BatchStatus, worker: WorkerId, now: float, ttl: float
+    ) -> Batch | None:
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    select(batches)
+                    .where(
+                        batches.c.status == status.value,
+                        or_(batches.c.lease_owner.is_(None), batches.c.lease_expires_at < now),
+                    )
+                    .order_by(batches.c.created_us)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+            ).first()
+            if row is None:
+                return None
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == row.id)
+                .values(lease_owner=worker, lease_expires_at=now + ttl)
+            )
+        return _batch(row)
+
+    async def start_batch(
+        self,
+        batch_id: BatchId,
+        worker: WorkerId,
+        *,
+        requests: int,
+        model: str | None,
+        chunk_ranges: Sequence[ChunkRange],
+        now: int,
+    ) -> BatchStatus | None:
+        """Edge a: a valid file's chunks are stored and the batch runs. If the
+        batch was cancelled meanwhile it ends at once (edge j); if its window
+        closed, every chunk is skipped and it goes straight to finalizing.
+        None when the lease was lost."""
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    select(batches).where(
+                        batches.c.id == batch_id,
+                        batches.c.lease_owner == worker,
+                        batches.c.status.in_(
+                            [BatchStatus.VALIDATING.value, BatchStatus.CANCELLING.value]
+                        ),
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            if row.status == BatchStatus.CANCELLING.value:
+                await conn.execute(
+                    update(batches)
+                    .where(batches.c.id == batch_id)
+                    .values(
+                        status=BatchStatus.CANCELLED.value,
+                        cancelled_at=now,
+                        total=requests,
+                        model=model,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                )
+                return BatchStatus.CANCELLED
+            if chunk_ranges:
+                await conn.execute(
+                    insert(chunks),
+                    [
+                        {
+                            "batch_id": batch_id,
+                            "idx": c.index,
+                            "start": c.start,
+                            "end": c.end,
+                            "first_line": c.first_line,
+                            "requests": c.requests,
+                            "status": ChunkStatus.PENDING.value,
+                            "tenant": row.tenant,
+                            "deadline": row.expires_at,
+                            "priority": row.priority,
+                            "created_us": row.created_us,
+                            "attempts": 0,
+                            "completed": 0,
+                            "failed": 0,
+                            "input_tokens": 0,
+                            "cached_tokens": 0,
+                            "output_tokens": 0,
+                            "reasoning_tokens": 0,
+                        }
+                        for c in chunk_ranges
+                    ],
+                )
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(
+                    status=BatchStatus.IN_PROGRESS.value,
+                    in_progress_at=now,
+                    total=requests,
+                    model=model,
+                    chunks_total=len(chunk_ranges),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+            if row.stop_reason is not None:
+                await self._skip_pending_chunks(conn, batch_id, now)
+                return BatchStatus.FINALIZING
+        return BatchStatus.IN_PROGRESS
+
+    async def fail_batch(
+        self, batch_id: BatchId, worker: WorkerId, errors: Sequence[LineError], now: int
+    ) -> BatchStatus | None:
+        """Edge b: the file is invalid. A batch cancelled meanwhile ends
+        cancelled (edge j), still naming the errors."""
+        errors_json = _json.dumps([_line_error_dict(e) for e in errors]).decode()
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    select(batches.c.status).where(
+                        batches.c.id == batch_id, batches.c.lease_owner == worker
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            if row.status == BatchStatus.CANCELLING.value:
+                target, stamp = BatchStatus.CANCELLED, "cancelled_at"
+            elif row.status == BatchStatus.VALIDATING.value:
+                target, stamp = BatchStatus.FAILED, "failed_at"
+            else:
+                return None
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.status == row.status)
+                .values(
+                    {
+                        "status": target.value,
+                        stamp: now,
+                        "errors_json": errors_json,
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                    }
+                )
+            )
+        return target
+
+    # ----------------------------------------------------------------- chunks
+
+    async def claim_chunk(self, worker: WorkerId, now: float, ttl: float) -> ChunkWork | None:
+        """The next chunk to run: earliest deadline, then oldest batch, then
+        chunk order. A chunk whose lease expired (its worker died) counts as
+        pending again, and its attempts go up."""
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    select(chunks)
+                    .where(
+                        or_(
+                            chunks.c.status == ChunkStatus.PENDING.value,
+                            and_(
+                                chunks.c.status == ChunkStatus.RUNNING.value,
+                                chunks.c.lease_expires_at < now,
+                            ),
+                        )
+                    )
+                    .order_by(
+                        chunks.c.deadline,
+                        chunks.c.priority.desc(),
+                        chunks.c.created_us,
+                        chunks.c.idx,
+                    )
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+            ).first()
+            if row is None:
+                return None
+            await conn.execute(
+                update(chunks)
+                .where(chunks.c.batch_id == row.batch_id, chunks.c.idx == row.idx)
+                .values(
+                    status=ChunkStatus.RUNNING.value,
+                    lease_owner=worker,
+                    lease_expires_at=now + ttl,
+                    attempts=chunks.c.attempts + 1,
+                )
+            )
+            batch = (
+                await conn.execute(
+                    select(
+                        batches.c.tenant,
+                        batches.c.endpoint,
+                        batches.c.dialect,
+                        batches.c.stop_reason,
+                        files.c.blob_key,
+                    )
+                    .select_from(batches.join(files, files.c.id == batches.c.input_file_id))
+                    .where(batches.c.id == row.batch_id)
+                )
+            ).one()
+        chunk = _chunk(row)
+        return ChunkWork(
+            chunk=Chunk(
+                chunk.batch_id,
+                chunk.index,
+                chunk.start,
+                chunk.end,
+                chunk.first_line,
+                chunk.requests,
+                ChunkStatus.RUNNING,
+                chunk.attempts + 1,
+                chunk.tally,
+            ),
+            tenant=TenantId(batch.tenant),
+            endpoint=batch.endpoint,
+            dialect=batch.dialect,
+            input_blob_key=batch.blob_key,
+            stop_reason=StopReason(batch.stop_reason) if batch.stop_reason else None,
+        )
+
+    async def renew_leases(self, worker: WorkerId, now: float, ttl: float) -> None:
+        """The heartbeat: one statement per table renews every lease held."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(chunks)
+                .where(chunks.c.lease_owner == worker, chunks.c.status == ChunkStatus.RUNNING.value)
+                .values(lease_expires_at=now + ttl)
+            )
+            await conn.execute(
+                update(batches)
+                .where(batches.c.lease_owner == worker)
+                .values(lease_expires_at=now + ttl)
+            )
+
+    async def release_leases(self, worker: WorkerId) -> None:
+        """On shutdown: hand every held chunk and batch back at once."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(chunks)
+                .where(chunks.c.lease_owner == worker, chunks.c.status == ChunkStatus.RUNNING.value)
+                .values(status=ChunkStatus.PENDING.value, lease_owner=None, lease_expires_at=None)
+            )
+            await conn.execute(
+                update(batches)
+                .where(batches.c.lease_owner == worker)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def release_chunk(self, key: ChunkKey, worker: WorkerId) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                update(chunks)
+                .where(
+                    chunks.c.batch_id == key.batch_id,
+                    chunks.c.idx == key.index,
+                    chunks.c.lease_owner == worker,
+                    chunks.c.status == ChunkStatus.RUNNING.value,
+                )
+                .values(status=ChunkStatus.PENDING.value, lease_owner=None, lease_expires_at=None)
+            )
+
+    async def release_batch(self, batch_id: BatchId, worker: WorkerId) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.lease_owner == worker)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def release_all_leases(self) -> None:
+        """At start-up of the only process on a SQLite store: every lease
+        belongs to a process that is gone, so there is no need to wait for
+        them to expire."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(chunks)
+                .where(chunks.c.status == ChunkStatus.RUNNING.value)
+                .values(status=ChunkStatus.PENDING.value, lease_owner=None, lease_expires_at=None)
+            )
+            await conn.execute(
+                update(batches)
+                .where(batches.c.lease_owner.is_not(None))
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    async def record_progress(
+        self,
+        key: ChunkKey,
+        worker: WorkerId,
+        tally: Tally,
+        previous: Tally,
+        *,
+        done: bool,
+        now: int,
+    ) -> bool | None:
+        """Store a chunk's counters and add the difference to its batch.
+
+        With `done`, the chunk is finished; if it was the batch's last, the
+        batch moves to finalizing. Returns None if the lease was lost (the
+        caller must stop), else whether the batch is now finalizing."""
+        delta = tally - previous
+        values: dict[str, Any] = {
+            "completed": tally.completed,
+            "failed": tally.failed,
+            "input_tokens": tally.usage.input_tokens,
+            "cached_tokens": tally.usage.cached_tokens,
+            "output_tokens": tally.usage.output_tokens,
+            "reasoning_tokens": tally.usage.reasoning_tokens,
+        }
+        if done:
+            values.update(status=ChunkStatus.DONE.value, lease_owner=None, lease_expires_at=None)
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(chunks)
+                .where(
+                    chunks.c.batch_id == key.batch_id,
+                    chunks.c.idx == key.index,
+                    chunks.c.lease_owner == worker,
+                    chunks.c.status == ChunkStatus.RUNNING.value,
+                )
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                return None
+            batch_values: dict[str, Any] = {}
+            if delta.completed:
+                batch_values["completed"] = batches.c.completed + delta.completed
+            if delta.failed:
+                batch_values["failed"] = batches.c.failed + delta.failed
+            for name in ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
+                amount = getattr(delta.usage, name)
+                if amount:
+                    batch_values[name] = batches.c[name] + amount
+            if done:
+                batch_values["chunks_done"] = batches.c.chunks_done + 1
+            if batch_values:
+                await conn.execute(
+                    update(batches).where(batches.c.id == key.batch_id).values(**batch_values)
+                )
+            if done:
+                return await self._finalize_if_drained(conn, key.batch_id, now)
+        return False
+
+    async def stop_reasons(self, batch_ids: Iterable[BatchId]) -> dict[BatchId, StopReason]:
+        ids = list(batch_ids)
+        if not ids:
+            return {}
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(batches.c.id, batches.c.stop_reason).where(
+                        batches.c.id.in_(ids), batches.c.stop_reason.is_not(None)
+                    )
+                )
+            ).all()
+        return {BatchId(r.id): StopReason(r.stop_reason) for r in rows}
+
+    async def chunks_of(self, batch_id: BatchId) -> list[Chunk]:
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(chunks).where(chunks.c.batch_id == batch_id).order_by(chunks.c.idx)
+                )
+            ).all()
+        return [_chunk(r) for r in rows]
+
+    async def finish_batch(
+        self,
+        batch_id: BatchId,
+        worker: WorkerId,
+        *,
+        status: BatchStatus,
+        output: FileRecord | None,
+        errors: FileRecord | None,
+        never_ran: int,
+        now: int,
+        created_us: int,
+    ) -> bool:
+        """Edges g, h, i: store the result files and end the batch, once.
+        Lines that never ran (skipped chunks) join the failed count."""
+        stamp = {
+            BatchStatus.COMPLETED: "completed_at",
+            BatchStatus.EXPIRED: "expired_at",
+            BatchStatus.CANCELLED: "cancelled_at",
+        }[status]
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(batches)
+                .where(
+                    batches.c.id == batch_id,
+                    batches.c.status == BatchStatus.FINALIZING.value,
+                    batches.c.lease_owner == worker,
+                )
+                .values(
+                    {
+                        "status": status.value,
+                        stamp: now,
+                        "failed": batches.c.failed + never_ran,
+                        "output_file_id": output.id if output else None,
+                        "error_file_id": errors.id if errors else None,
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                    }
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            for record in (output, errors):
+                if record is not None:
+                    try:
+                        await conn.execute(
+                            insert(files).values(**_file_values(record), created_us=created_us)
+                        )
+                    except IntegrityError as exc:  # pragma: no cover - ids are fresh uuids
+                        raise Conflict(f"file {record.id} exists") from exc
+        return True
+
+    # ------------------------------------------------------------- dashboard
+
+    async def count_batches_by_status(self) -> dict[str, int]:
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(batches.c.status, func.count()).group_by(batches.c.status)
+                )
+            ).all()
+        return {r[0]: r[1] for r in rows}
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _ordering(table: Any, newest_first: bool) -> tuple[Any, Any]:
+    if newest_first:
+        return table.c.created_us.desc(), table.c.id.desc()
+    return table.c.created_us.asc(), table.c.id.asc()
+
+
+def _after_cursor(table: Any, cursor: Any, newest_first: bool) -> ColumnElement[bool]:
+    key = tuple_(table.c.created_us, table.c.id)
+    value = tuple_(cursor.created_us, cursor.id)
+    return key < value if newest_first else key > value
+
+
+def _file_values(record: FileRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "tenant": record.tenant,
+        "filename": record.filename,
+        "purpose": record.purpose.value,
+        "bytes": record.bytes,
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+        "sha256": record.sha256,
+        "blob_key": record.blob_key,
+        "line_count": record.line_count,
+    }
+
+
+def _file(row: Any) -> FileRecord:
+    return FileRecord(
+        id=FileId(row.id),
+        tenant=TenantId(row.tenant),
+        filename=row.filename,
+        purpose=FilePurpose(row.purpose),
+        bytes=row.bytes,
+        created_at=row.created_at,
+        sha256=row.sha256,
+        blob_key=row.blob_key,
+        expires_at=row.expires_at,
+        line_count=row.line_count,
+    )
+
+
+def _upload_values(upload: Upload) -> dict[str, Any]:
+    return {
+        "id": upload.id,
+        "tenant": upload.tenant,
+        "filename": upload.filename,
+        "purpose": upload.purpose.value,
+        "bytes": upload.bytes,
+        "mime_type": upload.mime_type,
+        "created_at": upload.created_at,
+        "expires_at": upload.expires_at,
+        "status": upload.status.value,
+        "file_id": upload.file_id,
+    }
+
+
+def _upload(row: Any) -> Upload:
+    return Upload(
+        id=UploadId(row.id),
+        tenant=TenantId(row.tenant),
+        filename=row.filename,
+        purpose=FilePurpose(row.purpose),
+        bytes=row.bytes,
+        mime_type=row.mime_type,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        status=UploadStatus(row.status),
+        file_id=FileId(row.file_id) if row.file_id else None,
+    )
+
+
+def _line_error_dict(error: LineError) -> dict[str, Any]:
+    return {"code": error.code, "message": error.message, "line": error.line, "param": error.param}
+
+
+def _batch(row: Any) -> Batch:
+    errors: tuple[LineError, ...] = ()
+    if row.errors_json:
+        errors = tuple(
+            LineError(e["code"], e["message"], e.get("line"), e.get("param"))
+            for e in _json.loads(row.errors_json)
+        )
+    return Batch(
+        id=BatchId(row.id),
+        tenant=TenantId(row.tenant),
+        endpoint=row.endpoint,
+        input_file_id=FileId(row.input_file_id),
+        completion_window=row.completion_window,
+        status=BatchStatus(row.status),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        dialect=row.dialect,
+        model=row.model,
+        priority=row.priority,
+        metadata=_json.loads(row.metadata_json) if row.metadata_json else None,
+        errors=errors,
+        request_counts=RequestCounts(row.total, row.completed, row.failed),
+        usage=Usage(row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens),
+        output_file_id=FileId(row.output_file_id) if row.output_file_id else None,
+        error_file_id=FileId(row.error_file_id) if row.error_file_id else None,
+        input_bytes=row.input_bytes,
+        stop_reason=StopReason(row.stop_reason) if row.stop_reason else None,
+        in_progress_at=row.in_progress_at,
+        finalizing_at=row.finalizing_at,
+        completed_at=row.completed_at,
+        failed_at=row.failed_at,
+        expired_at=row.expired_at,
+        cancelling_at=row.cancelling_at,
+        cancelled_at=row.cancelled_at,
+    )
+
+
+def _chunk(row: Any) -> Chunk:
+    return Chunk(
+        batch_id=BatchId(row.batch_id),
+        index=row.idx,
+        start=row.start,
+        end=row.end,
+        first_line=row.first_line,
+        requests=row.requests,
+        status=ChunkStatus(row.status),
+        attempts=row.attempts,
+        tally=Tally(
+            row.completed,
+            row.failed,
+            Usage(row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens),
+        ),
+    )
