@@ -107,14 +107,3 @@ RENDERERS: dict[str, Renderer] = {"openai": render_openai, "together": render_to
 def renderer_for(dialect: str) -> Renderer:
     return RENDERERS.get(dialect, render_openai)
 
-
-def custom_id_of(line: bytes) -> str | None:
-    """The custom_id of a rendered result line (every shape has it at the
-    top level); None for a torn or foreign line."""
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(value, dict) and isinstance(value.get("custom_id"), str):
-        return str(value["custom_id"])
-    return None

@@ -1,0 +1,85 @@
+"""Fixtures: a fake model server, and real `overnight serve` processes."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import ServerProcess, fake_model, write_config  # noqa: E402
+
+from overnight.testing.fake_upstream import FakeUpstream  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def _calm_upstream(request: pytest.FixtureRequest) -> None:
+    """Tests that tune the shared fake upstream start from a clean slate."""
+    if "upstream" in request.fixturenames:
+        fake: FakeUpstream = request.getfixturevalue("upstream")
+        fake.configure(latency=0, latency_jitter=0, error_rate=0, rate_limit_rate=0, reset_rate=0, hang_rate=0)
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start servers for one test; all are stopped at its end."""
+    started: list[ServerProcess] = []
+
+    def start(
+        models: list[dict[str, Any]] | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        data_dir: Path | None = None,
+        **settings: Any,
+    ) -> ServerProcess:
+        config = None
+        if models is not None or settings:
+            config = write_config(tmp_path / f"config-{len(started)}.toml", models or [], **settings)
+        server = ServerProcess(
+            data_dir or tmp_path / f"data-{len(started)}", config=config, env=env, args=args
+        )
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[ServerProcess]:
+    """One server per test module, serving `fake-model` (and `fake-slow`)."""
+    root = tmp_path_factory.mktemp("server")
+    config = write_config(
+        root / "config.toml",
+        [fake_model(upstream.url), fake_model(upstream.url, name="fake-small", max_concurrency=1)],
+        chunk_lines=10,
+    )
+    process = ServerProcess(root / "data", config=config).start()
+    yield process
+    process.stop()
+
+
+def openai_client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="test-key", max_retries=0)
+
+
+@pytest.fixture
+def client(server: ServerProcess) -> Iterator[openai.OpenAI]:
+    with openai_client(server) as sdk:
+        yield sdk

@@ -1,0 +1,190 @@
+"""Shared test helpers: a real `overnight serve` process on a free loopback
+port, and small utilities to drive it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Fast loops for tests; production defaults are in docs/configuration.md.
+FAST_ENV = {
+    "OVERNIGHT_POLL_INTERVAL": "0.05",
+    "OVERNIGHT_FLUSH_INTERVAL": "0.1",
+    "OVERNIGHT_HEARTBEAT_INTERVAL": "1",
+    "OVERNIGHT_LEASE_TTL": "5",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def write_config(path: Path, models: list[dict[str, Any]], **settings: Any) -> Path:
+    lines = [f"{key} = {toml_value(value)}" for key, value in settings.items()]
+    for model in models:
+        lines.append("")
+        lines.append("[[models]]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in model.items())
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def fake_model(url: str, name: str = "fake-model", **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "backend": "openai",
+        "base_url": url,
+        "max_concurrency": 16,
+        "retry_backoff": 0.01,
+        "max_retry_delay": 0.1,
+        **extra,
+    }
+
+
+class ServerProcess:
+    """`overnight serve` as a user runs it, in its own process."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.config = config
+        self.env = {**os.environ, **FAST_ENV, **(env or {})}
+        self.args = args or []
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        command = [
+            sys.executable,
+            "-m",
+            "overnight",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+            *self.args,
+        ]
+        if self.config is not None:
+            command += ["--config", str(self.config)]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(ROOT)
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+    def kill(self) -> None:
+        """`kill -9`: no shutdown code runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+
+def wait_for_batch(client: Any, batch_id: str, *, timeout: float = 60, statuses: tuple[str, ...] = ("completed", "failed", "expired", "cancelled")) -> Any:
+    """Poll through the SDK until the batch reaches one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    batch = client.batches.retrieve(batch_id)
+    while batch.status not in statuses:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch_id} still {batch.status} after {timeout} s")
+        time.sleep(0.05)
+        batch = client.batches.retrieve(batch_id)
+    return batch
+
+
+def chat_lines(n: int, *, model: str = "fake-model", prefix: str = "req", extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"{prefix}-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": model,
+                "messages": [{"role": "user", "content": f"message number {i}"}],
+                **(extra or {}),
+            },
+        }
+        for i in range(n)
+    ]
+
+
+def jsonl(lines: list[dict[str, Any]]) -> bytes:
+    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+
+
+def read_jsonl(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def running(server: ServerProcess) -> Iterator[ServerProcess]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,116 @@
+"""Checking one input line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from overnight.domain.batch import LineError
+from overnight.domain.lines import LineRules, Request, check_line
+
+RULES = LineRules("/v1/chat/completions", models={"m"})
+
+
+def line(**overrides: Any) -> bytes:
+    value: dict[str, Any] = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "m", "messages": []},
+    }
+    value.update(overrides)
+    return json.dumps({k: v for k, v in value.items() if v is not ...}).encode()
+
+
+def test_a_valid_line() -> None:
+    checked = check_line(line(), 1, RULES)
+    assert checked == Request("a", "m", {"model": "m", "messages": []})
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "param"),
+    [
+        (b"{", "invalid_json_line", None),
+        (b"\xff\xfe{}", "invalid_json_line", None),
+        (b"[1]", "invalid_json_line", None),
+        (b"42", "invalid_json_line", None),
+        (line(custom_id=...), "missing_required_parameter", "custom_id"),
+        (line(custom_id=7), "invalid_request", "custom_id"),
+        (line(custom_id=""), "invalid_request", "custom_id"),
+        (line(custom_id="x" * 513), "custom_id_too_long", "custom_id"),
+        (line(method=...), "missing_required_parameter", "method"),
+        (line(method="GET"), "invalid_method", "method"),
+        (line(url=...), "missing_required_parameter", "url"),
+        (line(url="/v1/embeddings"), "invalid_url", "url"),
+        (line(body=...), "missing_required_parameter", "body"),
+        (line(body=[1]), "invalid_request", "body"),
+        (line(body={"messages": []}), "missing_required_parameter", "body.model"),
+        (line(body={"model": 3}), "invalid_request", "body.model"),
+        (line(body={"model": "other"}), "model_not_found", "body.model"),
+        (line(body={"model": "m", "stream": True}), "streaming_unsupported", "body.stream"),
+    ],
+)
+def test_each_problem_has_its_code_and_param(raw: bytes, code: str, param: str | None) -> None:
+    checked = check_line(raw, 7, RULES)
+    assert isinstance(checked, LineError)
+    assert (checked.code, checked.param, checked.line) == (code, param, 7)
+    assert "7" in checked.message
+
+
+def test_crlf_line_ends_are_accepted() -> None:
+    assert isinstance(check_line(line() + b"\r", 1, RULES), Request)
+
+
+def test_together_lines_may_omit_method_and_url() -> None:
+    rules = LineRules("/v1/chat/completions", models={"m"}, require_method_and_url=False)
+    assert isinstance(check_line(line(method=..., url=...), 1, rules), Request)
+    assert isinstance(check_line(line(url="/v1/completions"), 1, rules), LineError)
+
+
+def test_stream_false_is_fine() -> None:
+    assert isinstance(check_line(line(body={"model": "m", "stream": False}), 1, RULES), Request)
+
+
+@given(st.binary(max_size=200), st.integers(min_value=1, max_value=10**9))
+def test_the_checker_never_raises(raw: bytes, number: int) -> None:
+    result = check_line(raw, number, RULES)
+    assert isinstance(result, Request | LineError)
+    if isinstance(result, LineError):
+        assert result.line == number
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(
+    extra=st.dictionaries(
+        st.text(max_size=8).filter(lambda k: k not in {"custom_id", "method", "url", "body"}),
+        json_values,
+        max_size=4,
+    ),
+    body_extra=st.dictionaries(
+        st.text(max_size=8).filter(lambda k: k not in {"model", "stream"}), json_values, max_size=4
+    ),
+    order=st.permutations(["custom_id", "method", "url", "body"]),
+)
+def test_valid_lines_pass_whatever_their_key_order_and_extra_fields(
+    extra: dict[str, Any], body_extra: dict[str, Any], order: list[str]
+) -> None:
+    base = {
+        "custom_id": "id-1",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {**body_extra, "model": "m"},
+    }
+    value = {key: base[key] for key in order} | extra
+    checked = check_line(json.dumps(value).encode(), 3, RULES)
+    assert isinstance(checked, Request)
+    assert checked.custom_id == "id-1"
