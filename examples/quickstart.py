@@ -33,7 +33,9 @@ console = Console()
 def start_server() -> subprocess.Popen[bytes]:
     try:
         if httpx.get(f"{BASE}/health", timeout=1).status_code == 200:
-            console.print(f"[red]Something already answers on {BASE}.[/red] Stop it, or set OVERNIGHT_PORT.")
+            console.print(
+                f"[red]Something already answers on {BASE}.[/red] Stop it, or set OVERNIGHT_PORT."
+            )
             sys.exit(1)
     except httpx.HTTPError:
         pass
@@ -104,9 +106,13 @@ def run_batch(client: OpenAI) -> None:
         for line in source.read_text().splitlines()
         if line.strip()
     }
-    rows = [json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()]
+    rows = [
+        json.loads(line) for line in client.files.content(batch.output_file_id).text.splitlines()
+    ]
     rows.sort(key=lambda r: int(r["custom_id"].rsplit("-", 1)[-1]))
-    table = Table("custom_id", "prompt", "answer", title=f"First results from {batch.output_file_id}")
+    table = Table(
+        "custom_id", "prompt", "answer", title=f"First results from {batch.output_file_id}"
+    )
     for row in rows[:5]:
         answer = row["response"]["body"]["choices"][0]["message"]["content"].strip()
         table.add_row(row["custom_id"], prompts.get(row["custom_id"], ""), answer)

@@ -12,9 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import ServerProcess, fake_model, write_config  # noqa: E402
-
-from overnight.testing.fake_upstream import FakeUpstream  # noqa: E402
+from helpers import ServerProcess, fake_model, write_config
+from overnight.testing.fake_upstream import FakeUpstream
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,9 @@ def _calm_upstream(request: pytest.FixtureRequest) -> None:
     """Tests that tune the shared fake upstream start from a clean slate."""
     if "upstream" in request.fixturenames:
         fake: FakeUpstream = request.getfixturevalue("upstream")
-        fake.configure(latency=0, latency_jitter=0, error_rate=0, rate_limit_rate=0, reset_rate=0, hang_rate=0)
+        fake.configure(
+            latency=0, latency_jitter=0, error_rate=0, rate_limit_rate=0, reset_rate=0, hang_rate=0
+        )
 
 
 ServerFactory = Callable[..., ServerProcess]
@@ -49,7 +50,9 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
     ) -> ServerProcess:
         config = None
         if models is not None or settings:
-            config = write_config(tmp_path / f"config-{len(started)}.toml", models or [], **settings)
+            config = write_config(
+                tmp_path / f"config-{len(started)}.toml", models or [], **settings
+            )
         server = ServerProcess(
             data_dir or tmp_path / f"data-{len(started)}", config=config, env=env, args=args
         )
@@ -62,7 +65,9 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) -> Iterator[ServerProcess]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
+) -> Iterator[ServerProcess]:
     """One server per test module, serving `fake-model` (and `fake-slow`)."""
     root = tmp_path_factory.mktemp("server")
     config = write_config(

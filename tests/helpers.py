@@ -145,7 +145,13 @@ class ServerProcess:
         return self.process.pid
 
 
-def wait_for_batch(client: Any, batch_id: str, *, timeout: float = 60, statuses: tuple[str, ...] = ("completed", "failed", "expired", "cancelled")) -> Any:
+def wait_for_batch(
+    client: Any,
+    batch_id: str,
+    *,
+    timeout: float = 60,
+    statuses: tuple[str, ...] = ("completed", "failed", "expired", "cancelled"),
+) -> Any:
     """Poll through the SDK until the batch reaches one of `statuses`."""
     deadline = time.monotonic() + timeout
     batch = client.batches.retrieve(batch_id)
@@ -157,7 +163,9 @@ def wait_for_batch(client: Any, batch_id: str, *, timeout: float = 60, statuses:
     return batch
 
 
-def chat_lines(n: int, *, model: str = "fake-model", prefix: str = "req", extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def chat_lines(
+    n: int, *, model: str = "fake-model", prefix: str = "req", extra: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     return [
         {
             "custom_id": f"{prefix}-{i}",

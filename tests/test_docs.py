@@ -25,6 +25,8 @@ def test_every_documented_setting_exists() -> None:
     text = (DOCS / "configuration.md").read_text()
     known = set(Settings.model_fields) | set(ModelSettings.model_fields)
     documented = {
-        line.split("`")[1] for line in text.splitlines() if line.startswith("| `") and line.count("`") >= 2
+        line.split("`")[1]
+        for line in text.splitlines()
+        if line.startswith("| `") and line.count("`") >= 2
     }
     assert documented - known == set()

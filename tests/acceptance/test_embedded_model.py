@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+
 from helpers import jsonl, read_jsonl, wait_for_batch
 
 pytestmark = pytest.mark.embedded

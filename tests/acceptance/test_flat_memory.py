@@ -8,6 +8,7 @@ from pathlib import Path
 
 import openai
 import pytest
+
 from helpers import ServerProcess, fake_model, wait_for_batch, write_config
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,10 @@ def write_big_file(path: Path) -> int:
                         "custom_id": f"line-{lines}",
                         "method": "POST",
                         "url": "/v1/chat/completions",
-                        "body": {"model": "fake-model", "messages": [{"role": "user", "content": padding}]},
+                        "body": {
+                            "model": "fake-model",
+                            "messages": [{"role": "user", "content": padding}],
+                        },
                     }
                 )
                 + "\n"
@@ -53,7 +57,9 @@ def test_a_200_mb_upload_and_validation_run_in_flat_memory(tmp_path: Path) -> No
     config = write_config(tmp_path / "c.toml", [fake_model("http://127.0.0.1:9/v1")])
     server = ServerProcess(tmp_path / "data", config=config).start()
     try:
-        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0, timeout=300) as client:
+        with openai.OpenAI(
+            base_url=f"{server.url}/v1", api_key="k", max_retries=0, timeout=300
+        ) as client:
             client.files.list()  # warm up the paths the upload will use
             before = status_kib(server.pid, "VmRSS")
             with path.open("rb") as handle:

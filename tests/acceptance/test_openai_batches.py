@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from helpers import chat_lines, jsonl, read_jsonl, wait_for_batch
 
+from helpers import chat_lines, jsonl, read_jsonl, wait_for_batch
 from overnight.testing.fake_upstream import FakeUpstream
 
 
@@ -74,8 +74,10 @@ def test_upstream_errors_go_to_the_error_file_joined_by_custom_id(client: openai
     ok = results(client, batch.output_file_id)
     failed = results(client, batch.error_file_id)
     assert client.files.retrieve(batch.error_file_id).purpose == "batch_output"
-    assert Counter(r["custom_id"] for r in ok + failed) == Counter(l["custom_id"] for l in lines)
-    assert {r["custom_id"] for r in failed} == {l["custom_id"] for l in lines[::3]}
+    assert Counter(r["custom_id"] for r in ok + failed) == Counter(
+        line["custom_id"] for line in lines
+    )
+    assert {r["custom_id"] for r in failed} == {line["custom_id"] for line in lines[::3]}
     for row in failed:
         assert row["error"] is None
         assert row["response"]["status_code"] == 400
@@ -91,7 +93,9 @@ def test_when_every_line_fails_there_is_no_output_file(client: openai.OpenAI) ->
     assert len(results(client, batch.error_file_id)) == 3
 
 
-def test_request_counts_move_while_the_batch_runs(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+def test_request_counts_move_while_the_batch_runs(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
     upstream.configure(latency=0.05)
     created = submit(client, chat_lines(40, model="fake-small"))
     seen: list[int] = []
@@ -108,7 +112,9 @@ def test_request_counts_move_while_the_batch_runs(client: openai.OpenAI, upstrea
     assert seen == sorted(seen)
 
 
-def test_cancel_mid_run_keeps_partial_results(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+def test_cancel_mid_run_keeps_partial_results(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
     upstream.configure(latency=0.1)
     lines = chat_lines(60, model="fake-small")
     created = submit(client, lines)
@@ -131,7 +137,9 @@ def test_cancel_mid_run_keeps_partial_results(client: openai.OpenAI, upstream: F
     ok = results(client, batch.output_file_id)
     failed = results(client, batch.error_file_id)
     assert len(ok) == counts.completed and len(failed) == counts.failed
-    assert Counter(r["custom_id"] for r in ok + failed) == Counter(l["custom_id"] for l in lines)
+    assert Counter(r["custom_id"] for r in ok + failed) == Counter(
+        line["custom_id"] for line in lines
+    )
     for row in failed:
         assert row["response"] is None
         assert row["error"]["code"] == "batch_cancelled"
@@ -201,7 +209,9 @@ def test_unknown_endpoint_is_refused_at_once(client: openai.OpenAI) -> None:
     file = client.files.create(file=("x.jsonl", jsonl(chat_lines(1))), purpose="batch")
     with pytest.raises(openai.BadRequestError) as caught:
         client.batches.create(
-            input_file_id=file.id, endpoint="/v1/moderations", completion_window="24h"  # type: ignore[arg-type]
+            input_file_id=file.id,
+            endpoint="/v1/moderations",
+            completion_window="24h",  # type: ignore[arg-type]
         )
     assert caught.value.body["param"] == "endpoint"  # type: ignore[index]
     assert caught.value.body["code"] == "invalid_value"  # type: ignore[index]
@@ -247,6 +257,40 @@ def test_a_bad_create_body_names_the_field(server) -> None:  # type: ignore[no-u
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "input_file_id"
-    response = httpx.post(f"{server.url}/v1/batches", content=b"{nope", headers={"content-type": "application/json"})
+    response = httpx.post(
+        f"{server.url}/v1/batches", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
+    start_server,
+    upstream: FakeUpstream,  # type: ignore[no-untyped-def]
+) -> None:
+    from helpers import fake_model, free_port
+
+    with FakeUpstream() as second:
+        upstream.reset_stats()
+        dead = f"http://127.0.0.1:{free_port()}/v1"
+        server = start_server(
+            [
+                fake_model(upstream.url, name="replicated", base_urls=[second.url]),
+                fake_model(dead, name="dead-model", max_attempts=2),
+            ]
+        )
+        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
+            batch = wait_for_batch(client, submit(client, chat_lines(20, model="replicated")).id)
+            assert batch.request_counts.completed == 20
+            assert upstream.stats()["requests"] == 10
+            assert second.stats()["requests"] == 10
+
+            lines = chat_lines(3, model="dead-model", prefix="dead")
+            batch = wait_for_batch(client, submit(client, lines).id)
+            assert batch.status == "completed"
+            assert batch.request_counts.model_dump() == {"total": 3, "completed": 0, "failed": 3}
+            rows = results(client, batch.error_file_id)
+            assert sorted(r["custom_id"] for r in rows) == ["dead-0", "dead-1", "dead-2"]
+            for row in rows:
+                assert row["response"] is None
+                assert row["error"]["code"] == "upstream_unreachable"

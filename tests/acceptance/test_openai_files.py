@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+
 from helpers import chat_lines, jsonl
 
 
@@ -49,7 +50,9 @@ def test_other_purposes_are_accepted_and_unknown_ones_refused(client: openai.Ope
 
 def test_file_expiry_is_reported(client: openai.OpenAI) -> None:
     created = client.files.create(
-        file=("e.jsonl", b"{}\n"), purpose="batch", expires_after={"anchor": "created_at", "seconds": 3600}
+        file=("e.jsonl", b"{}\n"),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
     )
     assert created.expires_at == created.created_at + 3600
 
@@ -106,7 +109,9 @@ def test_chunked_upload_through_the_uploads_api(client: openai.OpenAI, tmp_path:
 
 
 def test_upload_complete_checks_total_bytes_and_part_order(client: openai.OpenAI) -> None:
-    upload = client.uploads.create(bytes=6, filename="o.txt", mime_type="text/plain", purpose="user_data")
+    upload = client.uploads.create(
+        bytes=6, filename="o.txt", mime_type="text/plain", purpose="user_data"
+    )
     second = client.uploads.parts.create(upload_id=upload.id, data=b"def")
     first = client.uploads.parts.create(upload_id=upload.id, data=b"abc")
 
@@ -123,7 +128,9 @@ def test_upload_complete_checks_total_bytes_and_part_order(client: openai.OpenAI
 
 
 def test_upload_with_a_wrong_md5_is_refused(client: openai.OpenAI) -> None:
-    upload = client.uploads.create(bytes=3, filename="m.txt", mime_type="text/plain", purpose="user_data")
+    upload = client.uploads.create(
+        bytes=3, filename="m.txt", mime_type="text/plain", purpose="user_data"
+    )
     part = client.uploads.parts.create(upload_id=upload.id, data=b"abc")
     with pytest.raises(openai.BadRequestError) as caught:
         client.uploads.complete(upload_id=upload.id, part_ids=[part.id], md5="0" * 32)
@@ -131,7 +138,9 @@ def test_upload_with_a_wrong_md5_is_refused(client: openai.OpenAI) -> None:
 
 
 def test_cancelled_upload_takes_no_more_parts(client: openai.OpenAI) -> None:
-    upload = client.uploads.create(bytes=3, filename="c.txt", mime_type="text/plain", purpose="user_data")
+    upload = client.uploads.create(
+        bytes=3, filename="c.txt", mime_type="text/plain", purpose="user_data"
+    )
     client.uploads.parts.create(upload_id=upload.id, data=b"abc")
     cancelled = client.uploads.cancel(upload.id)
     assert cancelled.status == "cancelled"
@@ -164,9 +173,9 @@ def test_a_multipart_body_without_a_boundary_is_refused(server) -> None:  # type
 def test_a_truncated_multipart_body_leaves_no_file(server, client: openai.OpenAI) -> None:  # type: ignore[no-untyped-def]
     before = {f.id for f in client.files.list()}
     body = (
-        b"--xyz\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
-        b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t.jsonl\"\r\n\r\n"
-        b"{\"custom_id\": \"a\"}\n"
+        b'--xyz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n\r\n'
+        b'{"custom_id": "a"}\n'
     )
     response = httpx.post(
         f"{server.url}/v1/files",

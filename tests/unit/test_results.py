@@ -24,7 +24,11 @@ def test_openai_success() -> None:
 
 def test_openai_upstream_error_keeps_status_and_body() -> None:
     row = parse(render_openai(Outcome("a", 429, {"error": {"message": "slow down"}}, "req_2")))
-    assert row["response"] == {"status_code": 429, "request_id": "req_2", "body": {"error": {"message": "slow down"}}}
+    assert row["response"] == {
+        "status_code": 429,
+        "request_id": "req_2",
+        "body": {"error": {"message": "slow down"}},
+    }
     assert row["error"] is None
 
 
@@ -42,4 +46,3 @@ def test_together_shapes() -> None:
     assert failed == {"custom_id": "b", "error": {"message": "stopped", "code": "batch_cancelled"}}
     upstream = parse(render_together(Outcome("c", 400, {"error": {"message": "bad"}})))
     assert upstream["error"] == {"message": "bad", "code": 400}
-

@@ -6,7 +6,14 @@ import itertools
 
 import pytest
 
-from overnight.domain.status import TERMINAL, TRANSITIONS, BatchStatus, StopReason, can_transition, sources_of
+from overnight.domain.status import (
+    TERMINAL,
+    TRANSITIONS,
+    BatchStatus,
+    StopReason,
+    can_transition,
+    sources_of,
+)
 
 S = BatchStatus
 
@@ -30,7 +37,7 @@ def test_every_pair_of_statuses(source: BatchStatus, target: BatchStatus) -> Non
 
 
 def test_terminal_statuses_lead_nowhere() -> None:
-    assert TERMINAL == {S.FAILED, S.COMPLETED, S.EXPIRED, S.CANCELLED}
+    assert {S.FAILED, S.COMPLETED, S.EXPIRED, S.CANCELLED} == TERMINAL
     for status in TERMINAL:
         assert status.is_terminal
         assert TRANSITIONS[status] == frozenset()
@@ -46,7 +53,9 @@ def test_the_table_is_drawn_in_the_docs() -> None:
 
     doc = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
     for source, target in ALLOWED:
-        assert f"{source.value} -> {target.value}" in doc or f"{source.value} → {target.value}" in doc
+        assert (
+            f"{source.value} -> {target.value}" in doc or f"{source.value} → {target.value}" in doc
+        )
 
 
 def test_stop_reasons_name_their_error_code_and_final_status() -> None:

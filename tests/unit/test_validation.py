@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -13,7 +14,12 @@ RULES = LineRules("/v1/chat/completions", models={"m", "n"})
 
 def request(custom_id: str, model: str = "m") -> bytes:
     return json.dumps(
-        {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": {"model": model}}
+        {
+            "custom_id": custom_id,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": model},
+        }
     ).encode()
 
 
@@ -44,12 +50,12 @@ def test_chunks_cover_every_request_exactly_once() -> None:
     chunks = report.chunks
     assert [c.requests for c in chunks] == [5, 5, 5, 5, 3]
     assert chunks[0].start == 0 and chunks[-1].end == len(data)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert before.end == after.start
     seen = []
     for chunk in chunks:
         body = data[chunk.start : chunk.end]
-        seen += [json.loads(l)["custom_id"] for l in body.split(b"\n") if l.strip()]
+        seen += [json.loads(row)["custom_id"] for row in body.split(b"\n") if row.strip()]
         first = body.split(b"\n")[0]
         assert first == lines[chunk.first_line - 1]
     assert seen == [f"r{i}" for i in range(23)]
@@ -78,7 +84,9 @@ def test_a_last_line_without_newline_counts() -> None:
 
 
 def test_duplicates_are_found_with_both_line_numbers() -> None:
-    data = b"\n".join([request("a"), request("b"), request("a"), request("c"), request("b")]) + b"\n"
+    data = (
+        b"\n".join([request("a"), request("b"), request("a"), request("c"), request("b")]) + b"\n"
+    )
     _, report = run(data)
     assert [(e.line, e.code) for e in report.errors] == [
         (3, "duplicate_custom_id"),

@@ -106,4 +106,3 @@ RENDERERS: dict[str, Renderer] = {"openai": render_openai, "together": render_to
 
 def renderer_for(dialect: str) -> Renderer:
     return RENDERERS.get(dialect, render_openai)
-
