@@ -11,6 +11,15 @@ def new_file_id() -> FileId:
     return FileId(f"file-{uuid.uuid4()}")
 
 
+_RESULTS = uuid.UUID("6f766e69-6768-7400-0000-726573756c74")
+
+
+def result_file_id(batch_id: str, kind: str) -> FileId:
+    """The id of a batch's output or error file: derived from the batch, so
+    a finalisation that is re-run after a crash overwrites, never leaks."""
+    return FileId(f"file-{uuid.uuid5(_RESULTS, f'{batch_id}/{kind}')}")
+
+
 def new_batch_id() -> BatchId:
     return BatchId(f"batch_{uuid.uuid4().hex}")
 

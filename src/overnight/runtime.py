@@ -21,6 +21,7 @@ from overnight.runner.worker import Worker
 from overnight.service import Service
 from overnight.settings import Settings
 from overnight.store.sql import SqlStore, open_store
+from overnight.tenants import Tenants
 
 log = logging.getLogger("overnight")
 
@@ -37,6 +38,7 @@ class Runtime:
         self.on_failure = on_failure
         self.wakeups = Wakeups()
         self.models = Models(settings.served_models)
+        self.tenants = Tenants(settings.tenants)
         self._lock: IO[str] | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.store: SqlStore

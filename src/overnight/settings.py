@@ -58,6 +58,10 @@ class ModelSettings(BaseModel):
     api_key: str | None = None
     #: Most requests in flight to this model at once, across the process.
     max_concurrency: int = Field(64, ge=1, le=65536)
+    #: Adapt the in-flight limit to the server (AIMD) between 1 and max_concurrency.
+    adaptive: bool = True
+    #: Where the adaptive limit starts; default a quarter of max_concurrency.
+    initial_concurrency: int | None = Field(None, ge=1)
     #: Seconds one attempt may take before it counts as failed.
     timeout: float = Field(600.0, gt=0)
     #: Attempts per request on connection errors, timeouts, 408, 429 and 5xx.
@@ -66,6 +70,10 @@ class ModelSettings(BaseModel):
     #: long, with full jitter, up to `max_retry_delay`. Retry-After wins.
     retry_backoff: float = Field(0.5, ge=0)
     max_retry_delay: float = Field(30.0, ge=0)
+    #: A replica failing this many times in a row is taken out for a while...
+    eject_after: int = Field(5, ge=1)
+    #: ...first for this many seconds, doubling while its probes keep failing.
+    eject_cooldown: float = Field(5.0, gt=0)
     #: llama-cpp: the GGUF file; defaults to the bundled SmolLM2.
     path: Path | None = None
     #: llama-cpp: context length in tokens.
@@ -80,11 +88,28 @@ class ModelSettings(BaseModel):
         return self
 
     @property
+    def starting_concurrency(self) -> int:
+        if not self.adaptive:
+            return self.max_concurrency
+        if self.initial_concurrency is not None:
+            return min(self.initial_concurrency, self.max_concurrency)
+        return max(1, self.max_concurrency // 4)
+
+    @property
     def urls(self) -> list[str]:
         urls = list(self.base_urls)
         if self.base_url:
             urls.insert(0, self.base_url)
         return [u.rstrip("/") for u in urls]
+
+
+class TenantSettings(BaseModel):
+    """One tenant and the API keys that act for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    api_keys: list[str] = Field(default_factory=list)
 
 
 def embedded_model() -> ModelSettings:
@@ -110,13 +135,16 @@ class Settings(BaseSettings):
     # -- models; with none configured, the embedded SmolLM2 is served
     models: list[ModelSettings] = Field(default_factory=list)
 
+    # -- tenants; with none configured, every caller is the tenant `default`
+    tenants: list[TenantSettings] = Field(default_factory=list)
+
     # -- execution
     #: A chunk (the unit of work and of leases) holds at most this many requests...
     chunk_lines: int = Field(500, ge=1)
     #: ...and at most this many bytes of input (a single longer line still forms a chunk).
     chunk_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     #: Chunks one worker runs at once.
-    worker_chunks: int = Field(8, ge=1)
+    worker_chunks: int = Field(4, ge=1)
     #: Seconds a lease lives without a heartbeat before another worker may take the chunk.
     lease_ttl: float = Field(30.0, gt=0)
     #: Seconds between heartbeats; each renews every lease the worker holds.
@@ -124,11 +152,14 @@ class Settings(BaseSettings):
     #: Seconds between polls for new work, cancels and expiry when no wake-up came.
     poll_interval: float = Field(0.5, gt=0)
     #: Result lines are flushed (fsync) and counted every this many lines...
-    flush_lines: int = Field(100, ge=1)
+    flush_lines: int = Field(50, ge=1)
     #: ...or every this many seconds, whichever comes first.
     flush_interval: float = Field(0.5, gt=0)
     #: Seconds in-flight requests may finish after a cancel or expiry.
     stop_grace: float = Field(10.0, ge=0)
+    #: A batch whose deadline is this close (seconds) is urgent: urgent batches
+    #: run first, earliest deadline first; the rest share fairly.
+    urgent_within: float = Field(3600.0, ge=0)
 
     # -- windows
     default_completion_window: str = "24h"

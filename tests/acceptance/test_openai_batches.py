@@ -265,26 +265,30 @@ def test_a_bad_create_body_names_the_field(server) -> None:  # type: ignore[no-u
 
 
 def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
-    start_server,
-    upstream: FakeUpstream,  # type: ignore[no-untyped-def]
+    start_server,  # type: ignore[no-untyped-def]
+    upstream: FakeUpstream,
 ) -> None:
     from helpers import fake_model, free_port
 
-    with FakeUpstream() as second:
+    with FakeUpstream(latency=0.05) as slow:
         upstream.reset_stats()
         dead = f"http://127.0.0.1:{free_port()}/v1"
         server = start_server(
             [
-                fake_model(upstream.url, name="replicated", base_urls=[second.url]),
+                fake_model(upstream.url, name="replicated", base_urls=[slow.url]),
                 fake_model(dead, name="dead-model", max_attempts=2),
+                fake_model(upstream.url, name="half-dead", base_urls=[dead], eject_after=2),
             ]
         )
         with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
-            batch = wait_for_batch(client, submit(client, chat_lines(20, model="replicated")).id)
-            assert batch.request_counts.completed == 20
-            assert upstream.stats()["requests"] == 10
-            assert second.stats()["requests"] == 10
+            # Least outstanding requests: both replicas work, the fast one more.
+            batch = wait_for_batch(client, submit(client, chat_lines(60, model="replicated")).id)
+            assert batch.request_counts.completed == 60
+            fast_count, slow_count = upstream.stats()["requests"], slow.stats()["requests"]
+            assert fast_count + slow_count == 60
+            assert slow_count >= 1 and fast_count > slow_count
 
+            # A model nobody answers for: every line fails cleanly.
             lines = chat_lines(3, model="dead-model", prefix="dead")
             batch = wait_for_batch(client, submit(client, lines).id)
             assert batch.status == "completed"
@@ -294,3 +298,9 @@ def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
             for row in rows:
                 assert row["response"] is None
                 assert row["error"]["code"] == "upstream_unreachable"
+
+            # One dead replica of two: it is taken out, retries land on the other.
+            upstream.reset_stats()
+            batch = wait_for_batch(client, submit(client, chat_lines(40, model="half-dead")).id)
+            assert batch.request_counts.model_dump() == {"total": 40, "completed": 40, "failed": 0}
+            assert upstream.stats()["requests"] == 40

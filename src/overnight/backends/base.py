@@ -29,11 +29,18 @@ class UpstreamResult:
     request_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    #: Seconds the server asked us to wait (a `Retry-After` header).
+    retry_after: float | None = None
     attempts: int = 1
 
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def congested(self) -> bool:
+        """No answer, 408, 429 or 5xx: worth retrying, and a sign to slow down."""
+        return self.status_code is None or self.status_code in (408, 429) or self.status_code >= 500
 
 
 class Backend(Protocol):

@@ -1,37 +1,33 @@
 """Any OpenAI-compatible model server (vLLM, SGLang, llama.cpp server, Ollama,
 TGI, a hosted API), over aiohttp: one pooled session per model, requests
-spread round-robin over the model's replicas.
+sent to the replica with the fewest outstanding requests (`replicas.py`).
 
 aiohttp costs about 70-100 µs of client CPU per request here, a twentieth of
 httpx (docs/architecture.md), which is why the dispatch path uses it.
 
-Retries: connection errors, timeouts, 408, 429 and 5xx are retried up to
-`max_attempts` times with exponential backoff and full jitter; a
-`Retry-After` header sets the wait instead. What is left after the last
-attempt is returned as the result: the last status and body, or an error
-code when no answer came at all.
+`send` makes one attempt. Retrying, with backoff and `Retry-After`, is the
+dispatcher's job (runner/dispatch.py), because each attempt also feeds the
+model's adaptive concurrency limit.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import random
 from typing import Any
 
 import aiohttp
 import orjson
 
 from overnight.backends.base import UpstreamRequest, UpstreamResult
+from overnight.backends.replicas import Replicas
 from overnight.settings import ModelSettings
-
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class HttpBackend:
     def __init__(self, model: ModelSettings) -> None:
         self.model = model
-        self._urls = itertools.cycle(model.urls)
+        self.replicas = Replicas(
+            model.urls, eject_after=model.eject_after, cooldown=model.eject_cooldown
+        )
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=model.timeout)
 
@@ -55,59 +51,36 @@ class HttpBackend:
         if self._session is None:
             await self.start()
         assert self._session is not None
-        path = request.endpoint.removeprefix("/v1")
-        payload = orjson.dumps(request.body)
-        result = UpstreamResult(None, error_code="upstream_unreachable")
-        for attempt in range(1, self.model.max_attempts + 1):
-            result, retry_after = await self._attempt(next(self._urls) + path, payload, attempt)
-            retryable = result.status_code is None or result.status_code in RETRYABLE_STATUS
-            if not retryable or attempt == self.model.max_attempts:
-                break
-            await asyncio.sleep(self._delay(attempt, retry_after))
+        replica = self.replicas.pick()
+        url = replica.url + request.endpoint.removeprefix("/v1")
+        result = await self._post(url, orjson.dumps(request.body))
+        healthy = result.status_code is not None and result.status_code < 500
+        self.replicas.release(replica, healthy=healthy)
         return result
 
-    async def _attempt(
-        self, url: str, payload: bytes, attempt: int
-    ) -> tuple[UpstreamResult, float | None]:
+    async def _post(self, url: str, payload: bytes) -> UpstreamResult:
         assert self._session is not None
         try:
             async with self._session.post(url, data=payload) as response:
                 raw = await response.read()
-                return (
-                    UpstreamResult(
-                        response.status,
-                        _parse_body(raw),
-                        request_id=response.headers.get("x-request-id"),
-                        attempts=attempt,
-                    ),
-                    _retry_after(response.headers.get("Retry-After")),
+                return UpstreamResult(
+                    response.status,
+                    _parse_body(raw),
+                    request_id=response.headers.get("x-request-id"),
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
                 )
         except TimeoutError:
-            return (
-                UpstreamResult(
-                    None,
-                    error_code="upstream_timeout",
-                    error_message=f"The model server did not answer within {self.model.timeout:g} s.",
-                    attempts=attempt,
-                ),
+            return UpstreamResult(
                 None,
+                error_code="upstream_timeout",
+                error_message=f"The model server did not answer within {self.model.timeout:g} s.",
             )
         except aiohttp.ClientError as exc:
-            return (
-                UpstreamResult(
-                    None,
-                    error_code="upstream_unreachable",
-                    error_message=f"Could not reach the model server: {type(exc).__name__}: {exc}",
-                    attempts=attempt,
-                ),
+            return UpstreamResult(
                 None,
+                error_code="upstream_unreachable",
+                error_message=f"Could not reach the model server: {type(exc).__name__}: {exc}",
             )
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, max(self.model.max_retry_delay, 0.0))
-        ceiling = min(self.model.max_retry_delay, self.model.retry_backoff * 2 ** (attempt - 1))
-        return random.uniform(0, ceiling)
 
 
 def _parse_body(raw: bytes) -> Any:

@@ -30,7 +30,8 @@ from overnight.domain.chunk import ChunkWork, Tally
 from overnight.domain.lines import LineRules, Request, check_line, is_blank, strip_bom
 from overnight.domain.results import Outcome, renderer_for
 from overnight.domain.status import StopReason
-from overnight.runner.limiter import Limiter
+from overnight.runner.dispatch import send_with_retries
+from overnight.runner.limiter import acquire_unless
 from overnight.runner.models import Models, ServedModel
 from overnight.runner.parts import ChunkParts
 from overnight.settings import Settings
@@ -137,8 +138,7 @@ class ChunkRun:
                     )
                 )
                 continue
-            limiter = served.limiter
-            if not limiter.try_acquire() and not await self._wait_for_slot(limiter):
+            if not await acquire_unless(served.limiter, self._stopped):
                 unrun.append(request.custom_id)
                 continue
             task = asyncio.create_task(self._send(request, served))
@@ -148,25 +148,6 @@ class ChunkRun:
             await self._drain_in_flight()
         for custom_id in unrun:
             self._record(self._never_ran(custom_id))
-
-    async def _wait_for_slot(self, limiter: Limiter) -> bool:
-        """Wait for a model slot, unless the batch stops first."""
-        acquire = asyncio.ensure_future(limiter.acquire())
-        stopped = asyncio.ensure_future(self._stopped.wait())
-        try:
-            await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopped.cancel()
-            if not acquire.done():
-                acquire.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await acquire
-        if acquire.cancelled():
-            return False
-        if self._stopped.is_set():
-            limiter.release()
-            return False
-        return True
 
     async def _drain_in_flight(self) -> None:
         """Wait for in-flight requests; after a stop, only `stop_grace` more."""
@@ -190,8 +171,9 @@ class ChunkRun:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _send(self, request: Request, served: ServedModel) -> None:
+        upstream = UpstreamRequest(self.work.endpoint, request.body)
         try:
-            result = await served.backend.send(UpstreamRequest(self.work.endpoint, request.body))
+            result = await send_with_retries(served, upstream, self._stopped)
         except asyncio.CancelledError:
             if self.stop_reason is not None:  # cut off by a stop's grace period
                 self._record(self._never_ran(request.custom_id))
@@ -201,8 +183,6 @@ class ChunkRun:
             result = UpstreamResult(
                 None, error_code="backend_error", error_message=f"{type(exc).__name__}: {exc}"
             )
-        finally:
-            served.limiter.release()
         self._record(
             Outcome(
                 request.custom_id,

@@ -7,8 +7,8 @@ the error file as `batch_cancelled` / `batch_expired`. Then one transaction
 creates the file records and moves the batch to its final status, guarded by
 the lease: if two workers ever raced here, only one would commit. A crash
 midway leaves the batch in `finalizing` with a lease that expires, and the
-next worker starts over (blob keys are fresh, the half-written ones are
-temporary files that never became visible).
+next worker starts over: the result files' ids derive from the batch id, so
+a second attempt overwrites the first one's blobs instead of leaking them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import logging
 import shutil
 import time
 
-from overnight._ids import new_file_id
+from overnight._ids import result_file_id
 from overnight.blobs import BlobStore, BlobWriter
 from overnight.domain.batch import Batch
 from overnight.domain.chunk import ChunkStatus
@@ -39,7 +39,7 @@ async def finalize_batch(
     batch: Batch, *, worker: WorkerId, store: SqlStore, blobs: BlobStore, settings: Settings
 ) -> bool:
     started = time.monotonic()
-    output_id, error_id = new_file_id(), new_file_id()
+    output_id, error_id = result_file_id(batch.id, "output"), result_file_id(batch.id, "error")
     output = blobs.writer(f"files/{output_id}")
     errors = blobs.writer(f"files/{error_id}")
     try:
@@ -66,11 +66,11 @@ async def finalize_batch(
         now=int(now),
         created_us=int(now * 1_000_000),
     )
-    for record, file_id in ((output_record, output_id), (error_record, error_id)):
-        if record is None or not finished:  # empty, or another worker finished first
-            await blobs.delete(f"files/{file_id}")
-    if not finished:
+    if not finished:  # another worker finished it; the blobs are the same bytes, keep them
         return False
+    for record, file_id in ((output_record, output_id), (error_record, error_id)):
+        if record is None:  # nothing went into it
+            await blobs.delete(f"files/{file_id}")
     await blobs.delete_prefix(f"parts/{batch.id}")
     shutil.rmtree(settings.data_dir / "staging" / batch.id, ignore_errors=True)
     log.info("finalised %s as %s in %.2f s", batch.id, status.value, time.monotonic() - started)

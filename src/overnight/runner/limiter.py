@@ -1,4 +1,5 @@
-"""How many requests may be in flight to one model at once.
+"""How many requests may be in flight to one model at once, and how that
+number adapts to the model server.
 
 A counting limiter, shared by every chunk that sends to the model, with a
 FIFO queue so chunks take turns. Unlike `asyncio.Semaphore`, its limit can
@@ -10,7 +11,11 @@ common case on the dispatch path free of extra tasks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import time
 from collections import deque
+from collections.abc import Callable
 
 
 class Limiter:
@@ -64,3 +69,92 @@ class Limiter:
             if not waiter.done():
                 self.in_flight += 1
                 waiter.set_result(None)
+
+
+class AdaptiveLimit:
+    """Additive increase, multiplicative decrease of a Limiter's limit.
+
+    Each healthy answer adds 1/limit (so about +1 per round of requests),
+    but only while latency stays within `latency_tolerance` times the
+    baseline (the lowest smoothed latency seen, slowly forgotten), so a
+    server that is merely queueing our requests stops the growth. A sign of
+    congestion (no answer, 408, 429, 5xx) multiplies the limit by
+    `decrease`, at most once per cooldown (about one smoothed latency), so a
+    burst of failures from one overload counts once. The limit stays within
+    [1, maximum].
+    """
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        *,
+        maximum: int,
+        decrease: float = 0.7,
+        latency_tolerance: float = 2.0,
+        min_cooldown: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limiter = limiter
+        self.maximum = maximum
+        self.value = float(limiter.limit)
+        self.decrease = decrease
+        self.latency_tolerance = latency_tolerance
+        self.min_cooldown = min_cooldown
+        self.clock = clock
+        self.smoothed: float | None = None
+        self.baseline: float | None = None
+        self._last_decrease = -math.inf
+
+    def on_answer(self, latency: float) -> None:
+        self._observe(latency)
+        assert self.smoothed is not None and self.baseline is not None
+        if self.smoothed <= self.latency_tolerance * max(self.baseline, 0.001):
+            self._set(min(float(self.maximum), self.value + 1.0 / self.value))
+
+    def on_congestion(self, latency: float | None = None) -> None:
+        if latency is not None:
+            self._observe(latency)
+        now = self.clock()
+        cooldown = max(self.min_cooldown, self.smoothed or 0.0)
+        if now - self._last_decrease < cooldown:
+            return
+        self._last_decrease = now
+        self._set(max(1.0, self.value * self.decrease))
+
+    def _observe(self, latency: float) -> None:
+        if self.smoothed is None:
+            self.smoothed = latency
+        else:
+            self.smoothed += 0.1 * (latency - self.smoothed)
+        if self.baseline is None or self.smoothed < self.baseline:
+            self.baseline = self.smoothed
+        else:  # forget slowly, so a server that became slower for good is relearned
+            self.baseline += 0.001 * (self.smoothed - self.baseline)
+
+    def _set(self, value: float) -> None:
+        self.value = value
+        self.limiter.limit = int(value)
+
+
+async def acquire_unless(limiter: Limiter, stopped: asyncio.Event) -> bool:
+    """Take a slot, unless `stopped` is set first (then hold nothing)."""
+    if stopped.is_set():
+        return False
+    if limiter.try_acquire():
+        return True
+    acquire = asyncio.ensure_future(limiter.acquire())
+    stop = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquire
+    if acquire.cancelled():
+        return False
+    if stopped.is_set():
+        limiter.release()
+        return False
+    return True

@@ -1,10 +1,13 @@
 """A chunk's result parts: two append-only JSONL files, output and errors.
 
-Results are appended as they arrive, but written to disk in groups: the
-executor calls `flush()` every `flush_lines` results or `flush_interval`
-seconds, which writes and fsyncs both files before the counters are stored.
-So after a crash the parts hold at least what the database counted, and at
-most one flush window of results is lost (and re-run).
+Results are appended as they arrive, but written in groups: the executor
+writes what it holds every `flush_lines` results or `flush_interval` seconds,
+before it stores the counters. A written group is in the kernel's page
+cache, which survives the death of the process (`kill -9`), so after a crash
+the parts hold at least what the database counted, and at most one flush
+window of results is lost (and run again). The parts are fsynced when the
+chunk is done, before it is marked done, so a finished chunk also survives
+the loss of the machine; an unfinished one is re-run from what survived.
 
 On resume, `open()` reads what the parts hold: a torn last line (the process
 died mid-write) is cut off, and the `custom_id`s present are returned so the
@@ -104,7 +107,7 @@ class ChunkParts:
         return pending
 
     async def write(self, pending: dict[str, bytes]) -> None:
-        """Append and fsync."""
+        """Append (one write per part; no fsync, see the module docstring)."""
         if pending:
             await asyncio.to_thread(self._write, pending)
 
@@ -116,11 +119,16 @@ class ChunkParts:
             handle = self._handles[kind]
             handle.write(data)
             handle.flush()
+
+    def _sync(self) -> None:
+        for handle in self._handles.values():
             os.fsync(handle.fileno())
 
     async def hand_over(self) -> None:
-        """The chunk is done: move non-empty parts into the blob store."""
+        """The chunk is done: make its parts durable and move the non-empty
+        ones into the blob store."""
         await self.flush()
+        await asyncio.to_thread(self._sync)
         self.close()
         for kind, path in self.paths.items():
             if path.exists() and path.stat().st_size > 0:

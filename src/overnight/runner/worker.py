@@ -159,7 +159,9 @@ class Worker:
         return await self.store.claim_finalization(self.id, time.time(), self.settings.lease_ttl)
 
     async def _claim_chunk(self) -> ChunkWork | None:
-        return await self.store.claim_chunk(self.id, time.time(), self.settings.lease_ttl)
+        return await self.store.claim_chunk(
+            self.id, time.time(), self.settings.lease_ttl, urgent_within=self.settings.urgent_within
+        )
 
     # -- the work itself
 

@@ -12,13 +12,13 @@ row means someone else moved first.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    and_,
     delete,
     event,
     func,
@@ -29,13 +29,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from overnight import _json
 from overnight.domain.batch import Batch, LineError, RequestCounts, Usage
 from overnight.domain.chunk import Chunk, ChunkKey, ChunkStatus, ChunkWork, Tally
 from overnight.domain.files import FilePurpose, FileRecord, Upload, UploadPart, UploadStatus
+from overnight.domain.scheduling import Candidate, schedule_order
 from overnight.domain.status import BatchStatus, StopReason, sources_of
 from overnight.domain.validation import ChunkRange
 from overnight.errors import Conflict
@@ -583,33 +583,30 @@ class SqlStore:
 
     # ----------------------------------------------------------------- chunks
 
-    async def claim_chunk(self, worker: WorkerId, now: float, ttl: float) -> ChunkWork | None:
-        """The next chunk to run: earliest deadline, then oldest batch, then
-        chunk order. A chunk whose lease expired (its worker died) counts as
-        pending again, and its attempts go up."""
+    async def claim_chunk(
+        self, worker: WorkerId, now: float, ttl: float, *, urgent_within: float = 3600.0
+    ) -> ChunkWork | None:
+        """Lease the next chunk to run, or None.
+
+        A chunk whose lease lapsed (its worker died) is taken first: it is
+        work already under way. Otherwise the batch is chosen by
+        `domain.scheduling.schedule_order`, and its lowest pending chunk is
+        taken. Attempts count up on every claim."""
         async with self._write() as conn:
             row = (
                 await conn.execute(
                     select(chunks)
                     .where(
-                        or_(
-                            chunks.c.status == ChunkStatus.PENDING.value,
-                            and_(
-                                chunks.c.status == ChunkStatus.RUNNING.value,
-                                chunks.c.lease_expires_at < now,
-                            ),
-                        )
+                        chunks.c.status == ChunkStatus.RUNNING.value,
+                        chunks.c.lease_expires_at < now,
                     )
-                    .order_by(
-                        chunks.c.deadline,
-                        chunks.c.priority.desc(),
-                        chunks.c.created_us,
-                        chunks.c.idx,
-                    )
+                    .order_by(chunks.c.deadline, chunks.c.idx)
                     .limit(1)
                     .with_for_update(skip_locked=True)
                 )
             ).first()
+            if row is None:
+                row = await self._next_pending_chunk(conn, now, urgent_within)
             if row is None:
                 return None
             await conn.execute(
@@ -637,16 +634,8 @@ class SqlStore:
             ).one()
         chunk = _chunk(row)
         return ChunkWork(
-            chunk=Chunk(
-                chunk.batch_id,
-                chunk.index,
-                chunk.start,
-                chunk.end,
-                chunk.first_line,
-                chunk.requests,
-                ChunkStatus.RUNNING,
-                chunk.attempts + 1,
-                chunk.tally,
+            chunk=dataclasses.replace(
+                chunk, status=ChunkStatus.RUNNING, attempts=chunk.attempts + 1
             ),
             tenant=TenantId(batch.tenant),
             endpoint=batch.endpoint,
@@ -654,6 +643,61 @@ class SqlStore:
             input_blob_key=batch.blob_key,
             stop_reason=StopReason(batch.stop_reason) if batch.stop_reason else None,
         )
+
+    async def _next_pending_chunk(
+        self, conn: AsyncConnection, now: float, urgent_within: float
+    ) -> Any | None:
+        candidates = [
+            Candidate(BatchId(r.id), TenantId(r.tenant), r.expires_at, r.priority, r.created_us)
+            for r in await conn.execute(
+                select(
+                    batches.c.id,
+                    batches.c.tenant,
+                    batches.c.expires_at,
+                    batches.c.priority,
+                    batches.c.created_us,
+                ).where(
+                    batches.c.status.in_(
+                        [BatchStatus.IN_PROGRESS.value, BatchStatus.CANCELLING.value]
+                    ),
+                    batches.c.chunks_done < batches.c.chunks_total,
+                )
+            )
+        ]
+        if not candidates:
+            return None
+        by_batch: dict[BatchId, int] = {}
+        by_tenant: dict[TenantId, int] = {}
+        for r in await conn.execute(
+            select(chunks.c.batch_id, chunks.c.tenant, func.count().label("n"))
+            .where(chunks.c.status == ChunkStatus.RUNNING.value)
+            .group_by(chunks.c.batch_id, chunks.c.tenant)
+        ):
+            by_batch[BatchId(r.batch_id)] = r.n
+            by_tenant[TenantId(r.tenant)] = by_tenant.get(TenantId(r.tenant), 0) + r.n
+        ordered = schedule_order(
+            candidates,
+            running_by_batch=by_batch,
+            running_by_tenant=by_tenant,
+            now=now,
+            urgent_within=urgent_within,
+        )
+        for candidate in ordered:
+            row = (
+                await conn.execute(
+                    select(chunks)
+                    .where(
+                        chunks.c.batch_id == candidate.batch_id,
+                        chunks.c.status == ChunkStatus.PENDING.value,
+                    )
+                    .order_by(chunks.c.idx)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+            ).first()
+            if row is not None:
+                return row
+        return None
 
     async def renew_leases(self, worker: WorkerId, now: float, ttl: float) -> None:
         """The heartbeat: one statement per table renews every lease held."""
@@ -844,12 +888,9 @@ class SqlStore:
                 return False
             for record in (output, errors):
                 if record is not None:
-                    try:
-                        await conn.execute(
-                            insert(files).values(**_file_values(record), created_us=created_us)
-                        )
-                    except IntegrityError as exc:  # pragma: no cover - ids are fresh uuids
-                        raise Conflict(f"file {record.id} exists") from exc
+                    await conn.execute(
+                        insert(files).values(**_file_values(record), created_us=created_us)
+                    )
         return True
 
     # ------------------------------------------------------------- dashboard
