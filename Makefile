@@ -24,9 +24,24 @@ SMOLLM2_VERSION := 0.1.2
 
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-12)-$(LLAMA_FLAGS_ID)
 
-.PHONY: install run serve test lint typecheck pytest bench-smoke clean services
+# The `together` SDK 1.x cannot share a virtualenv with 3.x, so the last 1.x
+# release gets its own, built once and rebuilt only when its pins change.
+# tests/acceptance/test_together1_sdk.py drives it from the main test run.
+TOGETHER1_VENV ?= .venv-together1
+TOGETHER1_REQS := tests/together1/requirements.txt
+TOGETHER1_STAMP := $(TOGETHER1_VENV)/.installed-$(shell cat $(TOGETHER1_REQS) 2>/dev/null | sha256sum | cut -c1-12)
+
+.PHONY: install together1 run serve test lint typecheck pytest bench-smoke clean services
 
 install: $(STAMP)
+
+together1: $(TOGETHER1_STAMP)
+
+$(TOGETHER1_STAMP): $(TOGETHER1_REQS)
+	rm -rf $(TOGETHER1_VENV)
+	$(PYTHON) -m venv $(TOGETHER1_VENV)
+	$(TOGETHER1_VENV)/bin/pip install --quiet --disable-pip-version-check -r $(TOGETHER1_REQS)
+	touch "$@"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,8 +76,8 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install services
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+pytest: install together1 services
+	TOGETHER1_PYTHON=$(abspath $(TOGETHER1_VENV))/bin/python $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # PostgreSQL backs the scale-out tests; start it when the machine has it but
 # it is not running. Tests that need it skip loudly when it is absent.
@@ -73,4 +88,4 @@ services:
 test: lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOGETHER1_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
     OvernightError                  500  something we did not expect
     ├── InvalidRequest              400  the request is malformed or names a bad value
     ├── AuthenticationFailed        401  missing or unknown API key
+    ├── Forbidden                   403  a credential that is known but not good for this
     ├── NotFound                    404  no such object (for this tenant)
     ├── Conflict                    409  the object is in the wrong state for this
     ├── PayloadTooLarge             413  a body or file over a configured limit
@@ -42,6 +43,11 @@ class InvalidRequest(OvernightError):
 class AuthenticationFailed(OvernightError):
     status_code = 401
     default_code = "invalid_api_key"
+
+
+class Forbidden(OvernightError):
+    status_code = 403
+    default_code = "forbidden"
 
 
 class NotFound(OvernightError):

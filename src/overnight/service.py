@@ -20,6 +20,7 @@ from overnight.domain.files import (
     UPLOADABLE_PURPOSES,
     FilePurpose,
     FileRecord,
+    LineCounter,
     Upload,
     UploadPart,
     UploadStatus,
@@ -39,6 +40,8 @@ MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
 MAX_PAGE = 100
+#: Priorities are stored in a 32-bit column.
+MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +52,23 @@ class Page(Generic[T]):
 
 class FileSink:
     """Receives the bytes of one upload as they stream in, in bounded
-    memory, cutting it off as soon as it passes the size limit."""
+    memory, cutting it off as soon as it passes the size limit. Lines are
+    counted on the way, so a file's line count costs no second read."""
 
     def __init__(self, writer: BlobWriter, key: str, limit: int) -> None:
         self.writer = writer
         self.key = key
         self.limit = limit
         self.closed = False
+        self.counter = LineCounter()
 
     @property
     def size(self) -> int:
         return self.writer.size
+
+    @property
+    def lines(self) -> int:
+        return self.counter.lines
 
     async def write(self, data: bytes) -> None:
         if self.writer.size + len(data) > self.limit:
@@ -69,6 +78,7 @@ class FileSink:
                 param="file",
                 code="file_too_large",
             )
+        self.counter.feed(data)
         await self.writer.write(data)
 
     async def commit(self) -> None:
@@ -101,9 +111,14 @@ class Service:
 
     # ------------------------------------------------------------------ files
 
-    def new_file_sink(self) -> FileSink:
-        key = f"files/{_ids.new_file_id()}"
-        return FileSink(self.blobs.writer(key), key, self.settings.max_upload_bytes)
+    def new_file_sink(self, file_id: FileId | None = None, limit: int | None = None) -> FileSink:
+        """Where a new file's bytes go: under a fresh id, or under an id
+        promised earlier (Together announces the id before the bytes come)."""
+        key = f"files/{file_id or _ids.new_file_id()}"
+        cap = (
+            min(limit, self.settings.max_upload_bytes) if limit else self.settings.max_upload_bytes
+        )
+        return FileSink(self.blobs.writer(key), key, cap)
 
     async def create_file(
         self,
@@ -113,10 +128,12 @@ class Service:
         filename: str,
         purpose: str,
         expires_after: int | None = None,
+        checksum: str | None = None,
     ) -> FileRecord:
-        """Commit a streamed upload as a file. On any error the bytes are dropped."""
+        """Commit a streamed upload as a file. On any error the bytes are
+        dropped; so are bytes whose SHA-256 is not the promised `checksum`."""
         try:
-            checked_purpose = _uploadable_purpose(purpose)
+            checked_purpose = uploadable_purpose(purpose)
             if expires_after is not None and expires_after <= 0:
                 raise InvalidRequest(
                     "expires_after[seconds] must be a positive number of seconds.",
@@ -127,17 +144,21 @@ class Service:
         except BaseException:
             await sink.abort()
             raise
+        if checksum is not None and checksum.lower() != sink.writer.sha256:
+            await self.blobs.delete(sink.key)
+            raise _checksum_mismatch("sha256")
         now = self.clock()
         record = FileRecord(
             id=_file_id_of(sink.key),
             tenant=tenant,
-            filename=_clean_filename(filename),
+            filename=clean_filename(filename),
             purpose=checked_purpose,
             bytes=sink.size,
             created_at=int(now),
             sha256=sink.writer.sha256,
             blob_key=sink.key,
             expires_at=int(now) + expires_after if expires_after else None,
+            line_count=sink.lines,
         )
         await self.store.insert_file(record, _micros(now))
         return record
@@ -192,7 +213,7 @@ class Service:
         bytes: int,
         mime_type: str,
     ) -> Upload:
-        checked_purpose = _uploadable_purpose(purpose)
+        checked_purpose = uploadable_purpose(purpose)
         if bytes < 0 or bytes > self.settings.max_upload_bytes:
             raise InvalidRequest(
                 f"bytes must be between 0 and {self.settings.max_upload_bytes}.",
@@ -203,7 +224,7 @@ class Service:
         upload = Upload(
             id=_ids.new_upload_id(),
             tenant=tenant,
-            filename=_clean_filename(filename),
+            filename=clean_filename(filename),
             purpose=checked_purpose,
             bytes=bytes,
             mime_type=mime_type,
@@ -232,9 +253,11 @@ class Service:
         key = f"uploads/{upload.id}/{_ids.new_part_id()}"
         return FileSink(self.blobs.writer(key), key, self.settings.max_upload_bytes)
 
-    async def add_upload_part(self, tenant: TenantId, upload_id: str, sink: FileSink) -> UploadPart:
+    async def add_upload_part(
+        self, tenant: TenantId, upload_id: str, sink: FileSink, part_number: int | None = None
+    ) -> UploadPart:
         try:
-            upload = await self._pending_upload(tenant, upload_id)
+            upload = await self.pending_upload(tenant, upload_id)
             await sink.commit()
         except BaseException:
             await sink.abort()
@@ -245,6 +268,8 @@ class Service:
             created_at=int(self.clock()),
             bytes=sink.size,
             blob_key=sink.key,
+            part_number=part_number,
+            etag=sink.writer.sha256,
         )
         try:
             await self.store.insert_part(part)
@@ -256,7 +281,7 @@ class Service:
     async def complete_upload(
         self, tenant: TenantId, upload_id: str, part_ids: Sequence[str], md5: str | None = None
     ) -> Upload:
-        upload = await self._pending_upload(tenant, upload_id)
+        upload = await self.pending_upload(tenant, upload_id)
         parts: dict[str, UploadPart] = {p.id: p for p in await self.store.list_parts(upload.id)}
         if len(set(part_ids)) != len(part_ids):
             raise InvalidRequest(
@@ -269,7 +294,15 @@ class Service:
                 param="part_ids",
                 code="invalid_value",
             )
-        ordered = [parts[p] for p in part_ids]
+        await self.finish_upload(upload, [parts[p] for p in part_ids], md5=md5)
+        return await self.get_upload(tenant, upload.id)
+
+    async def finish_upload(
+        self, upload: Upload, ordered: Sequence[UploadPart], *, md5: str | None = None
+    ) -> FileRecord:
+        """Concatenate a pending upload's parts, in the order given, into its
+        file: under the id it promised, or a new one. The byte count, the
+        optional `md5` and the upload's own `checksum` (SHA-256) must match."""
         total = sum(p.bytes for p in ordered)
         if total != upload.bytes:
             raise InvalidRequest(
@@ -277,34 +310,33 @@ class Service:
                 param="bytes",
                 code="invalid_value",
             )
-        file_id = _ids.new_file_id()
-        writer = self.blobs.writer(f"files/{file_id}")
+        sink = self.new_file_sink(upload.file_id)
         digest = hashlib.md5(usedforsecurity=False)
         try:
             for part in ordered:
                 async for piece in self.blobs.read(part.blob_key):
                     digest.update(piece)
-                    await writer.write(piece)
+                    await sink.write(piece)
             if md5 and md5.lower() != digest.hexdigest():
-                raise InvalidRequest(
-                    "The md5 checksum does not match the uploaded bytes.",
-                    param="md5",
-                    code="checksum_mismatch",
-                )
-            await writer.commit()
+                raise _checksum_mismatch("md5")
+            await sink.commit()
         except BaseException:
-            await writer.abort()
+            await sink.abort()
             raise
+        if upload.checksum and upload.checksum.lower() != sink.writer.sha256:
+            await self.blobs.delete(sink.key)
+            raise _checksum_mismatch("checksum")
         now = self.clock()
         record = FileRecord(
-            id=file_id,
-            tenant=tenant,
+            id=_file_id_of(sink.key),
+            tenant=upload.tenant,
             filename=upload.filename,
             purpose=upload.purpose,
-            bytes=writer.size,
+            bytes=sink.size,
             created_at=int(now),
-            sha256=writer.sha256,
-            blob_key=f"files/{file_id}",
+            sha256=sink.writer.sha256,
+            blob_key=sink.key,
+            line_count=sink.lines,
         )
         try:
             await self.store.complete_upload(upload.id, record, _micros(now))
@@ -312,10 +344,10 @@ class Service:
             await self.blobs.delete(record.blob_key)
             raise
         await self._drop_parts(upload)
-        return await self.get_upload(tenant, upload.id)
+        return record
 
     async def cancel_upload(self, tenant: TenantId, upload_id: str) -> Upload:
-        upload = await self._pending_upload(tenant, upload_id)
+        upload = await self.pending_upload(tenant, upload_id)
         if not await self.store.set_upload_status(
             upload.id, UploadStatus.CANCELLED, expected=UploadStatus.PENDING
         ):
@@ -323,7 +355,7 @@ class Service:
         await self._drop_parts(upload)
         return await self.get_upload(tenant, upload.id)
 
-    async def _pending_upload(self, tenant: TenantId, upload_id: str) -> Upload:
+    async def pending_upload(self, tenant: TenantId, upload_id: str) -> Upload:
         upload = await self.get_upload(tenant, upload_id)
         if upload.status is not UploadStatus.PENDING:
             raise Conflict(
@@ -348,12 +380,27 @@ class Service:
         metadata: dict[str, str] | None = None,
         dialect: str = "openai",
         priority: int = 0,
+        model: str | None = None,
     ) -> Batch:
+        """`model`, when given, must be a served model; the lines' own
+        `body.model` still decide what each request runs on."""
         if endpoint not in SUPPORTED_ENDPOINTS:
             raise InvalidRequest(
                 f"Unsupported endpoint {endpoint!r}; use one of {', '.join(SUPPORTED_ENDPOINTS)}.",
                 param="endpoint",
                 code="invalid_value",
+            )
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise InvalidRequest(
+                "priority must fit in a 32-bit signed integer.",
+                param="priority",
+                code="invalid_value",
+            )
+        if model is not None and model not in self.model_names:
+            raise InvalidRequest(
+                f"The model {model!r} is not served here; served: {', '.join(sorted(self.model_names))}.",
+                param="model",
+                code="model_not_found",
             )
         window = completion_window or self.settings.default_completion_window
         seconds = self._window(window)
@@ -441,7 +488,15 @@ def _file_id_of(key: str) -> FileId:
     return FileId(key.removeprefix("files/"))
 
 
-def _uploadable_purpose(purpose: str) -> FilePurpose:
+def _checksum_mismatch(param: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"The {param} checksum does not match the uploaded bytes.",
+        param=param,
+        code="checksum_mismatch",
+    )
+
+
+def uploadable_purpose(purpose: str) -> FilePurpose:
     try:
         checked = FilePurpose(purpose)
     except ValueError:
@@ -456,7 +511,7 @@ def _uploadable_purpose(purpose: str) -> FilePurpose:
     return checked
 
 
-def _clean_filename(name: str) -> str:
+def clean_filename(name: str) -> str:
     """Keep only the last path component: a filename is a label, never a path."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
     base = "".join(ch for ch in base if ch.isprintable())

@@ -176,6 +176,13 @@ class Settings(BaseSettings):
     #: Seconds an OpenAI Upload stays open for parts.
     upload_expiry: int = Field(3600, ge=1)
 
+    # -- Together's signed-URL uploads
+    #: Seconds a signed upload URL stays usable; each URL also works only once.
+    upload_url_expiry: int = Field(3600, ge=1)
+    #: Largest file one signed-URL PUT may carry. Together's SDKs switch to the
+    #: multipart flow above 5 GiB; a larger single PUT is refused.
+    multipart_threshold: int = Field(5 * 1024**3, ge=1)
+
     @model_validator(mode="after")
     def _windows_parse(self) -> Settings:
         for name in ("default_completion_window", "min_completion_window", "max_completion_window"):

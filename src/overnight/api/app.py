@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from overnight import __version__
-from overnight.api import errors, openai
+from overnight.api import errors, openai, together
 from overnight.api.responses import JSONBytes, runtime_of
 from overnight.errors import OvernightError
 from overnight.runtime import Runtime
@@ -61,6 +61,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         default_response_class=JSONBytes,
     )
     app.include_router(openai.router, prefix="/v1")
+    app.include_router(together.router, prefix="/together/v1")
 
     @app.get("/health", tags=["operations"])
     async def health(request: Request) -> JSONBytes:

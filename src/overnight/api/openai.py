@@ -14,7 +14,7 @@ from starlette.responses import StreamingResponse
 
 from overnight.api.auth import tenant_of
 from overnight.api.multipart import read_form
-from overnight.api.responses import JSONBytes, runtime_of
+from overnight.api.responses import JSONBytes, file_download, runtime_of
 from overnight.domain.batch import Batch
 from overnight.domain.files import FileRecord, Upload, UploadPart
 from overnight.errors import InvalidRequest
@@ -203,14 +203,7 @@ async def delete_file(request: Request, file_id: str) -> JSONBytes:
 @router.get("/files/{file_id}/content")
 async def file_content(request: Request, file_id: str) -> StreamingResponse:
     record, stream = await runtime_of(request).service.file_content(tenant_of(request), file_id)
-    return StreamingResponse(
-        stream,
-        media_type="application/octet-stream",
-        headers={
-            "Content-Length": str(record.bytes),
-            "Content-Disposition": f'attachment; filename="{record.filename}"',
-        },
-    )
+    return file_download(record, stream)
 
 
 # -------------------------------------------------------------------- uploads

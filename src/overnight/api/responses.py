@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from overnight import _json
+from overnight.domain.files import FileRecord
 
 if TYPE_CHECKING:
     from overnight.runtime import Runtime
@@ -25,3 +27,16 @@ class JSONBytes(Response):
 def runtime_of(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+def file_download(record: FileRecord, stream: AsyncIterator[bytes]) -> StreamingResponse:
+    """A file's bytes, streamed, with the Content-Length that SDKs use to
+    size their downloads (Together's check the byte count against it)."""
+    return StreamingResponse(
+        stream,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(record.bytes),
+            "Content-Disposition": f'attachment; filename="{record.filename}"',
+        },
+    )

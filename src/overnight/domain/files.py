@@ -62,7 +62,11 @@ class Upload:
     created_at: int
     expires_at: int
     status: UploadStatus = UploadStatus.PENDING
+    #: Set when the upload is created if its file id is promised up front
+    #: (Together's multipart flow), else when it completes.
     file_id: FileId | None = None
+    #: SHA-256 (hex) the caller promised for the whole file, checked on completion.
+    checksum: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +76,28 @@ class UploadPart:
     created_at: int
     bytes: int
     blob_key: str
+    #: Together's multipart flow numbers its parts (from 1) and checks each by
+    #: its ETag (the part's SHA-256); OpenAI's parts are ordered by id instead.
+    part_number: int | None = None
+    etag: str | None = None
+
+
+class LineCounter:
+    """Counts the lines of a file as its bytes stream past, so that a file's
+    line count (Together's `LineCount`) costs no second read: every newline,
+    plus a last line that lacks one. `bytes.count` runs at memory speed."""
+
+    __slots__ = ("_last", "newlines")
+
+    def __init__(self) -> None:
+        self.newlines = 0
+        self._last = b"\n"
+
+    def feed(self, data: bytes) -> None:
+        if data:
+            self.newlines += data.count(b"\n")
+            self._last = data[-1:]
+
+    @property
+    def lines(self) -> int:
+        return self.newlines + (0 if self._last == b"\n" else 1)

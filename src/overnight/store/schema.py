@@ -37,6 +37,8 @@ files = Table(
     Column("blob_key", String(512), nullable=False),
     Column("line_count", BigInteger, nullable=True),
     Index("ix_files_tenant_created", "tenant", "created_us", "id"),
+    # Together's dedupe: "a file with this checksum is already uploaded".
+    Index("ix_files_tenant_sha256", "tenant", "sha256"),
 )
 
 uploads = Table(
@@ -52,6 +54,7 @@ uploads = Table(
     Column("expires_at", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
     Column("file_id", String(64), nullable=True),
+    Column("checksum", String(64), nullable=True),
 )
 
 upload_parts = Table(
@@ -62,6 +65,26 @@ upload_parts = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("bytes", BigInteger, nullable=False),
     Column("blob_key", String(512), nullable=False),
+    Column("part_number", Integer, nullable=True),
+    Column("etag", String(64), nullable=True),
+)
+
+# One row per signed upload URL (Together's upload flow). Only the token's
+# SHA-256 is kept; `used_at` makes the URL single-use.
+upload_grants = Table(
+    "upload_grants",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("file_id", String(64), nullable=False),
+    Column("filename", String(1024), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("checksum", String(64), nullable=True),
+    Column("upload_id", String(64), nullable=True, index=True),
+    Column("part_number", Integer, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("used_at", BigInteger, nullable=True),
 )
 
 batches = Table(

@@ -35,12 +35,13 @@ from overnight import _json
 from overnight.domain.batch import Batch, LineError, RequestCounts, Usage
 from overnight.domain.chunk import Chunk, ChunkKey, ChunkStatus, ChunkWork, Tally
 from overnight.domain.files import FilePurpose, FileRecord, Upload, UploadPart, UploadStatus
+from overnight.domain.grants import UploadGrant
 from overnight.domain.scheduling import Candidate, schedule_order
 from overnight.domain.status import BatchStatus, StopReason, sources_of
 from overnight.domain.validation import ChunkRange
 from overnight.errors import Conflict
 from overnight.store import migrate
-from overnight.store.schema import batches, chunks, files, upload_parts, uploads
+from overnight.store.schema import batches, chunks, files, upload_grants, upload_parts, uploads
 from overnight.types import BatchId, FileId, PartId, TenantId, UploadId, WorkerId
 
 _ACTIVE_CHUNK = (ChunkStatus.PENDING.value, ChunkStatus.RUNNING.value)
@@ -205,6 +206,8 @@ class SqlStore:
                     created_at=part.created_at,
                     bytes=part.bytes,
                     blob_key=part.blob_key,
+                    part_number=part.part_number,
+                    etag=part.etag,
                 )
             )
 
@@ -216,7 +219,15 @@ class SqlStore:
                 )
             ).all()
         return [
-            UploadPart(PartId(r.id), UploadId(r.upload_id), r.created_at, r.bytes, r.blob_key)
+            UploadPart(
+                PartId(r.id),
+                UploadId(r.upload_id),
+                r.created_at,
+                r.bytes,
+                r.blob_key,
+                r.part_number,
+                r.etag,
+            )
             for r in rows
         ]
 
@@ -904,6 +915,71 @@ class SqlStore:
             ).all()
         return {r[0]: r[1] for r in rows}
 
+    # --------------------------------------------------------------- together
+
+    async def find_file_by_checksum(
+        self, tenant: TenantId, sha256: str, purpose: FilePurpose
+    ) -> FileRecord | None:
+        """The tenant's oldest file with these bytes and this purpose, if any."""
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(files)
+                    .where(
+                        files.c.tenant == tenant,
+                        files.c.sha256 == sha256,
+                        files.c.purpose == purpose.value,
+                    )
+                    .order_by(files.c.created_us, files.c.id)
+                    .limit(1)
+                )
+            ).first()
+        return _file(row) if row else None
+
+    async def set_line_count(self, file_id: FileId, line_count: int) -> None:
+        async with self._write() as conn:
+            await conn.execute(
+                update(files).where(files.c.id == file_id).values(line_count=line_count)
+            )
+
+    async def insert_grants(
+        self, grants: Sequence[UploadGrant], *, forget_before: int, upload: Upload | None = None
+    ) -> None:
+        """Store new upload grants (with the multipart upload they belong
+        to, if any) in one transaction, and forget grants that expired
+        before `forget_before`."""
+        async with self._write() as conn:
+            await conn.execute(
+                delete(upload_grants).where(upload_grants.c.expires_at < forget_before)
+            )
+            if upload is not None:
+                await conn.execute(insert(uploads).values(**_upload_values(upload)))
+            if grants:
+                await conn.execute(insert(upload_grants), [_grant_values(g) for g in grants])
+
+    async def use_grant(self, token_hash: str, now: int) -> tuple[bool, UploadGrant | None]:
+        """Spend a grant: (True, grant) if this call used it, else (False, the
+        grant as it was, or None if there is none). Guarded in the WHERE, so
+        two PUTs racing with one URL cannot both pass."""
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    select(upload_grants).where(upload_grants.c.token_hash == token_hash)
+                )
+            ).first()
+            if row is None:
+                return False, None
+            result = await conn.execute(
+                update(upload_grants)
+                .where(
+                    upload_grants.c.token_hash == token_hash,
+                    upload_grants.c.used_at.is_(None),
+                    upload_grants.c.expires_at > now,
+                )
+                .values(used_at=now)
+            )
+        return bool(result.rowcount == 1), _grant(row)
+
 
 # ------------------------------------------------------------------- helpers
 
@@ -962,6 +1038,7 @@ def _upload_values(upload: Upload) -> dict[str, Any]:
         "expires_at": upload.expires_at,
         "status": upload.status.value,
         "file_id": upload.file_id,
+        "checksum": upload.checksum,
     }
 
 
@@ -977,6 +1054,7 @@ def _upload(row: Any) -> Upload:
         expires_at=row.expires_at,
         status=UploadStatus(row.status),
         file_id=FileId(row.file_id) if row.file_id else None,
+        checksum=row.checksum,
     )
 
 
@@ -1036,4 +1114,36 @@ def _chunk(row: Any) -> Chunk:
             row.failed,
             Usage(row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens),
         ),
+    )
+
+
+def _grant_values(grant: UploadGrant) -> dict[str, Any]:
+    return {
+        "token_hash": grant.token_hash,
+        "tenant": grant.tenant,
+        "file_id": grant.file_id,
+        "filename": grant.filename,
+        "purpose": grant.purpose.value,
+        "checksum": grant.checksum,
+        "upload_id": grant.upload_id,
+        "part_number": grant.part_number,
+        "created_at": grant.created_at,
+        "expires_at": grant.expires_at,
+        "used_at": grant.used_at,
+    }
+
+
+def _grant(row: Any) -> UploadGrant:
+    return UploadGrant(
+        token_hash=row.token_hash,
+        tenant=TenantId(row.tenant),
+        file_id=FileId(row.file_id),
+        filename=row.filename,
+        purpose=FilePurpose(row.purpose),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        checksum=row.checksum,
+        upload_id=UploadId(row.upload_id) if row.upload_id else None,
+        part_number=row.part_number,
+        used_at=row.used_at,
     )

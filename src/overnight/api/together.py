@@ -1,0 +1,373 @@
+"""The Together dialect, served under `/together/v1`: Files (with the
+three-step signed-URL upload and the multipart flow) and Batches as the
+`together` SDK, 1.x and 3.x, sends and expects them (see docs/api-together.md).
+
+Only translation happens here: parse the wire, call `service` (and its
+`SignedUploads`), render. Files and batches are the same ones the OpenAI
+dialect serves; only their shapes differ.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from starlette.responses import Response, StreamingResponse
+
+from overnight.api.auth import tenant_of
+from overnight.api.errors import openai_error_body
+from overnight.api.multipart import MAX_FIELD_BYTES, read_form
+from overnight.api.responses import JSONBytes, file_download, runtime_of
+from overnight.domain.batch import Batch
+from overnight.domain.files import FilePurpose, FileRecord
+from overnight.domain.status import BatchStatus, StopReason
+from overnight.errors import InvalidRequest, PayloadTooLarge
+from overnight.signed_uploads import DuplicateFile, SignedUploads
+
+router = APIRouter(tags=["together"], default_response_class=JSONBytes)
+
+#: Together's file types, and the MIME type each is stored with.
+FILE_TYPES = {
+    "jsonl": "application/jsonl",
+    "csv": "text/csv",
+    "parquet": "application/vnd.apache.parquet",
+}
+#: Most batches `GET /batches` returns (newest first); Together has no paging.
+MAX_LISTED_BATCHES = 10_000
+#: Validation errors quoted in a failed batch's `error` string.
+QUOTED_ERRORS = 5
+
+
+# ------------------------------------------------------------------ rendering
+
+_STATUS = {
+    BatchStatus.VALIDATING: "VALIDATING",
+    BatchStatus.IN_PROGRESS: "IN_PROGRESS",
+    # Together has no FINALIZING (SDK 1.x's enum would reject it): the
+    # result files are still being written, so the job is still in progress.
+    BatchStatus.FINALIZING: "IN_PROGRESS",
+    BatchStatus.COMPLETED: "COMPLETED",
+    BatchStatus.FAILED: "FAILED",
+    BatchStatus.EXPIRED: "EXPIRED",
+    BatchStatus.CANCELLING: "CANCELING",
+    BatchStatus.CANCELLED: "CANCELLED",
+}
+
+#: SDK 1.x accepts only these four purposes; every other purpose (OpenAI's
+#: `batch`, the results' `batch_output`, `user_data`...) shows as `batch-api`.
+_PURPOSES = {
+    FilePurpose.FINE_TUNE: "fine-tune",
+    FilePurpose.BATCH_API: "batch-api",
+    FilePurpose.EVAL: "eval",
+    FilePurpose.EVALS: "eval",
+    FilePurpose.EVAL_OUTPUT: "eval-output",
+}
+
+
+def together_status(batch: Batch) -> str:
+    if batch.status is BatchStatus.FINALIZING and batch.stop_reason is StopReason.CANCELLED:
+        return "CANCELING"  # a cancel still draining into the result files
+    return _STATUS[batch.status]
+
+
+def together_purpose(purpose: FilePurpose) -> str:
+    return _PURPOSES.get(purpose, "batch-api")
+
+
+def file_type(filename: str) -> str:
+    suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    return suffix if suffix in FILE_TYPES else "jsonl"
+
+
+def iso(timestamp: int | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def batch_error(batch: Batch) -> str | None:
+    """Together reports a job's problem as one string (a bare string error
+    is what SDK 1.x expects here, unlike in an error response)."""
+    if not batch.errors:
+        return "The batch failed." if batch.status is BatchStatus.FAILED else None
+    quoted = [
+        f"line {e.line}: {e.message}" if e.line is not None else e.message
+        for e in batch.errors[:QUOTED_ERRORS]
+    ]
+    more = len(batch.errors) - QUOTED_ERRORS
+    return "; ".join(quoted) + (f" (and {more} more)" if more > 0 else "")
+
+
+def batch_job(batch: Batch) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "user_id": batch.tenant,
+        "input_file_id": batch.input_file_id,
+        "file_size_bytes": batch.input_bytes,
+        "status": together_status(batch),
+        "job_deadline": iso(batch.expires_at),
+        "created_at": iso(batch.created_at),
+        "endpoint": batch.endpoint,
+        "progress": batch.progress,
+        "model_id": batch.model,
+        "output_file_id": batch.output_file_id,
+        "error_file_id": batch.error_file_id,
+        "error": batch_error(batch),
+        "completed_at": iso(batch.ended_at),
+    }
+
+
+def file_response(record: FileRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "object": "file",
+        "created_at": record.created_at,
+        "filename": record.filename,
+        "bytes": record.bytes,
+        "purpose": together_purpose(record.purpose),
+        "FileType": file_type(record.filename),
+        "LineCount": record.line_count,
+        "Processed": True,
+        "processing_status": "COMPLETED",
+    }
+
+
+def duplicate_response(error: DuplicateFile) -> Response:
+    """SDK 3.x reads `file_id` from a 409 and fetches that file instead."""
+    body = {"file_id": error.file_id, **openai_error_body(error)}
+    return JSONBytes(body, status_code=409, headers={"x-should-retry": "false"})
+
+
+def uploads_of(request: Request) -> SignedUploads:
+    return SignedUploads(runtime_of(request).service)
+
+
+# ---------------------------------------------------------------------- files
+
+
+async def _read_fields(request: Request) -> dict[str, str]:
+    """A small form: multipart from SDK 3.x, form-urlencoded from SDK 1.x."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return (await read_form(request, lambda _: None)).fields
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > MAX_FIELD_BYTES:
+            raise PayloadTooLarge("The form is too large.", code="payload_too_large")
+    return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _required(fields: dict[str, str], name: str) -> str:
+    value = fields.get(name)
+    if not value:
+        raise InvalidRequest(
+            f"The form has no {name!r} field.", param=name, code="missing_required_parameter"
+        )
+    return value
+
+
+def _file_type(value: str | None) -> str:
+    if value is None or value == "":
+        return "jsonl"
+    if value not in FILE_TYPES:
+        raise InvalidRequest(
+            f"file_type must be one of {', '.join(FILE_TYPES)}.",
+            param="file_type",
+            code="invalid_value",
+        )
+    return value
+
+
+@router.post("/files")
+async def create_file(request: Request) -> Response:
+    """Step 1 of 3: announce a file; answer 302 to its one-time upload URL."""
+    fields = await _read_fields(request)
+    _file_type(fields.get("file_type"))
+    try:
+        granted = await uploads_of(request).grant(
+            tenant_of(request),
+            filename=_required(fields, "file_name"),
+            purpose=_required(fields, "purpose"),
+            checksum=fields.get("checksum"),
+        )
+    except DuplicateFile as exc:
+        return duplicate_response(exc)
+    location = str(request.url_for("together_upload", token=granted.token))
+    return Response(
+        status_code=302,
+        headers={"Location": location, "X-Together-File-Id": granted.file_id},
+    )
+
+
+@router.put("/files/upload/{token}", name="together_upload")
+async def upload(request: Request, token: str) -> Response:
+    """Step 2 of 3 (and each part of a multipart upload): the raw bytes.
+    No API key: the URL's one-time token is the credential."""
+    received = await uploads_of(request).receive(token, request.stream())
+    return Response(status_code=200, headers={"ETag": f'"{received.etag}"'})
+
+
+@router.post("/files/{file_id}/preprocess")
+async def preprocess(request: Request, file_id: str) -> JSONBytes:
+    """Step 3 of 3: the stored file, with its line count."""
+    record = await uploads_of(request).preprocess(tenant_of(request), file_id)
+    return JSONBytes(file_response(record))
+
+
+@router.get("/files")
+async def list_files(request: Request, purpose: str | None = None) -> JSONBytes:
+    page = await runtime_of(request).service.list_files(tenant_of(request), purpose=purpose)
+    return JSONBytes({"object": "list", "data": [file_response(r) for r in page.items]})
+
+
+@router.get("/files/{file_id}")
+async def retrieve_file(request: Request, file_id: str) -> JSONBytes:
+    uploads = uploads_of(request)
+    record = await uploads.service.get_file(tenant_of(request), file_id)
+    return JSONBytes(file_response(await uploads.counted(record)))
+
+
+@router.get("/files/{file_id}/content")
+async def file_content(request: Request, file_id: str) -> StreamingResponse:
+    record, stream = await runtime_of(request).service.file_content(tenant_of(request), file_id)
+    return file_download(record, stream)
+
+
+@router.delete("/files/{file_id}")
+async def delete_file(request: Request, file_id: str) -> JSONBytes:
+    record = await runtime_of(request).service.delete_file(tenant_of(request), file_id)
+    return JSONBytes({"id": record.id, "object": "file", "deleted": True})
+
+
+# ------------------------------------------------------------------ multipart
+
+
+class InitiateBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    file_name: StrictStr
+    file_size: StrictInt
+    num_parts: StrictInt
+    purpose: StrictStr
+    file_type: StrictStr | None = None
+    checksum: StrictStr | None = None
+
+
+class PartBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    part_number: StrictInt
+    etag: StrictStr
+
+
+class CompleteBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    upload_id: StrictStr
+    file_id: StrictStr
+    parts: list[PartBody]
+
+
+class AbortBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    upload_id: StrictStr
+    file_id: StrictStr
+
+
+@router.post("/files/multipart/initiate", response_model=None)
+async def initiate_multipart(request: Request, body: InitiateBody) -> Response:
+    try:
+        granted = await uploads_of(request).initiate(
+            tenant_of(request),
+            filename=body.file_name,
+            purpose=body.purpose,
+            file_size=body.file_size,
+            num_parts=body.num_parts,
+            mime_type=FILE_TYPES[_file_type(body.file_type)],
+            checksum=body.checksum,
+        )
+    except DuplicateFile as exc:
+        return duplicate_response(exc)
+    parts = [
+        {
+            "PartNumber": number,
+            "URL": str(request.url_for("together_upload", token=token)),
+            "Headers": {},
+        }
+        for number, token in granted.parts
+    ]
+    return JSONBytes(
+        {"upload_id": granted.upload.id, "file_id": granted.upload.file_id, "parts": parts}
+    )
+
+
+@router.post("/files/multipart/complete")
+async def complete_multipart(request: Request, body: CompleteBody) -> JSONBytes:
+    record = await uploads_of(request).complete(
+        tenant_of(request),
+        body.upload_id,
+        body.file_id,
+        [(p.part_number, p.etag) for p in body.parts],
+    )
+    return JSONBytes({"file": file_response(record)})
+
+
+@router.post("/files/multipart/abort")
+async def abort_multipart(request: Request, body: AbortBody) -> JSONBytes:
+    upload = await uploads_of(request).abort(tenant_of(request), body.upload_id, body.file_id)
+    return JSONBytes(
+        {"upload_id": upload.id, "file_id": upload.file_id, "status": upload.status.value}
+    )
+
+
+# -------------------------------------------------------------------- batches
+
+
+class CreateBatchBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    input_file_id: StrictStr
+    endpoint: StrictStr
+    completion_window: StrictStr | None = None
+    model_id: StrictStr | None = None
+    priority: StrictInt | None = None
+
+
+@router.post("/batches")
+async def create_batch(request: Request, body: CreateBatchBody) -> JSONBytes:
+    batch = await runtime_of(request).service.create_batch(
+        tenant_of(request),
+        input_file_id=body.input_file_id,
+        endpoint=body.endpoint,
+        completion_window=body.completion_window,
+        dialect="together",
+        priority=body.priority or 0,
+        model=body.model_id,
+    )
+    return JSONBytes({"job": batch_job(batch), "warning": None}, status_code=201)
+
+
+@router.get("/batches")
+async def list_batches(
+    request: Request, limit: Annotated[int, Query()] = MAX_LISTED_BATCHES
+) -> JSONBytes:
+    page = await runtime_of(request).service.list_batches(
+        tenant_of(request), limit=limit, max_limit=MAX_LISTED_BATCHES
+    )
+    return JSONBytes([batch_job(b) for b in page.items])
+
+
+@router.get("/batches/{batch_id}")
+async def retrieve_batch(request: Request, batch_id: str) -> JSONBytes:
+    batch = await runtime_of(request).service.get_batch(tenant_of(request), batch_id)
+    return JSONBytes(batch_job(batch))
+
+
+@router.post("/batches/{batch_id}/cancel")
+async def cancel_batch(request: Request, batch_id: str) -> JSONBytes:
+    batch = await runtime_of(request).service.cancel_batch(tenant_of(request), batch_id)
+    return JSONBytes(batch_job(batch))

@@ -1,0 +1,285 @@
+"""Together's signed-URL upload, step by step over raw HTTP, and its
+multipart flow through the real SDK 3.x with the threshold lowered."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import together
+from together.lib.resources import files as sdk_files
+
+from conftest import ServerFactory
+from helpers import ServerProcess, chat_lines, fake_model, jsonl, read_jsonl
+from overnight.testing.fake_upstream import FakeUpstream
+
+#: A single PUT may carry at most this much on the multipart server below.
+THRESHOLD = 4096
+
+
+def announce(server: ServerProcess, **fields: str) -> httpx.Response:
+    """Step 1, as SDK 1.x sends it: form-urlencoded metadata only."""
+    form = {"purpose": "batch-api", "file_name": "in.jsonl", "file_type": "jsonl", **fields}
+    return httpx.post(
+        f"{server.url}/together/v1/files", data=form, headers={"Authorization": "Bearer k"}
+    )
+
+
+def test_the_three_steps_and_a_url_that_cannot_be_replayed(server: ServerProcess) -> None:
+    data = jsonl(chat_lines(3)) + b'{"custom_id": "no-newline", "body": {}}'
+    step1 = announce(server)
+    assert step1.status_code == 302
+    url, file_id = step1.headers["location"], step1.headers["x-together-file-id"]
+    assert url.startswith(f"{server.url}/together/v1/files/upload/")
+    assert len(url.rsplit("/", 1)[1]) >= 43  # 256 random bits, base64url
+    assert file_id.startswith("file-")
+
+    step2 = httpx.put(url, content=data)  # no Authorization header at all
+    assert step2.status_code == 200
+    assert step2.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+
+    step3 = httpx.post(f"{server.url}/together/v1/files/{file_id}/preprocess")
+    assert step3.status_code == 200
+    body = step3.json()
+    assert body["id"] == file_id and body["bytes"] == len(data)
+    assert (body["FileType"], body["LineCount"], body["Processed"]) == ("jsonl", 4, True)
+    assert (body["purpose"], body["processing_status"], body["filename"]) == (
+        "batch-api",
+        "COMPLETED",
+        "in.jsonl",
+    )
+    assert httpx.get(f"{server.url}/together/v1/files/{file_id}/content").content == data
+
+    replay = httpx.put(url, content=b"something else")
+    assert replay.status_code == 403
+    error = replay.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "upload_url_rejected"
+    assert "already used" in error["message"]
+    assert httpx.get(f"{server.url}/together/v1/files/{file_id}/content").content == data
+
+    forged = httpx.put(url[:-4] + "AAAA", content=data)
+    assert forged.status_code == 403
+    assert "not valid" in forged.json()["error"]["message"]
+
+
+def test_an_upload_url_expires(start_server: ServerFactory, upstream: FakeUpstream) -> None:
+    server = start_server([fake_model(upstream.url)], upload_url_expiry=1)
+    url = announce(server).headers["location"]
+    time.sleep(2.1)  # expiry is kept in whole seconds
+    late = httpx.put(url, content=b"{}\n")
+    assert late.status_code == 403
+    assert "expired" in late.json()["error"]["message"]
+    # A fresh URL works, the expired one stays refused.
+    assert httpx.put(announce(server).headers["location"], content=b"{}\n").status_code == 200
+    assert httpx.put(url, content=b"{}\n").status_code == 403
+
+
+def test_the_keyless_put_stores_the_file_for_the_tenant_that_asked(
+    start_server: ServerFactory, upstream: FakeUpstream
+) -> None:
+    tenants = [{"name": "alpha", "api_keys": ["key-a"]}, {"name": "beta", "api_keys": ["key-b"]}]
+    server = start_server(
+        [fake_model(upstream.url)], env={"OVERNIGHT_TENANTS": json.dumps(tenants)}
+    )
+    files = f"{server.url}/together/v1/files"
+    data = b'{"custom_id": "a", "body": {}}\n'
+    form = {
+        "purpose": "batch-api",
+        "file_name": "t.jsonl",
+        "checksum": hashlib.sha256(data).hexdigest(),
+    }
+    assert httpx.post(files, data=form).status_code == 401
+    step1 = httpx.post(files, data=form, headers={"Authorization": "Bearer key-a"})
+    assert step1.status_code == 302
+    assert httpx.put(step1.headers["location"], content=data).status_code == 200
+    file_id = step1.headers["x-together-file-id"]
+    as_b = httpx.post(f"{files}/{file_id}/preprocess", headers={"Authorization": "Bearer key-b"})
+    assert as_b.status_code == 404
+    as_a = httpx.post(f"{files}/{file_id}/preprocess", headers={"Authorization": "Bearer key-a"})
+    assert as_a.status_code == 200
+    # Dedupe looks only at the asking tenant's files.
+    assert (
+        httpx.post(files, data=form, headers={"Authorization": "Bearer key-a"}).status_code == 409
+    )
+    assert (
+        httpx.post(files, data=form, headers={"Authorization": "Bearer key-b"}).status_code == 302
+    )
+
+
+def test_bytes_that_do_not_match_the_checksum_are_not_kept(server: ServerProcess) -> None:
+    step1 = announce(server, checksum=hashlib.sha256(b"promised").hexdigest())
+    refused = httpx.put(step1.headers["location"], content=b"delivered")
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "checksum_mismatch"
+    file_id = step1.headers["x-together-file-id"]
+    assert httpx.post(f"{server.url}/together/v1/files/{file_id}/preprocess").status_code == 404
+
+
+def test_announcements_are_checked(server: ServerProcess) -> None:
+    missing = httpx.post(f"{server.url}/together/v1/files", data={"purpose": "batch-api"})
+    assert missing.status_code == 400
+    assert missing.json()["error"]["param"] == "file_name"
+    for field, value in (("purpose", "nonsense"), ("file_type", "xml"), ("checksum", "abc")):
+        refused = announce(server, **{field: value})
+        assert refused.status_code == 400, field
+        assert refused.json()["error"]["param"] == field
+
+
+# ------------------------------------------------------------------ multipart
+
+
+@pytest.fixture(scope="module")
+def multipart_server(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
+) -> Iterator[ServerProcess]:
+    from helpers import write_config
+
+    root = tmp_path_factory.mktemp("multipart")
+    config = write_config(
+        root / "config.toml", [fake_model(upstream.url)], multipart_threshold=THRESHOLD
+    )
+    process = ServerProcess(root / "data", config=config).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SDK 3.x picks the multipart flow by a module constant (above 5 GiB)
+    and sizes parts by two more; lower them in this process so that a 10 KB
+    file goes up in three parts."""
+    monkeypatch.setattr(sdk_files, "MULTIPART_THRESHOLD_GB", THRESHOLD / 2**30)
+    monkeypatch.setattr(sdk_files, "TARGET_PART_SIZE_MB", THRESHOLD / 2**20)
+    monkeypatch.setattr(sdk_files, "MIN_PART_SIZE_MB", 0)
+
+
+def big_file(path: Path, n: int = 100) -> bytes:
+    """Together-format lines (no method or url), named after the file so
+    that no two tests upload the same bytes (which would be deduplicated)."""
+    lines = [
+        {"custom_id": line["custom_id"], "body": line["body"]}
+        for line in chat_lines(n, prefix=path.stem)
+    ]
+    data = jsonl(lines)
+    assert len(data) > 2 * THRESHOLD
+    path.write_bytes(data)
+    return data
+
+
+def test_a_file_over_the_threshold_goes_up_in_parts_and_runs(
+    multipart_server: ServerProcess, small_parts: None, tmp_path: Path
+) -> None:
+    data = big_file(tmp_path / "big.jsonl")
+    with together.Together(
+        base_url=f"{multipart_server.url}/together", api_key="k", max_retries=0
+    ) as client:
+        file = client.files.upload(tmp_path / "big.jsonl", purpose="batch-api")
+        assert file.bytes == len(data)
+        assert client.files.content(file.id).read() == data
+        assert client.files.retrieve(file.id).model_extra["LineCount"] == 100  # type: ignore[index]
+        # The same bytes again: the initiate step answers 409 with the file id.
+        assert client.files.upload(tmp_path / "big.jsonl", purpose="batch-api").id == file.id
+
+        job = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions").job
+        assert job is not None and job.id is not None
+        deadline = time.monotonic() + 60
+        while (job := client.batches.retrieve(job.id or "")).status != "COMPLETED":
+            assert time.monotonic() < deadline and job.status in ("VALIDATING", "IN_PROGRESS")
+            time.sleep(0.05)
+        rows = read_jsonl(client.files.content(job.output_file_id or "").read().decode())
+        assert len(rows) == 100
+
+
+def test_a_single_put_over_the_threshold_is_refused(
+    multipart_server: ServerProcess, tmp_path: Path
+) -> None:
+    big_file(tmp_path / "single.jsonl")
+    with (
+        together.Together(
+            base_url=f"{multipart_server.url}/together", api_key="k", max_retries=0
+        ) as client,
+        pytest.raises(together.APIStatusError) as caught,
+    ):
+        client.files.upload(tmp_path / "single.jsonl", purpose="batch-api")
+    assert caught.value.status_code == 413
+    assert "multipart/initiate" in caught.value.response.text
+
+
+def initiate(server: ServerProcess, data: bytes, num_parts: int) -> dict[str, object]:
+    response = httpx.post(
+        f"{server.url}/together/v1/files/multipart/initiate",
+        json={
+            "file_name": "raw.jsonl",
+            "file_size": len(data),
+            "num_parts": num_parts,
+            "purpose": "batch-api",
+            "file_type": "jsonl",
+        },
+    )
+    assert response.status_code == 200
+    body: dict[str, object] = response.json()
+    return body
+
+
+def test_complete_checks_part_order_and_etags_and_abort_ends_it(
+    multipart_server: ServerProcess,
+) -> None:
+    base = f"{multipart_server.url}/together/v1/files/multipart"
+    data = b"".join(f'{{"n": {i}}}\n'.encode() for i in range(30))
+    info = initiate(multipart_server, data, 2)
+    parts = info["parts"]
+    assert isinstance(parts, list) and [p["PartNumber"] for p in parts] == [1, 2]
+    halves = [data[: len(data) // 2], data[len(data) // 2 :]]
+    etags = []
+    for part, piece in zip(parts, halves, strict=True):
+        put = httpx.put(part["URL"], content=piece, headers=part["Headers"])
+        assert put.status_code == 200
+        etags.append(put.headers["etag"].strip('"'))
+    assert httpx.put(parts[0]["URL"], content=halves[0]).status_code == 403  # one use each
+
+    ids = {"upload_id": info["upload_id"], "file_id": info["file_id"]}
+    wrong = httpx.post(
+        f"{base}/complete",
+        json={
+            **ids,
+            "parts": [{"part_number": 1, "etag": etags[1]}, {"part_number": 2, "etag": etags[1]}],
+        },
+    )
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "etag_mismatch"
+    backwards = httpx.post(
+        f"{base}/complete",
+        json={
+            **ids,
+            "parts": [{"part_number": 2, "etag": etags[1]}, {"part_number": 1, "etag": etags[0]}],
+        },
+    )
+    assert backwards.status_code == 400 and backwards.json()["error"]["param"] == "parts"
+    short = httpx.post(
+        f"{base}/complete", json={**ids, "parts": [{"part_number": 1, "etag": etags[0]}]}
+    )
+    assert short.status_code == 400 and short.json()["error"]["param"] == "bytes"
+
+    done = httpx.post(
+        f"{base}/complete",
+        json={**ids, "parts": [{"part_number": n + 1, "etag": e} for n, e in enumerate(etags)]},
+    )
+    assert done.status_code == 200
+    file = done.json()["file"]
+    assert file["id"] == info["file_id"] and file["bytes"] == len(data)
+    assert file["LineCount"] == 30
+    content = httpx.get(f"{multipart_server.url}/together/v1/files/{file['id']}/content")
+    assert content.content == data
+
+    other = initiate(multipart_server, data, 3)
+    ids = {"upload_id": other["upload_id"], "file_id": other["file_id"]}
+    aborted = httpx.post(f"{base}/abort", json=ids)
+    assert aborted.status_code == 200 and aborted.json()["status"] == "cancelled"
+    late = httpx.put(other["parts"][0]["URL"], content=b"x")  # type: ignore[index]
+    assert late.status_code == 409
+    assert httpx.post(f"{base}/complete", json={**ids, "parts": []}).status_code == 409
