@@ -5,15 +5,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import ServerProcess, fake_model, write_config
 from overnight.testing.fake_upstream import FakeUpstream
+
+from helpers import ServerProcess, fake_model, write_config
+
+pytest_plugins = ["backends"]
+
+if TYPE_CHECKING:
+    from backends import Backend
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +42,9 @@ ServerFactory = Callable[..., ServerProcess]
 
 
 @pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
-    """Start servers for one test; all are stopped at its end."""
+def start_server(tmp_path: Path, backend: Backend) -> Iterator[ServerFactory]:
+    """Start servers for one test, on the module's backend; all are stopped
+    at its end."""
     started: list[ServerProcess] = []
 
     def start(
@@ -66,14 +73,16 @@ def start_server(tmp_path: Path) -> Iterator[ServerFactory]:
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, backend: Backend
 ) -> Iterator[ServerProcess]:
-    """One server per test module, serving `fake-model` (and `fake-slow`)."""
+    """One server per test module and backend, serving `fake-model` (and
+    `fake-small`, one request at a time)."""
     root = tmp_path_factory.mktemp("server")
     config = write_config(
         root / "config.toml",
         [fake_model(upstream.url), fake_model(upstream.url, name="fake-small", max_concurrency=1)],
         chunk_lines=10,
+        **backend.settings(),
     )
     process = ServerProcess(root / "data", config=config).start()
     yield process

@@ -66,7 +66,46 @@ def fake_model(url: str, name: str = "fake-model", **extra: Any) -> dict[str, An
     }
 
 
-class ServerProcess:
+class ManagedProcess:
+    """A child process with its output in a log file, stopped by its PID."""
+
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT)
+            )
+        return self.process
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(5)
+
+    def kill(self) -> None:
+        """`kill -9`: no shutdown code runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+
+class ServerProcess(ManagedProcess):
     """`overnight serve` as a user runs it, in its own process."""
 
     def __init__(
@@ -83,7 +122,6 @@ class ServerProcess:
         self.env = {**os.environ, **FAST_ENV, **(env or {})}
         self.args = args or []
         self.log_path = data_dir.parent / f"server-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -104,45 +142,17 @@ class ServerProcess:
         if self.config is not None:
             command += ["--config", str(self.config)]
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=str(ROOT)
-        )
-        log.close()
+        process = self._spawn(command, self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return self
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout: float = 20) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(5)
-
-    def kill(self) -> None:
-        """`kill -9`: no shutdown code runs."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
 
 
 def wait_for_batch(
@@ -196,3 +206,36 @@ def running(server: ServerProcess) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+class WorkerProcess(ManagedProcess):
+    """`overnight worker`: execution only, no API."""
+
+    def __init__(self, data_dir: Path, *, config: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self.env = {**os.environ, **FAST_ENV, **(env or {})}
+        self.log_path = data_dir.parent / f"worker-{data_dir.name}.log"
+
+    def start(self, timeout: float = 60) -> WorkerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "overnight",
+            "worker",
+            "--data-dir",
+            str(self.data_dir),
+            "--config",
+            str(self.config),
+        ]
+        process = self._spawn(command, self.env)
+        deadline = time.monotonic() + timeout
+        while "starting" not in self.log():
+            if process.poll() is not None:
+                raise RuntimeError(f"worker exited with {process.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"worker did not start in {timeout} s:\n{self.log()}")
+            time.sleep(0.1)
+        return self

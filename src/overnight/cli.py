@@ -6,12 +6,15 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from overnight import __version__
+
+if TYPE_CHECKING:
+    from overnight.settings import Settings
 
 app = typer.Typer(
     name="overnight",
@@ -110,6 +113,62 @@ def serve(
         raise typer.Exit(1) from None
     if failures or not server.started:
         raise typer.Exit(1)
+
+
+@app.command()
+def worker(
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the scheduler and workers only, no API: add execution capacity to a
+    deployment on PostgreSQL and S3-compatible storage."""
+    import uvloop
+
+    from overnight.runtime import DataDirInUse
+    from overnight.settings import load_settings
+
+    _configure_logging(log_level)
+    try:
+        settings = load_settings(config, data_dir=data_dir, worker=True)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    models = ", ".join(m.name for m in settings.served_models)
+    console.print(f"overnight {__version__} worker serving {models}")
+    try:
+        failed = uvloop.run(_run_worker(settings))
+    except DataDirInUse as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _run_worker(settings: Settings) -> bool:
+    """Run until SIGTERM/SIGINT; True if the worker stopped on its own failure."""
+    import asyncio
+    import signal
+
+    from overnight.runtime import Runtime
+
+    stop = asyncio.Event()
+    failures: list[BaseException] = []
+
+    def fail(error: BaseException) -> None:
+        failures.append(error)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    runtime = Runtime(settings, on_failure=fail)
+    await runtime.start()
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+    return bool(failures)
 
 
 def _configure_logging(level: str) -> None:

@@ -53,7 +53,8 @@ class Runtime:
         if make_url(url).get_backend_name() == "sqlite":
             self._lock = _lock_data_dir(settings.data_dir)
         self.store = await open_store(url)
-        self.blobs = open_blobs(settings.resolved_storage_url)
+        self.blobs = open_blobs(settings)
+        await self.blobs.start()
         self.service = Service(
             store=self.store,
             blobs=self.blobs,
@@ -88,6 +89,7 @@ class Runtime:
             await asyncio.gather(self._worker_task, return_exceptions=True)
             self._worker_task = None
         await self.models.close()
+        await self.blobs.close()
         await self.store.close()
         if self._lock is not None:
             self._lock.close()

@@ -127,8 +127,18 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".overnight")
     #: SQLAlchemy URL of the metadata store; default: SQLite in data_dir.
     database_url: str | None = None
-    #: Where file bytes live; default: `file://<data_dir>/blobs`.
+    #: Where file bytes live; default: `file://<data_dir>/blobs`; or `s3://bucket/prefix`.
     storage_url: str | None = None
+    #: S3-compatible storage: endpoint (MinIO, Ceph, R2, ...; empty for AWS), region, credentials.
+    #: Credentials may also come from the usual AWS environment variables.
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    #: Bytes per part of a multipart upload, and of memory per write in flight.
+    s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    #: Create the bucket at start if it does not exist.
+    s3_create_bucket: bool = False
     #: Run the scheduler and workers in this process (`serve --no-worker` turns it off).
     worker: bool = True
 
@@ -155,6 +165,9 @@ class Settings(BaseSettings):
     flush_lines: int = Field(50, ge=1)
     #: ...or every this many seconds, whichever comes first.
     flush_interval: float = Field(0.5, gt=0)
+    #: With remote storage (S3): seconds between copies of a running chunk's
+    #: parts to the bucket, bounding what a takeover from a lost machine re-runs.
+    part_upload_interval: float = Field(10.0, gt=0)
     #: Seconds in-flight requests may finish after a cancel or expiry.
     stop_grace: float = Field(10.0, ge=0)
     #: A batch whose deadline is this close (seconds) is urgent: urgent batches

@@ -10,8 +10,9 @@ import httpx
 import openai
 import pytest
 
-from helpers import chat_lines, jsonl, read_jsonl, wait_for_batch
 from overnight.testing.fake_upstream import FakeUpstream
+
+from helpers import chat_lines, jsonl, read_jsonl, wait_for_batch
 
 
 def submit(client: openai.OpenAI, lines: list[dict[str, Any]], **kwargs: Any) -> Any:
@@ -304,3 +305,11 @@ def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
             batch = wait_for_batch(client, submit(client, chat_lines(40, model="half-dead")).id)
             assert batch.request_counts.model_dump() == {"total": 40, "completed": 40, "failed": 0}
             assert upstream.stats()["requests"] == 40
+
+
+def test_priority_comes_from_metadata_and_must_be_an_integer(client: openai.OpenAI) -> None:
+    batch = submit(client, chat_lines(1, prefix="prio"), metadata={"priority": "5"})
+    assert batch.metadata == {"priority": "5"}
+    with pytest.raises(openai.BadRequestError) as caught:
+        submit(client, chat_lines(1, prefix="prio-bad"), metadata={"priority": "high"})
+    assert caught.value.body["param"] == "metadata.priority"  # type: ignore[index]

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from conftest import ServerFactory
-from helpers import ROOT, ServerProcess, fake_model
 from overnight.testing.fake_upstream import FakeUpstream
+
+from helpers import ROOT, ServerProcess, fake_model
 
 PYTHON = Path(os.environ.get("TOGETHER1_PYTHON") or ROOT / ".venv-together1" / "bin" / "python")
 DRIVER = ROOT / "tests" / "together1" / "drive_sdk.py"

@@ -19,8 +19,9 @@ import together
 from together.lib.resources.files import FileAlreadyExistsError
 
 from conftest import openai_client
-from helpers import ServerProcess, chat_lines, jsonl, read_jsonl, wait_for_batch
 from overnight.testing.fake_upstream import FakeUpstream
+
+from helpers import ServerProcess, chat_lines, jsonl, read_jsonl, wait_for_batch
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("COMPLETED", "FAILED", "EXPIRED", "CANCELLED")

@@ -15,8 +15,9 @@ import together
 from together.lib.resources import files as sdk_files
 
 from conftest import ServerFactory
-from helpers import ServerProcess, chat_lines, fake_model, jsonl, read_jsonl
 from overnight.testing.fake_upstream import FakeUpstream
+
+from helpers import ServerProcess, chat_lines, fake_model, jsonl, read_jsonl
 
 #: A single PUT may carry at most this much on the multipart server below.
 THRESHOLD = 4096

@@ -10,12 +10,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from overnight import __version__
-from overnight.api import errors, openai, together
-from overnight.api.responses import JSONBytes, runtime_of
+from overnight.api import errors, openai, operations, together
+from overnight.api.responses import JSONBytes
 from overnight.errors import OvernightError
 from overnight.runtime import Runtime
 from overnight.settings import Settings
@@ -62,18 +61,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.include_router(openai.router, prefix="/v1")
     app.include_router(together.router, prefix="/together/v1")
-
-    @app.get("/health", tags=["operations"])
-    async def health(request: Request) -> JSONBytes:
-        runtime = runtime_of(request)
-        return JSONBytes(
-            {
-                "status": "ok",
-                "version": __version__,
-                "worker": runtime.worker.id if runtime.worker else None,
-                "models": sorted(runtime.models.names),
-            }
-        )
+    app.include_router(operations.router)
 
     app.add_exception_handler(OvernightError, errors.handle_overnight_error)
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)

@@ -297,8 +297,25 @@ async def create_batch(request: Request, body: CreateBatchBody) -> JSONBytes:
         completion_window=body.completion_window,
         metadata=body.metadata,
         dialect="openai",
+        priority=_priority(body.metadata),
     )
     return JSONBytes(batch_object(batch))
+
+
+def _priority(metadata: dict[str, str] | None) -> int:
+    """The OpenAI dialect has no priority field; the metadata key `priority`
+    (an integer, as a string) stands in for it."""
+    value = (metadata or {}).get("priority")
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequest(
+            'metadata.priority must be an integer, e.g. "5".',
+            param="metadata.priority",
+            code="invalid_value",
+        ) from None
 
 
 @router.get("/batches")

@@ -25,6 +25,12 @@ class LocalBlobs:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
     def path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/"):
             raise ValueError(f"bad blob key {key!r}")
@@ -65,9 +71,17 @@ class LocalBlobs:
     async def delete_prefix(self, prefix: str) -> None:
         await asyncio.to_thread(shutil.rmtree, self.path(prefix.rstrip("/")), True)
 
-    async def put_file(self, key: str, path: Path) -> None:
+    @property
+    def remote(self) -> bool:
+        return False
+
+    async def put_file(self, key: str, path: Path, *, keep: bool = False) -> None:
+        """Move a local file in (or copy it, with `keep`)."""
         target = self.path(key)
-        await asyncio.to_thread(_move, path, target)
+        if keep:
+            await asyncio.to_thread(_copy, path, target)
+        else:
+            await asyncio.to_thread(_move, path, target)
 
 
 class LocalBlobWriter:
@@ -147,6 +161,13 @@ def _discard(handle: BinaryIO | None, temp: Path) -> None:
     if handle is not None:
         handle.close()
     temp.unlink(missing_ok=True)
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    shutil.copyfile(source, temp)
+    os.replace(temp, target)
 
 
 def _move(source: Path, target: Path) -> None:

@@ -34,6 +34,7 @@ from overnight.runner.dispatch import send_with_retries
 from overnight.runner.limiter import acquire_unless
 from overnight.runner.models import Models, ServedModel
 from overnight.runner.parts import ChunkParts
+from overnight.runner.unflushed import UnflushedResults
 from overnight.settings import Settings
 from overnight.store.sql import SqlStore
 from overnight.types import WorkerId
@@ -60,6 +61,7 @@ class ChunkRun:
         blobs: BlobStore,
         models: Models,
         settings: Settings,
+        unflushed: UnflushedResults | None = None,
     ) -> None:
         self.work = work
         self.worker = worker
@@ -76,7 +78,10 @@ class ChunkRun:
         self._tally = Tally()
         self._stored = work.chunk.tally
         self._flush_now = asyncio.Event()
+        self.unflushed = unflushed or UnflushedResults(settings.flush_lines)
+        self._mine = 0  # of `unflushed`, how many are this chunk's
         self._finishing = False
+        self._uploaded_at = time.monotonic()
         self._in_flight: set[asyncio.Task[None]] = set()
 
     def stop(self, reason: StopReason) -> None:
@@ -86,6 +91,14 @@ class ChunkRun:
             self._stopped.set()
 
     async def run(self) -> ChunkOutcome:
+        self.unflushed.subscribe(self._flush_now)
+        try:
+            return await self._run()
+        finally:
+            self.unflushed.unsubscribe(self._flush_now)
+            self.unflushed.written(self._mine)
+
+    async def _run(self) -> ChunkOutcome:
         done_ids, self._tally = await self.parts.open()
         flusher = asyncio.create_task(self._flush_periodically(), name="chunk-flusher")
         dispatch = asyncio.create_task(self._dispatch_all(done_ids), name="chunk-dispatch")
@@ -138,6 +151,7 @@ class ChunkRun:
                     )
                 )
                 continue
+            await self.unflushed.wait_for_room()
             if not await acquire_unless(served.limiter, self._stopped):
                 unrun.append(request.custom_id)
                 continue
@@ -211,8 +225,8 @@ class ChunkRun:
             )
         else:
             self._tally = Tally(t.completed, t.failed + 1, t.usage)
-        if self.parts.buffered >= self.settings.flush_lines:
-            self._flush_now.set()
+        self._mine += 1
+        self.unflushed.added()
 
     # -- reading the chunk
 
@@ -230,10 +244,19 @@ class ChunkRun:
                 await asyncio.wait_for(self._flush_now.wait(), self.settings.flush_interval)
             self._flush_now.clear()
             await self._flush_and_store()
+            if (
+                self.blobs.remote
+                and time.monotonic() - self._uploaded_at >= self.settings.part_upload_interval
+            ):
+                self._uploaded_at = time.monotonic()
+                await self.parts.upload_snapshot()
 
     async def _flush_and_store(self) -> None:
+        taken = self.parts.buffered
         tally, pending = self._tally, self.parts.take()  # one instant: counts match the bytes
         await self.parts.write(pending)
+        self._mine -= taken
+        self.unflushed.written(taken)
         if tally != self._stored:
             await self._store_tally(done=False, tally=tally)
 

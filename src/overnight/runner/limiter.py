@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import time
 from collections import deque
-from collections.abc import Callable
 
 
 class Limiter:
@@ -74,14 +71,18 @@ class Limiter:
 class AdaptiveLimit:
     """Additive increase, multiplicative decrease of a Limiter's limit.
 
-    Each healthy answer adds 1/limit (so about +1 per round of requests),
-    but only while latency stays within `latency_tolerance` times the
-    baseline (the lowest smoothed latency seen, slowly forgotten), so a
-    server that is merely queueing our requests stops the growth. A sign of
-    congestion (no answer, 408, 429, 5xx) multiplies the limit by
-    `decrease`, at most once per cooldown (about one smoothed latency), so a
-    burst of failures from one overload counts once. The limit stays within
-    [1, maximum].
+    Each healthy answer adds 1/limit (so about +1 per window, a window being
+    `limit` answers), but only while latency stays within
+    `latency_tolerance` times the baseline (the lowest smoothed latency
+    seen, slowly forgotten): a server that is merely queueing our requests
+    stops the growth. A sign of congestion (no answer, 408, 429, 5xx)
+    multiplies the limit by `decrease`, at most once per window, so a burst
+    of failures from one overload counts once. Under a steady rate of
+    failures that have nothing to do with load the limit settles where one
+    decrease per window balances one increase per window (about 10 with the
+    default 0.9) instead of collapsing to 1; under real overload latency
+    rises too, growth stops, and the decreases compound. The limit stays
+    within [1, maximum].
     """
 
     def __init__(
@@ -89,36 +90,38 @@ class AdaptiveLimit:
         limiter: Limiter,
         *,
         maximum: int,
-        decrease: float = 0.7,
+        decrease: float = 0.9,
         latency_tolerance: float = 2.0,
-        min_cooldown: float = 0.05,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limiter = limiter
         self.maximum = maximum
         self.value = float(limiter.limit)
         self.decrease = decrease
         self.latency_tolerance = latency_tolerance
-        self.min_cooldown = min_cooldown
-        self.clock = clock
         self.smoothed: float | None = None
         self.baseline: float | None = None
-        self._last_decrease = -math.inf
+        self._answers_since_decrease = limiter.limit
+
+    def cap(self, maximum: int) -> None:
+        """Move the ceiling (this worker's share of a global limit)."""
+        self.maximum = max(1, maximum)
+        if self.value > self.maximum:
+            self._set(float(self.maximum))
 
     def on_answer(self, latency: float) -> None:
+        self._answers_since_decrease += 1
         self._observe(latency)
         assert self.smoothed is not None and self.baseline is not None
         if self.smoothed <= self.latency_tolerance * max(self.baseline, 0.001):
             self._set(min(float(self.maximum), self.value + 1.0 / self.value))
 
     def on_congestion(self, latency: float | None = None) -> None:
+        self._answers_since_decrease += 1
         if latency is not None:
             self._observe(latency)
-        now = self.clock()
-        cooldown = max(self.min_cooldown, self.smoothed or 0.0)
-        if now - self._last_decrease < cooldown:
-            return
-        self._last_decrease = now
+        if self._answers_since_decrease < int(self.value):
+            return  # already cut in this window
+        self._answers_since_decrease = 0
         self._set(max(1.0, self.value * self.decrease))
 
     def _observe(self, latency: float) -> None:

@@ -28,6 +28,16 @@ class ServedModel:
         metrics.concurrency_limit.labels(settings.name).set(limiter.limit)
         return cls(settings, build_backend(settings), limiter, adaptive)
 
+    def share_between(self, workers: int) -> None:
+        """`max_concurrency` is global: with n live workers each may have at
+        most max_concurrency // n in flight (never less than one)."""
+        share = max(1, self.settings.max_concurrency // workers)
+        if self.adaptive is not None:
+            self.adaptive.cap(share)
+        else:
+            self.limiter.limit = share
+        metrics.concurrency_limit.labels(self.settings.name).set(self.limiter.limit)
+
     def observe(self, result: UpstreamResult, latency: float) -> None:
         """Feed one attempt's outcome to the adaptive limit and the metrics."""
         name = self.settings.name
@@ -57,6 +67,10 @@ class Models:
 
     def all(self) -> list[ServedModel]:
         return list(self._models.values())
+
+    def share_between(self, workers: int) -> None:
+        for model in self._models.values():
+            model.share_between(workers)
 
     async def start(self) -> None:
         await asyncio.gather(*(m.backend.start() for m in self._models.values()))

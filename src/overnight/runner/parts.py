@@ -13,7 +13,9 @@ On resume, `open()` reads what the parts hold: a torn last line (the process
 died mid-write) is cut off, and the `custom_id`s present are returned so the
 executor skips them. Parts are staged on local disk while the chunk runs and
 handed to the blob store when it is done; a resumed chunk whose staging is
-gone (another machine) starts from the blob copy if there is one.
+gone (another machine) starts from the blob copy if there is one: with
+remote storage the parts are also copied there every `part_upload_interval`
+seconds while the chunk runs, which bounds what such a takeover re-runs.
 """
 
 from __future__ import annotations
@@ -123,6 +125,13 @@ class ChunkParts:
     def _sync(self) -> None:
         for handle in self._handles.values():
             os.fsync(handle.fileno())
+
+    async def upload_snapshot(self) -> None:
+        """Copy the parts as they stand to the blob store, so that a worker
+        on another machine can resume from them if this one is lost."""
+        for kind, path in self.paths.items():
+            if path.exists() and path.stat().st_size > 0:
+                await self.blobs.put_file(part_key(self.key, kind), path, keep=True)
 
     async def hand_over(self) -> None:
         """The chunk is done: make its parts durable and move the non-empty

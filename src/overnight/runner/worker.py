@@ -28,6 +28,7 @@ from overnight.domain.chunk import ChunkKey, ChunkWork
 from overnight.runner.executor import ChunkRun, LeaseLost
 from overnight.runner.finalize import finalize_batch
 from overnight.runner.models import Models
+from overnight.runner.unflushed import UnflushedResults
 from overnight.runner.validate import validate_batch
 from overnight.runner.wakeups import Wakeups
 from overnight.settings import Settings
@@ -58,6 +59,7 @@ class Worker:
         self.settings = settings
         self.wakeups = wakeups
         self.runs: dict[ChunkKey, ChunkRun] = {}
+        self.unflushed = UnflushedResults(settings.flush_lines)
 
     async def run(self) -> None:
         log.info("worker %s starting", self.id)
@@ -65,6 +67,12 @@ class Worker:
             # SQLite means one process (the data directory is locked): every
             # lease left behind belongs to a process that is gone.
             await self.store.release_all_leases()
+        alive = await self._beat()
+        if alive > 1:
+            # Others are running. Wait until each has heard of us and shrunk
+            # to its new share of every model's max_concurrency, so joining
+            # never pushes a model past its global limit.
+            await asyncio.sleep(1.5 * self.settings.heartbeat_interval)
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._heartbeat(), name="heartbeat")
@@ -77,7 +85,11 @@ class Worker:
                 )
                 group.create_task(
                     self._claim_loop(
-                        "chunks", self._claim_chunk, self._run_chunk, self.settings.worker_chunks
+                        "chunks",
+                        self._claim_chunk,
+                        self._run_chunk,
+                        self.settings.worker_chunks,
+                        overflow=(self._claim_idle_chunk, self.settings.worker_chunks),
                     ),
                     name="chunks",
                 )
@@ -100,7 +112,12 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
-            await self.store.renew_leases(self.id, time.time(), self.settings.lease_ttl)
+            await self._beat()
+
+    async def _beat(self) -> int:
+        alive = await self.store.heartbeat(self.id, time.time(), self.settings.lease_ttl)
+        self.models.share_between(max(1, alive))
+        return alive
 
     async def _watch_stops(self) -> None:
         wake = self.wakeups.subscribe()
@@ -129,7 +146,11 @@ class Worker:
         claim: Callable[[], Awaitable[T | None]],
         handle: Callable[[T], Coroutine[Any, Any, None]],
         concurrency: int,
+        overflow: tuple[Callable[[], Awaitable[T | None]], int] | None = None,
     ) -> None:
+        """Claim and handle items, up to `concurrency` at once. When full,
+        `overflow` (another claim, and how many more it may add) still lets
+        in work that would otherwise wait behind the running items."""
         wake = self.wakeups.subscribe()
         active: set[asyncio.Task[Any]] = set()
 
@@ -137,15 +158,22 @@ class Worker:
             active.discard(task)
             wake.set()
 
+        def start(item: T) -> None:
+            task = asyncio.create_task(handle(item), name=f"{name}-work")
+            active.add(task)
+            task.add_done_callback(finished)
+
         try:
             while True:
-                while len(active) < concurrency:
-                    item = await claim()
-                    if item is None:
-                        break
-                    task = asyncio.create_task(handle(item), name=f"{name}-work")
-                    active.add(task)
-                    task.add_done_callback(finished)
+                while len(active) < concurrency and (item := await claim()) is not None:
+                    start(item)
+                if overflow is not None and len(active) >= concurrency:
+                    claim_more, extra = overflow
+                    while (
+                        len(active) < concurrency + extra
+                        and (item := await claim_more()) is not None
+                    ):
+                        start(item)
                 await self._sleep_or_wake(wake)
         finally:
             for task in active:
@@ -161,6 +189,15 @@ class Worker:
     async def _claim_chunk(self) -> ChunkWork | None:
         return await self.store.claim_chunk(
             self.id, time.time(), self.settings.lease_ttl, urgent_within=self.settings.urgent_within
+        )
+
+    async def _claim_idle_chunk(self) -> ChunkWork | None:
+        return await self.store.claim_chunk(
+            self.id,
+            time.time(),
+            self.settings.lease_ttl,
+            urgent_within=self.settings.urgent_within,
+            idle_only=True,
         )
 
     # -- the work itself
@@ -192,6 +229,7 @@ class Worker:
             blobs=self.blobs,
             models=self.models,
             settings=self.settings,
+            unflushed=self.unflushed,
         )
         self.runs[key] = run
         try:

@@ -158,4 +158,15 @@ chunks = Table(
     Column("reasoning_tokens", BigInteger, nullable=False, default=0),
     Index("ix_chunks_claim", "status", "deadline", "created_us", "idx"),
     Index("ix_chunks_owner", "lease_owner"),
+    Index("ix_chunks_batch_status", "batch_id", "status", "idx"),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("started_at", Float, nullable=False),
+    # Live workers split each model's max_concurrency between them.
+    Column("heartbeat_at", Float, nullable=False),
+    Index("ix_workers_heartbeat", "heartbeat_at"),
 )

@@ -41,7 +41,15 @@ from overnight.domain.status import BatchStatus, StopReason, sources_of
 from overnight.domain.validation import ChunkRange
 from overnight.errors import Conflict
 from overnight.store import migrate
-from overnight.store.schema import batches, chunks, files, upload_grants, upload_parts, uploads
+from overnight.store.schema import (
+    batches,
+    chunks,
+    files,
+    upload_grants,
+    upload_parts,
+    uploads,
+    workers,
+)
 from overnight.types import BatchId, FileId, PartId, TenantId, UploadId, WorkerId
 
 _ACTIVE_CHUNK = (ChunkStatus.PENDING.value, ChunkStatus.RUNNING.value)
@@ -332,7 +340,9 @@ class SqlStore:
         async with self._write() as conn:
             row = (
                 await conn.execute(
-                    select(batches).where(batches.c.id == batch_id, batches.c.tenant == tenant)
+                    select(batches)
+                    .where(batches.c.id == batch_id, batches.c.tenant == tenant)
+                    .with_for_update()
                 )
             ).first()
             if row is None:
@@ -485,13 +495,15 @@ class SqlStore:
         async with self._write() as conn:
             row = (
                 await conn.execute(
-                    select(batches).where(
+                    select(batches)
+                    .where(
                         batches.c.id == batch_id,
                         batches.c.lease_owner == worker,
                         batches.c.status.in_(
                             [BatchStatus.VALIDATING.value, BatchStatus.CANCELLING.value]
                         ),
                     )
+                    .with_for_update()
                 )
             ).first()
             if row is None:
@@ -564,9 +576,9 @@ class SqlStore:
         async with self._write() as conn:
             row = (
                 await conn.execute(
-                    select(batches.c.status).where(
-                        batches.c.id == batch_id, batches.c.lease_owner == worker
-                    )
+                    select(batches.c.status)
+                    .where(batches.c.id == batch_id, batches.c.lease_owner == worker)
+                    .with_for_update()
                 )
             ).first()
             if row is None:
@@ -595,14 +607,22 @@ class SqlStore:
     # ----------------------------------------------------------------- chunks
 
     async def claim_chunk(
-        self, worker: WorkerId, now: float, ttl: float, *, urgent_within: float = 3600.0
+        self,
+        worker: WorkerId,
+        now: float,
+        ttl: float,
+        *,
+        urgent_within: float = 3600.0,
+        idle_only: bool = False,
     ) -> ChunkWork | None:
         """Lease the next chunk to run, or None.
 
         A chunk whose lease lapsed (its worker died) is taken first: it is
         work already under way. Otherwise the batch is chosen by
         `domain.scheduling.schedule_order`, and its lowest pending chunk is
-        taken. Attempts count up on every claim."""
+        taken. With `idle_only`, only batches with no chunk running anywhere
+        are considered: a worker that is full still admits a newcomer.
+        Attempts count up on every claim."""
         async with self._write() as conn:
             row = (
                 await conn.execute(
@@ -617,7 +637,7 @@ class SqlStore:
                 )
             ).first()
             if row is None:
-                row = await self._next_pending_chunk(conn, now, urgent_within)
+                row = await self._next_pending_chunk(conn, now, urgent_within, idle_only)
             if row is None:
                 return None
             await conn.execute(
@@ -656,7 +676,7 @@ class SqlStore:
         )
 
     async def _next_pending_chunk(
-        self, conn: AsyncConnection, now: float, urgent_within: float
+        self, conn: AsyncConnection, now: float, urgent_within: float, idle_only: bool
     ) -> Any | None:
         candidates = [
             Candidate(BatchId(r.id), TenantId(r.tenant), r.expires_at, r.priority, r.created_us)
@@ -686,6 +706,8 @@ class SqlStore:
         ):
             by_batch[BatchId(r.batch_id)] = r.n
             by_tenant[TenantId(r.tenant)] = by_tenant.get(TenantId(r.tenant), 0) + r.n
+        if idle_only:
+            candidates = [c for c in candidates if not by_batch.get(c.batch_id)]
         ordered = schedule_order(
             candidates,
             running_by_batch=by_batch,
@@ -710,8 +732,10 @@ class SqlStore:
                 return row
         return None
 
-    async def renew_leases(self, worker: WorkerId, now: float, ttl: float) -> None:
-        """The heartbeat: one statement per table renews every lease held."""
+    async def heartbeat(self, worker: WorkerId, now: float, ttl: float) -> int:
+        """One worker's heartbeat: renew every lease it holds (one statement
+        per table) and its presence. Returns how many workers are alive, so
+        each can take its share of every model's max_concurrency."""
         async with self._write() as conn:
             await conn.execute(
                 update(chunks)
@@ -723,10 +747,27 @@ class SqlStore:
                 .where(batches.c.lease_owner == worker)
                 .values(lease_expires_at=now + ttl)
             )
+            seen = await conn.execute(
+                update(workers).where(workers.c.id == worker).values(heartbeat_at=now)
+            )
+            if seen.rowcount == 0:
+                await conn.execute(
+                    insert(workers).values(id=worker, started_at=now, heartbeat_at=now)
+                )
+            await conn.execute(delete(workers).where(workers.c.heartbeat_at < now - 10 * ttl))
+            alive = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(workers)
+                    .where(workers.c.heartbeat_at >= now - ttl)
+                )
+            ).scalar_one()
+        return int(alive)
 
     async def release_leases(self, worker: WorkerId) -> None:
         """On shutdown: hand every held chunk and batch back at once."""
         async with self._write() as conn:
+            await conn.execute(delete(workers).where(workers.c.id == worker))
             await conn.execute(
                 update(chunks)
                 .where(chunks.c.lease_owner == worker, chunks.c.status == ChunkStatus.RUNNING.value)
