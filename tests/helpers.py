@@ -239,3 +239,20 @@ class WorkerProcess(ManagedProcess):
                 raise RuntimeError(f"worker did not start in {timeout} s:\n{self.log()}")
             time.sleep(0.1)
         return self
+
+
+def keyed_server(
+    root: Path,
+    models: list[dict[str, Any]],
+    tenants: list[dict[str, Any]],
+    *,
+    admin_key_hashes: list[str] | None = None,
+    **settings: Any,
+) -> ServerProcess:
+    """A started server whose tenants (and admin keys) come from the
+    environment, as an operator might set them; the rest from a config."""
+    config = write_config(root / "config.toml", models, **settings)
+    env = {"OVERNIGHT_TENANTS": json.dumps(tenants)}
+    if admin_key_hashes:
+        env["OVERNIGHT_ADMIN_API_KEY_HASHES"] = json.dumps(admin_key_hashes)
+    return ServerProcess(root / "data", config=config, env=env).start()

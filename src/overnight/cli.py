@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +17,9 @@ from overnight import __version__
 
 if TYPE_CHECKING:
     from overnight.settings import Settings
+    from overnight.store.sql import SqlStore
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="overnight",
@@ -69,20 +74,32 @@ def serve(
         bool, typer.Option("--worker/--no-worker", help="Also run the scheduler and workers.")
     ] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    allow_insecure_public: Annotated[
+        bool,
+        typer.Option(
+            "--allow-insecure-public",
+            help="Serve single-user local mode (no API keys) on a non-loopback address.",
+        ),
+    ] = False,
 ) -> None:
     """Run the API, the scheduler and the workers in one process."""
     import uvicorn
 
     from overnight.api.app import create_app
+    from overnight.api.protocol import bounded_protocol
     from overnight.runtime import DataDirInUse, Runtime
-    from overnight.settings import load_settings
 
     _configure_logging(log_level)
-    try:
-        settings = load_settings(config, host=host, port=port, data_dir=data_dir, worker=worker)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    settings = _settings(
+        config,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        worker=worker,
+        allow_insecure_public=allow_insecure_public or None,
+    )
+    if not _check_exposure(settings):
+        raise typer.Exit(2)
 
     failures: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -98,7 +115,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=bounded_protocol(settings.max_header_bytes),
         log_level=log_level,
         access_log=log_level == "debug",
         timeout_graceful_shutdown=5,
@@ -126,14 +143,9 @@ def worker(
     import uvloop
 
     from overnight.runtime import DataDirInUse
-    from overnight.settings import load_settings
 
     _configure_logging(log_level)
-    try:
-        settings = load_settings(config, data_dir=data_dir, worker=True)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    settings = _settings(config, data_dir=data_dir, worker=True)
     models = ", ".join(m.name for m in settings.served_models)
     console.print(f"overnight {__version__} worker serving {models}")
     try:
@@ -169,6 +181,151 @@ async def _run_worker(settings: Settings) -> bool:
     finally:
         await runtime.stop()
     return bool(failures)
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    """Settings from the config file, the environment and flags; a bad one
+    ends the command with its message."""
+    from overnight.settings import load_settings
+
+    try:
+        return load_settings(config, **overrides)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _check_exposure(settings: Settings) -> bool:
+    """Single-user local mode lets every caller in as the tenant `default`:
+    it may listen on loopback only, unless told otherwise. Say which mode
+    the server is in; False means refuse to start."""
+    import uvloop
+
+    from overnight.tenants import is_loopback, keys_exist
+
+    if settings.tenants or settings.admin_api_key_hashes or uvloop.run(keys_exist(settings)):
+        return True
+    if is_loopback(settings.host):
+        console.print(
+            "single-user local mode: no API keys are configured, so every caller acts as the "
+            "tenant 'default'; listening on loopback only."
+        )
+        return True
+    if settings.allow_insecure_public:
+        console.print(
+            f"[yellow]warning:[/yellow] single-user local mode on {settings.host}: no API keys "
+            "are configured and anyone who can reach this address gets in "
+            "(--allow-insecure-public)."
+        )
+        return True
+    console.print(
+        f"[red]error:[/red] refusing to listen on {settings.host} in single-user local mode: "
+        "no API keys are configured, so anyone who can reach it would get in. Configure "
+        "[[tenants]] or run `overnight keys create --tenant NAME` first, listen on 127.0.0.1, "
+        "or pass --allow-insecure-public if this network is trusted."
+    )
+    return False
+
+
+# ---------------------------------------------------------------------- keys
+
+keys_app = typer.Typer(
+    help="API keys: made here, shown once, stored only as hashes.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+TenantOption = Annotated[
+    str | None, typer.Option("--tenant", help="The tenant the keys act for.", show_default=False)
+]
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: TenantOption = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="An admin key: sees every tenant, sets quotas.")
+    ] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Make a key and print it (only this once; only its hash is kept)."""
+    from overnight.tenants import create_key
+
+    settings = _settings(config, data_dir=data_dir)
+    made = _run_on_store(settings, lambda store: create_key(store, tenant=tenant, admin=admin))
+    who = f"tenant {made.key.tenant}" if made.key.tenant else "admin"
+    console.print(f"created {made.key.id} ({who}); keep the key now, it is not shown again:")
+    typer.echo(made.secret)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: TenantOption = None,
+    revoked: Annotated[bool, typer.Option("--revoked", help="Include revoked keys.")] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List keys made with `keys create` (without their secrets)."""
+    settings = _settings(config, data_dir=data_dir)
+    keys = _run_on_store(
+        settings, lambda store: store.list_api_keys(tenant, include_revoked=revoked)
+    )
+    typer.echo(f"{'ID':<21}  {'KEY':<14}  {'ROLE':<6}  {'TENANT':<24}  {'CREATED':<20}  REVOKED")
+    for key in keys:
+        typer.echo(
+            f"{key.id:<21}  {key.shown + '...':<14}  {key.role.value:<6}  "
+            f"{key.tenant or '-':<24}  {_when(key.created_at):<20}  {_when(key.revoked_at)}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[
+        str | None,
+        typer.Argument(help="The key's id (or its shown prefix).", show_default=False),
+    ] = None,
+    tenant: TenantOption = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Revoke one key, or with --tenant alone every key of that tenant. A
+    revoked key is refused from the next request on."""
+    from overnight.tenants import revoke_keys
+
+    settings = _settings(config, data_dir=data_dir)
+    revoked = _run_on_store(
+        settings, lambda store: revoke_keys(store, key_id=key_id, tenant=tenant)
+    )
+    for key in revoked:
+        typer.echo(f"revoked {key.id} ({key.shown}...)")
+
+
+def _run_on_store(settings: Settings, use: Callable[[SqlStore], Awaitable[T]]) -> T:
+    """Open the store the settings name, run one use case on it, close it;
+    a refused request ends the command with its message."""
+    import uvloop
+
+    from overnight.errors import OvernightError
+    from overnight.store import open_store
+
+    async def run() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await open_store(settings.resolved_database_url)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    try:
+        return uvloop.run(run())
+    except OvernightError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def _when(timestamp: int | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _configure_logging(level: str) -> None:

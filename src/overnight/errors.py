@@ -7,7 +7,8 @@
     ├── NotFound                    404  no such object (for this tenant)
     ├── Conflict                    409  the object is in the wrong state for this
     ├── PayloadTooLarge             413  a body or file over a configured limit
-    ├── LimitExceeded               429  a quota (pending batches, queued requests)
+    ├── LimitExceeded               429  a tenant quota (pending batches, enqueued requests)
+    ├── HeadersTooLarge             431  the request line and headers are over the limit
     └── Unavailable                 503  the service cannot take this right now
 
 Dialects render these in their own envelope (`api/errors.py`); foreign errors
@@ -68,6 +69,17 @@ class PayloadTooLarge(OvernightError):
 class LimitExceeded(OvernightError):
     status_code = 429
     default_code = "limit_exceeded"
+
+    @property
+    def retryable(self) -> bool:
+        """A quota frees up as batches end, in minutes: an SDK's automatic
+        retries, seconds apart, would only be refused again."""
+        return False
+
+
+class HeadersTooLarge(OvernightError):
+    status_code = 431
+    default_code = "request_header_fields_too_large"
 
 
 class Unavailable(OvernightError):

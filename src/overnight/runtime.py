@@ -14,6 +14,7 @@ from typing import IO
 
 from sqlalchemy.engine import make_url
 
+from overnight.admin import Admin
 from overnight.blobs import BlobStore, open_blobs
 from overnight.runner.models import Models
 from overnight.runner.wakeups import Wakeups
@@ -38,12 +39,13 @@ class Runtime:
         self.on_failure = on_failure
         self.wakeups = Wakeups()
         self.models = Models(settings.served_models)
-        self.tenants = Tenants(settings.tenants)
         self._lock: IO[str] | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.store: SqlStore
         self.blobs: BlobStore
         self.service: Service
+        self.tenants: Tenants
+        self.admin: Admin
         self.worker: Worker | None = None
 
     async def start(self) -> None:
@@ -62,6 +64,9 @@ class Runtime:
             model_names=self.models.names,
             wakeups=self.wakeups,
         )
+        self.tenants = Tenants(settings, self.store)
+        await self.tenants.load()
+        self.admin = Admin(self.store, settings)
         if settings.worker:
             await self.models.start()
             self.worker = Worker(

@@ -29,17 +29,17 @@ from overnight.domain.status import BatchStatus
 from overnight.domain.windows import window_seconds
 from overnight.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from overnight.runner.wakeups import Wakeups
-from overnight.settings import Settings
+from overnight.settings import MAX_EXPIRY_SECONDS, Settings
 from overnight.store.sql import SqlStore
-from overnight.types import FileId, TenantId
+from overnight.types import FileId, TenantId, TenantScope
 
 T = TypeVar("T")
 
 SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-MAX_METADATA_PAIRS = 16
-MAX_METADATA_KEY = 64
-MAX_METADATA_VALUE = 512
 MAX_PAGE = 100
+#: Longest MIME type an upload may declare (the column's size).
+MAX_MIME_TYPE = 255
+_PURPOSES = frozenset(p.value for p in FilePurpose)
 #: Priorities are stored in a 32-bit column.
 MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
 
@@ -134,19 +134,14 @@ class Service:
         dropped; so are bytes whose SHA-256 is not the promised `checksum`."""
         try:
             checked_purpose = uploadable_purpose(purpose)
-            if expires_after is not None and expires_after <= 0:
-                raise InvalidRequest(
-                    "expires_after[seconds] must be a positive number of seconds.",
-                    param="expires_after[seconds]",
-                    code="invalid_value",
-                )
+            check_expiry(expires_after, "expires_after[seconds]")
             await sink.commit()
         except BaseException:
             await sink.abort()
             raise
         if checksum is not None and checksum.lower() != sink.writer.sha256:
             await self.blobs.delete(sink.key)
-            raise _checksum_mismatch("sha256")
+            raise _checksum_mismatch("checksum")
         now = self.clock()
         record = FileRecord(
             id=_file_id_of(sink.key),
@@ -163,15 +158,21 @@ class Service:
         await self.store.insert_file(record, _micros(now))
         return record
 
-    async def get_file(self, tenant: TenantId, file_id: str) -> FileRecord:
-        record = await self.store.get_file(tenant, file_id)
+    async def get_file(
+        self, tenant: TenantScope, file_id: str, *, param: str = "file_id"
+    ) -> FileRecord:
+        """A live file the caller may see; another tenant's, an expired or a
+        deleted file are all answered the same 404."""
+        record = None
+        if _plausible_id(file_id):
+            record = await self.store.get_file(tenant, file_id, live_at=self._now())
         if record is None:
-            raise NotFound(f"No such file: {file_id}", param="file_id", code="file_not_found")
+            raise NotFound(f"No such file: {file_id}", param=param, code="file_not_found")
         return record
 
     async def list_files(
         self,
-        tenant: TenantId,
+        tenant: TenantScope,
         *,
         purpose: str | None = None,
         order: str = "desc",
@@ -184,20 +185,38 @@ class Service:
                 "order must be 'asc' or 'desc'.", param="order", code="invalid_value"
             )
         _check_limit(limit, max_limit)
-        items = await self.store.list_files(
-            tenant, purpose=purpose, newest_first=order == "desc", after=after, limit=limit + 1
-        )
+        if purpose is not None and purpose not in _PURPOSES:
+            allowed = ", ".join(p.value for p in FilePurpose)
+            raise InvalidRequest(
+                f"Unknown purpose {purpose!r}; expected one of: {allowed}.",
+                param="purpose",
+                code="invalid_value",
+            )
+        items = None
+        if after is None or _plausible_id(after):
+            items = await self.store.list_files(
+                tenant,
+                purpose=purpose,
+                newest_first=order == "desc",
+                after=after,
+                limit=limit + 1,
+                live_at=self._now(),
+            )
+        if items is None:
+            raise _bad_cursor("file", after)
         return Page(items[:limit], len(items) > limit)
 
-    async def delete_file(self, tenant: TenantId, file_id: str) -> FileRecord:
-        record = await self.store.delete_file(tenant, file_id)
+    async def delete_file(self, tenant: TenantScope, file_id: str) -> FileRecord:
+        record = None
+        if _plausible_id(file_id):
+            record = await self.store.delete_file(tenant, file_id, live_at=self._now())
         if record is None:
             raise NotFound(f"No such file: {file_id}", param="file_id", code="file_not_found")
         await self.blobs.delete(record.blob_key)
         return record
 
     async def file_content(
-        self, tenant: TenantId, file_id: str
+        self, tenant: TenantScope, file_id: str
     ) -> tuple[FileRecord, AsyncIterator[bytes]]:
         record = await self.get_file(tenant, file_id)
         return record, self.blobs.read(record.blob_key)
@@ -212,6 +231,7 @@ class Service:
         purpose: str,
         bytes: int,
         mime_type: str,
+        file_expires_after: int | None = None,
     ) -> Upload:
         checked_purpose = uploadable_purpose(purpose)
         if bytes < 0 or bytes > self.settings.max_upload_bytes:
@@ -220,6 +240,13 @@ class Service:
                 param="bytes",
                 code="invalid_value",
             )
+        if len(mime_type) > MAX_MIME_TYPE or not mime_type.isprintable():
+            raise InvalidRequest(
+                f"mime_type must be at most {MAX_MIME_TYPE} printable characters.",
+                param="mime_type",
+                code="invalid_value",
+            )
+        check_expiry(file_expires_after, "expires_after.seconds")
         now = int(self.clock())
         upload = Upload(
             id=_ids.new_upload_id(),
@@ -230,12 +257,15 @@ class Service:
             mime_type=mime_type,
             created_at=now,
             expires_at=now + self.settings.upload_expiry,
+            file_expires_after=file_expires_after,
         )
         await self.store.insert_upload(upload)
         return upload
 
-    async def get_upload(self, tenant: TenantId, upload_id: str) -> Upload:
-        upload = await self.store.get_upload(tenant, upload_id)
+    async def get_upload(self, tenant: TenantScope, upload_id: str) -> Upload:
+        upload = (
+            await self.store.get_upload(tenant, upload_id) if _plausible_id(upload_id) else None
+        )
         if upload is None:
             raise NotFound(
                 f"No such upload: {upload_id}", param="upload_id", code="upload_not_found"
@@ -254,7 +284,7 @@ class Service:
         return FileSink(self.blobs.writer(key), key, self.settings.max_upload_bytes)
 
     async def add_upload_part(
-        self, tenant: TenantId, upload_id: str, sink: FileSink, part_number: int | None = None
+        self, tenant: TenantScope, upload_id: str, sink: FileSink, part_number: int | None = None
     ) -> UploadPart:
         try:
             upload = await self.pending_upload(tenant, upload_id)
@@ -279,7 +309,7 @@ class Service:
         return part
 
     async def complete_upload(
-        self, tenant: TenantId, upload_id: str, part_ids: Sequence[str], md5: str | None = None
+        self, tenant: TenantScope, upload_id: str, part_ids: Sequence[str], md5: str | None = None
     ) -> Upload:
         upload = await self.pending_upload(tenant, upload_id)
         parts: dict[str, UploadPart] = {p.id: p for p in await self.store.list_parts(upload.id)}
@@ -337,6 +367,7 @@ class Service:
             sha256=sink.writer.sha256,
             blob_key=sink.key,
             line_count=sink.lines,
+            expires_at=int(now) + upload.file_expires_after if upload.file_expires_after else None,
         )
         try:
             await self.store.complete_upload(upload.id, record, _micros(now))
@@ -346,7 +377,7 @@ class Service:
         await self._drop_parts(upload)
         return record
 
-    async def cancel_upload(self, tenant: TenantId, upload_id: str) -> Upload:
+    async def cancel_upload(self, tenant: TenantScope, upload_id: str) -> Upload:
         upload = await self.pending_upload(tenant, upload_id)
         if not await self.store.set_upload_status(
             upload.id, UploadStatus.CANCELLED, expected=UploadStatus.PENDING
@@ -355,7 +386,7 @@ class Service:
         await self._drop_parts(upload)
         return await self.get_upload(tenant, upload.id)
 
-    async def pending_upload(self, tenant: TenantId, upload_id: str) -> Upload:
+    async def pending_upload(self, tenant: TenantScope, upload_id: str) -> Upload:
         upload = await self.get_upload(tenant, upload_id)
         if upload.status is not UploadStatus.PENDING:
             raise Conflict(
@@ -381,9 +412,11 @@ class Service:
         dialect: str = "openai",
         priority: int = 0,
         model: str | None = None,
+        output_expires_after: int | None = None,
     ) -> Batch:
         """`model`, when given, must be a served model; the lines' own
-        `body.model` still decide what each request runs on."""
+        `body.model` still decide what each request runs on. The tenant
+        must stay within its quotas (429 otherwise)."""
         if endpoint not in SUPPORTED_ENDPOINTS:
             raise InvalidRequest(
                 f"Unsupported endpoint {endpoint!r}; use one of {', '.join(SUPPORTED_ENDPOINTS)}.",
@@ -404,12 +437,11 @@ class Service:
             )
         window = completion_window or self.settings.default_completion_window
         seconds = self._window(window)
-        _check_metadata(metadata)
-        record = await self.store.get_file(tenant, input_file_id)
-        if record is None:
-            raise NotFound(
-                f"No such file: {input_file_id}", param="input_file_id", code="file_not_found"
-            )
+        self._check_metadata(metadata)
+        check_expiry(output_expires_after, "output_expires_after.seconds")
+        if output_expires_after is None:
+            output_expires_after = self.settings.default_output_expires_after
+        record = await self.get_file(tenant, input_file_id, param="input_file_id")
         if record.purpose not in BATCH_INPUT_PURPOSES:
             raise InvalidRequest(
                 f"File {input_file_id} has purpose {record.purpose.value!r}; a batch needs a "
@@ -431,8 +463,14 @@ class Service:
             priority=priority,
             metadata=metadata,
             input_bytes=record.bytes,
+            output_expires_after=output_expires_after,
         )
-        await self.store.insert_batch(batch, _micros(now))
+        await self.store.insert_batch(
+            batch,
+            _micros(now),
+            default_quotas=self.settings.default_quotas,
+            adding=record.line_count or 0,
+        )
         self.wakeups.notify()
         return batch
 
@@ -451,30 +489,75 @@ class Service:
             )
         return seconds
 
-    async def get_batch(self, tenant: TenantId, batch_id: str) -> Batch:
-        batch = await self.store.get_batch(tenant, batch_id)
+    async def get_batch(self, tenant: TenantScope, batch_id: str) -> Batch:
+        batch = await self.store.get_batch(tenant, batch_id) if _plausible_id(batch_id) else None
         if batch is None:
             raise NotFound(f"No such batch: {batch_id}", param="batch_id", code="batch_not_found")
         return batch
 
     async def list_batches(
         self,
-        tenant: TenantId,
+        tenant: TenantScope,
         *,
         after: str | None = None,
         limit: int = 20,
         max_limit: int = MAX_PAGE,
     ) -> Page[Batch]:
         _check_limit(limit, max_limit)
-        items = await self.store.list_batches(tenant, after=after, limit=limit + 1)
+        items = None
+        if after is None or _plausible_id(after):
+            items = await self.store.list_batches(tenant, after=after, limit=limit + 1)
+        if items is None:
+            raise _bad_cursor("batch", after)
         return Page(items[:limit], len(items) > limit)
 
-    async def cancel_batch(self, tenant: TenantId, batch_id: str) -> Batch:
-        batch = await self.store.request_cancel(tenant, batch_id, int(self.clock()))
+    async def cancel_batch(self, tenant: TenantScope, batch_id: str) -> Batch:
+        batch = None
+        if _plausible_id(batch_id):
+            batch = await self.store.request_cancel(tenant, batch_id, self._now())
         if batch is None:
             raise NotFound(f"No such batch: {batch_id}", param="batch_id", code="batch_not_found")
         self.wakeups.notify()
         return batch
+
+    # ---------------------------------------------------------------- helpers
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def _check_metadata(self, metadata: dict[str, str] | None) -> None:
+        if metadata is None:
+            return
+        settings = self.settings
+        if len(metadata) > settings.max_metadata_pairs:
+            raise InvalidRequest(
+                f"metadata holds at most {settings.max_metadata_pairs} pairs.",
+                param="metadata",
+                code="invalid_value",
+            )
+        for key, value in metadata.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise InvalidRequest(
+                    "metadata keys and values must be strings.",
+                    param="metadata",
+                    code="invalid_value",
+                )
+            if not (_encodable(key) and _encodable(value)):
+                raise InvalidRequest(
+                    "metadata keys and values must be valid Unicode text.",
+                    param="metadata",
+                    code="invalid_value",
+                )
+            if (
+                len(key) > settings.max_metadata_key_length
+                or len(value) > settings.max_metadata_value_length
+            ):
+                raise InvalidRequest(
+                    f"metadata keys are at most {settings.max_metadata_key_length} characters "
+                    f"and values at most {settings.max_metadata_value_length}.",
+                    param=f"metadata.{key[:64]}",
+                    code="invalid_value",
+                )
 
 
 # ---------------------------------------------------------------- helpers
@@ -525,24 +608,36 @@ def _check_limit(limit: int, max_limit: int) -> None:
         )
 
 
-def _check_metadata(metadata: dict[str, str] | None) -> None:
-    if metadata is None:
-        return
-    if len(metadata) > MAX_METADATA_PAIRS:
+def check_expiry(seconds: int | None, param: str) -> None:
+    """An `expires_after` / `output_expires_after` in seconds, if given,
+    must be positive and at most ten years."""
+    if seconds is not None and not 1 <= seconds <= MAX_EXPIRY_SECONDS:
         raise InvalidRequest(
-            f"metadata holds at most {MAX_METADATA_PAIRS} pairs.",
-            param="metadata",
+            f"{param} must be between 1 and {MAX_EXPIRY_SECONDS} seconds.",
+            param=param,
             code="invalid_value",
         )
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise InvalidRequest(
-                "metadata keys and values must be strings.", param="metadata", code="invalid_value"
-            )
-        if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
-            raise InvalidRequest(
-                f"metadata keys are at most {MAX_METADATA_KEY} characters and values at most "
-                f"{MAX_METADATA_VALUE}.",
-                param=f"metadata.{key[:64]}",
-                code="invalid_value",
-            )
+
+
+def _plausible_id(value: str) -> bool:
+    """Whether `value` could be an id at all. Ids are short printable ASCII;
+    anything else (a NUL byte, a lone surrogate) is answered as unknown
+    before the database sees it, which PostgreSQL would refuse."""
+    return len(value) <= 128 and value.isascii() and value.isprintable()
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bad_cursor(kind: str, after: str | None) -> InvalidRequest:
+    return InvalidRequest(
+        f"after={after!r} names no {kind} in this list; pass the id of the last {kind} "
+        "of the previous page.",
+        param="after",
+        code="invalid_cursor",
+    )

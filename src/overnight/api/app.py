@@ -1,5 +1,6 @@
-"""The ASGI app: every dialect's routes, error rendering, request ids, and a
-lifespan that opens the runtime (store, blobs, models, worker)."""
+"""The ASGI app: every dialect's routes, the admin API, error rendering,
+request ids, authentication and body limits, and a lifespan that opens the
+runtime (store, blobs, models, worker)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from overnight import __version__
-from overnight.api import errors, openai, operations, together
+from overnight.api import admin, errors, openai, operations, together
+from overnight.api.auth import Authenticate
+from overnight.api.limits import LimitBodies
+from overnight.api.openapi import install_schema
 from overnight.api.responses import JSONBytes
 from overnight.errors import OvernightError
 from overnight.runtime import Runtime
@@ -61,11 +65,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     app.include_router(openai.router, prefix="/v1")
     app.include_router(together.router, prefix="/together/v1")
+    app.include_router(admin.router, prefix="/admin")
     app.include_router(operations.router)
+    install_schema(app)
 
     app.add_exception_handler(OvernightError, errors.handle_overnight_error)
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)
     app.add_exception_handler(HTTPException, errors.handle_http_error)
     app.add_exception_handler(Exception, errors.handle_unexpected)
+    # Outermost last: request ids on every answer, then who is calling, then
+    # how large a body may be.
+    app.add_middleware(LimitBodies, limit=settings.max_body_bytes)
+    app.add_middleware(Authenticate)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -42,24 +42,34 @@ _ANTHROPIC_TYPES = {
 
 
 def openai_error_body(error: OvernightError) -> dict[str, Any]:
+    fallback = "invalid_request_error" if error.status_code < 500 else "server_error"
     return {
         "error": {
-            "message": error.message,
-            "type": _OPENAI_TYPES.get(error.status_code, "server_error"),
-            "param": error.param,
+            "message": _text(error.message),
+            "type": _OPENAI_TYPES.get(error.status_code, fallback),
+            "param": _text(error.param),
             "code": error.code,
         }
     }
 
 
 def anthropic_error_body(error: OvernightError) -> dict[str, Any]:
+    fallback = "invalid_request_error" if error.status_code < 500 else "api_error"
     return {
         "type": "error",
         "error": {
-            "type": _ANTHROPIC_TYPES.get(error.status_code, "api_error"),
-            "message": error.message,
+            "type": _ANTHROPIC_TYPES.get(error.status_code, fallback),
+            "message": _text(error.message),
         },
     }
+
+
+def _text(value: str | None) -> str | None:
+    """Messages quote what the client sent; text that is not valid Unicode
+    (a lone surrogate from a JSON escape) is replaced, not a reason to fail."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "replace").decode("utf-8")
 
 
 def error_response(request: Request, error: OvernightError) -> Response:
@@ -91,11 +101,16 @@ async def handle_validation_error(request: Request, exc: Exception) -> Response:
     location = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
     param = ".".join(location) or None
     message = first.get("msg", "Invalid request.")
+    code = "invalid_value"
     if first.get("type") == "json_invalid":
-        message, param = "The request body is not valid JSON.", None
+        message, param, code = "The request body is not valid JSON.", None, "invalid_json"
+    elif first.get("type") == "missing" and param:
+        message, code = f"{param} is required.", "missing_required_parameter"
+    elif not param:
+        message = "The request body must be a JSON object (Content-Type: application/json)."
     elif param:
         message = f"{param}: {message}"
-    return error_response(request, InvalidRequest(message, param=param, code="invalid_value"))
+    return error_response(request, InvalidRequest(message, param=param, code=code))
 
 
 async def handle_http_error(request: Request, exc: Exception) -> Response:
@@ -104,6 +119,11 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
         error: OvernightError = NotFound(
             f"No route for {request.method} {request.url.path}.", code="unknown_url"
         )
+    elif exc.status_code == 405:
+        error = OvernightError(
+            f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
+        )
+        error.status_code = 405
     else:
         error = OvernightError(str(exc.detail), code="http_error")
         error.status_code = exc.status_code

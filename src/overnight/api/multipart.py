@@ -24,6 +24,8 @@ from overnight.service import FileSink
 MAX_FIELD_BYTES = 64 * 1024
 #: Fields (file or not) in one form.
 MAX_FIELDS = 32
+#: Longest header line of one part (Content-Disposition with its filename).
+MAX_PART_HEADER_BYTES = 16 * 1024
 
 
 @dataclass
@@ -66,9 +68,11 @@ async def read_form(request: Request, new_sink: Callable[[str], FileSink | None]
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
         header_field.extend(data[start:end])
+        _bound_header(header_field)
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
         header_value.extend(data[start:end])
+        _bound_header(header_value)
 
     def on_header_end() -> None:
         events.append(("header", (bytes(header_field).lower(), bytes(header_value))))
@@ -135,6 +139,16 @@ async def read_form(request: Request, new_sink: Callable[[str], FileSink | None]
         await form.abort()
         raise
     return form
+
+
+def _bound_header(text: bytearray) -> None:
+    """A part's headers are held in memory until they end: bound them."""
+    if len(text) > MAX_PART_HEADER_BYTES:
+        raise InvalidRequest(
+            f"A multipart part header is longer than {MAX_PART_HEADER_BYTES} bytes.",
+            param="file",
+            code="invalid_multipart",
+        )
 
 
 def _start_part(part: _Part, form: Form, new_sink: Callable[[str], FileSink | None]) -> None:

@@ -12,15 +12,19 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.responses import StreamingResponse
 
-from overnight.api.auth import tenant_of
+from overnight.api import schemas
+from overnight.api.auth import scope_of, tenant_of
 from overnight.api.multipart import read_form
-from overnight.api.responses import JSONBytes, file_download, runtime_of
+from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runtime_of
 from overnight.domain.batch import Batch
-from overnight.domain.files import FileRecord, Upload, UploadPart
+from overnight.domain.files import UPLOADABLE_PURPOSES, FileRecord, Upload, UploadPart
 from overnight.errors import InvalidRequest
 from overnight.service import Page
+from overnight.settings import MAX_EXPIRY_SECONDS
 
-router = APIRouter(tags=["openai"], default_response_class=JSONBytes)
+router = APIRouter(
+    tags=["openai"], default_response_class=JSONBytes, responses=schemas.error_responses()
+)
 
 
 # ------------------------------------------------------------------ rendering
@@ -124,9 +128,21 @@ def list_object(page: Page[Any], render: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------- files
 
 
-@router.post("/files")
+_FILE_FORM = schemas.multipart_body(
+    {
+        "file": schemas.BINARY,
+        "purpose": {"type": "string", "enum": sorted(p.value for p in UPLOADABLE_PURPOSES)},
+        "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+        "expires_after[seconds]": {"type": "integer"},
+    },
+    ["file", "purpose"],
+)
+
+
+@router.post("/files", responses=ok(schemas.FileObject), openapi_extra=_FILE_FORM)
 async def create_file(request: Request) -> JSONBytes:
     service = runtime_of(request).service
+    tenant = tenant_of(request)
     form = await read_form(
         request, lambda name: service.new_file_sink() if name == "file" else None
     )
@@ -142,9 +158,13 @@ async def create_file(request: Request) -> JSONBytes:
         raise InvalidRequest(
             "The form has no 'purpose' field.", param="purpose", code="missing_required_parameter"
         )
-    expires_after = _expires_after(form.fields)
+    try:
+        expires_after = _expires_after(form.fields)
+    except InvalidRequest:
+        await form.abort()
+        raise
     record = await service.create_file(
-        tenant_of(request),
+        tenant,
         sink,
         filename=filename,
         purpose=purpose,
@@ -165,7 +185,7 @@ def _expires_after(fields: dict[str, str]) -> int | None:
             code="invalid_value",
         )
     try:
-        return int(seconds or "")
+        return int(seconds or "", 10)
     except ValueError:
         raise InvalidRequest(
             "expires_after[seconds] must be a whole number of seconds.",
@@ -174,7 +194,7 @@ def _expires_after(fields: dict[str, str]) -> int | None:
         ) from None
 
 
-@router.get("/files")
+@router.get("/files", responses=ok(schemas.FileList))
 async def list_files(
     request: Request,
     purpose: str | None = None,
@@ -183,26 +203,26 @@ async def list_files(
     after: str | None = None,
 ) -> JSONBytes:
     page = await runtime_of(request).service.list_files(
-        tenant_of(request), purpose=purpose, order=order, after=after, limit=limit
+        scope_of(request), purpose=purpose, order=order, after=after, limit=limit
     )
     return JSONBytes(list_object(page, file_object))
 
 
-@router.get("/files/{file_id}")
+@router.get("/files/{file_id}", responses=ok(schemas.FileObject))
 async def retrieve_file(request: Request, file_id: str) -> JSONBytes:
-    record = await runtime_of(request).service.get_file(tenant_of(request), file_id)
+    record = await runtime_of(request).service.get_file(scope_of(request), file_id)
     return JSONBytes(file_object(record))
 
 
-@router.delete("/files/{file_id}")
+@router.delete("/files/{file_id}", responses=ok(schemas.FileDeleted))
 async def delete_file(request: Request, file_id: str) -> JSONBytes:
-    record = await runtime_of(request).service.delete_file(tenant_of(request), file_id)
+    record = await runtime_of(request).service.delete_file(scope_of(request), file_id)
     return JSONBytes({"id": record.id, "object": "file", "deleted": True})
 
 
-@router.get("/files/{file_id}/content")
+@router.get("/files/{file_id}/content", responses=ok_bytes(), response_class=StreamingResponse)
 async def file_content(request: Request, file_id: str) -> StreamingResponse:
-    record, stream = await runtime_of(request).service.file_content(tenant_of(request), file_id)
+    record, stream = await runtime_of(request).service.file_content(scope_of(request), file_id)
     return file_download(record, stream)
 
 
@@ -211,7 +231,7 @@ async def file_content(request: Request, file_id: str) -> StreamingResponse:
 
 class ExpiresAfter(BaseModel):
     anchor: Literal["created_at"]
-    seconds: StrictInt = Field(ge=1)
+    seconds: StrictInt = Field(ge=1, le=MAX_EXPIRY_SECONDS)
 
 
 class CreateUploadBody(BaseModel):
@@ -231,7 +251,7 @@ class CompleteUploadBody(BaseModel):
     md5: StrictStr | None = None
 
 
-@router.post("/uploads")
+@router.post("/uploads", responses=ok(schemas.UploadObject))
 async def create_upload(request: Request, body: CreateUploadBody) -> JSONBytes:
     upload = await runtime_of(request).service.create_upload(
         tenant_of(request),
@@ -239,15 +259,20 @@ async def create_upload(request: Request, body: CreateUploadBody) -> JSONBytes:
         purpose=body.purpose,
         bytes=body.bytes,
         mime_type=body.mime_type,
+        file_expires_after=body.expires_after.seconds if body.expires_after else None,
     )
     return JSONBytes(upload_object(upload))
 
 
-@router.post("/uploads/{upload_id}/parts")
+@router.post(
+    "/uploads/{upload_id}/parts",
+    responses=ok(schemas.UploadPartObject),
+    openapi_extra=schemas.multipart_body({"data": schemas.BINARY}, ["data"]),
+)
 async def add_upload_part(request: Request, upload_id: str) -> JSONBytes:
     service = runtime_of(request).service
-    tenant = tenant_of(request)
-    upload = await service.get_upload(tenant, upload_id)
+    tenant = scope_of(request)
+    upload = await service.pending_upload(tenant, upload_id)
     form = await read_form(
         request, lambda name: service.new_part_sink(upload) if name == "data" else None
     )
@@ -260,18 +285,18 @@ async def add_upload_part(request: Request, upload_id: str) -> JSONBytes:
     return JSONBytes(part_object(part))
 
 
-@router.post("/uploads/{upload_id}/complete")
+@router.post("/uploads/{upload_id}/complete", responses=ok(schemas.UploadObject))
 async def complete_upload(request: Request, upload_id: str, body: CompleteUploadBody) -> JSONBytes:
     service = runtime_of(request).service
-    tenant = tenant_of(request)
+    tenant = scope_of(request)
     upload = await service.complete_upload(tenant, upload_id, body.part_ids, body.md5)
     file = await service.get_file(tenant, upload.file_id) if upload.file_id else None
     return JSONBytes(upload_object(upload, file))
 
 
-@router.post("/uploads/{upload_id}/cancel")
+@router.post("/uploads/{upload_id}/cancel", responses=ok(schemas.UploadObject))
 async def cancel_upload(request: Request, upload_id: str) -> JSONBytes:
-    upload = await runtime_of(request).service.cancel_upload(tenant_of(request), upload_id)
+    upload = await runtime_of(request).service.cancel_upload(scope_of(request), upload_id)
     return JSONBytes(upload_object(upload))
 
 
@@ -288,8 +313,9 @@ class CreateBatchBody(BaseModel):
     output_expires_after: ExpiresAfter | None = None
 
 
-@router.post("/batches")
+@router.post("/batches", responses=ok(schemas.BatchObject))
 async def create_batch(request: Request, body: CreateBatchBody) -> JSONBytes:
+    expiry = body.output_expires_after
     batch = await runtime_of(request).service.create_batch(
         tenant_of(request),
         input_file_id=body.input_file_id,
@@ -298,6 +324,7 @@ async def create_batch(request: Request, body: CreateBatchBody) -> JSONBytes:
         metadata=body.metadata,
         dialect="openai",
         priority=_priority(body.metadata),
+        output_expires_after=expiry.seconds if expiry else None,
     )
     return JSONBytes(batch_object(batch))
 
@@ -309,7 +336,7 @@ def _priority(metadata: dict[str, str] | None) -> int:
     if value is None:
         return 0
     try:
-        return int(value)
+        return int(value, 10)
     except ValueError:
         raise InvalidRequest(
             'metadata.priority must be an integer, e.g. "5".',
@@ -318,23 +345,23 @@ def _priority(metadata: dict[str, str] | None) -> int:
         ) from None
 
 
-@router.get("/batches")
+@router.get("/batches", responses=ok(schemas.BatchList))
 async def list_batches(
     request: Request, after: str | None = None, limit: Annotated[int, Query()] = 20
 ) -> JSONBytes:
     page = await runtime_of(request).service.list_batches(
-        tenant_of(request), after=after, limit=limit
+        scope_of(request), after=after, limit=limit
     )
     return JSONBytes(list_object(page, batch_object))
 
 
-@router.get("/batches/{batch_id}")
+@router.get("/batches/{batch_id}", responses=ok(schemas.BatchObject))
 async def retrieve_batch(request: Request, batch_id: str) -> JSONBytes:
-    batch = await runtime_of(request).service.get_batch(tenant_of(request), batch_id)
+    batch = await runtime_of(request).service.get_batch(scope_of(request), batch_id)
     return JSONBytes(batch_object(batch))
 
 
-@router.post("/batches/{batch_id}/cancel")
+@router.post("/batches/{batch_id}/cancel", responses=ok(schemas.BatchObject))
 async def cancel_batch(request: Request, batch_id: str) -> JSONBytes:
-    batch = await runtime_of(request).service.cancel_batch(tenant_of(request), batch_id)
+    batch = await runtime_of(request).service.cancel_batch(scope_of(request), batch_id)
     return JSONBytes(batch_object(batch))

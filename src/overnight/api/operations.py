@@ -7,12 +7,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from overnight import __version__, metrics
-from overnight.api.responses import JSONBytes, runtime_of
+from overnight.api import schemas
+from overnight.api.responses import JSONBytes, ok, ok_bytes, runtime_of
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(
+    tags=["operations"],
+    responses={"default": {"model": schemas.ErrorBody, "description": "An error."}},
+)
 
 
-@router.get("/health")
+@router.get("/health", responses=ok(schemas.Health))
 async def health(request: Request) -> JSONBytes:
     runtime = runtime_of(request)
     return JSONBytes(
@@ -25,7 +29,7 @@ async def health(request: Request) -> JSONBytes:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses=ok_bytes("text/plain"), response_class=Response)
 async def prometheus_metrics(request: Request) -> Response:
     for model in runtime_of(request).models.all():
         metrics.concurrency_limit.labels(model.settings.name).set(model.limiter.limit)

@@ -17,17 +17,20 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from starlette.responses import Response, StreamingResponse
 
-from overnight.api.auth import tenant_of
+from overnight.api import schemas
+from overnight.api.auth import scope_of, tenant_of
 from overnight.api.errors import openai_error_body
 from overnight.api.multipart import MAX_FIELD_BYTES, read_form
-from overnight.api.responses import JSONBytes, file_download, runtime_of
+from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runtime_of
 from overnight.domain.batch import Batch
-from overnight.domain.files import FilePurpose, FileRecord
+from overnight.domain.files import UPLOADABLE_PURPOSES, FilePurpose, FileRecord
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.errors import InvalidRequest, PayloadTooLarge
 from overnight.signed_uploads import DuplicateFile, SignedUploads
 
-router = APIRouter(tags=["together"], default_response_class=JSONBytes)
+router = APIRouter(
+    tags=["together"], default_response_class=JSONBytes, responses=schemas.error_responses()
+)
 
 #: Together's file types, and the MIME type each is stored with.
 FILE_TYPES = {
@@ -181,14 +184,51 @@ def _file_type(value: str | None) -> str:
     return value
 
 
-@router.post("/files")
+_ANNOUNCEMENT = {
+    "purpose": {"type": "string", "enum": sorted(p.value for p in UPLOADABLE_PURPOSES)},
+    "file_name": {"type": "string"},
+    "file_type": {"type": "string", "enum": sorted(FILE_TYPES)},
+    "checksum": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+}
+_ANNOUNCEMENT_SCHEMA = {
+    "type": "object",
+    "properties": _ANNOUNCEMENT,
+    "required": ["purpose", "file_name"],
+}
+
+
+@router.post(
+    "/files",
+    status_code=302,
+    response_class=Response,
+    responses={
+        302: {
+            "description": "Upload the bytes with a PUT to the Location, without an API key.",
+            "headers": {
+                "Location": {"schema": {"type": "string"}},
+                "X-Together-File-Id": {"schema": {"type": "string"}},
+            },
+        },
+        409: {"model": schemas.DuplicateFileBody, "description": "Already uploaded."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": _ANNOUNCEMENT_SCHEMA},
+                "application/x-www-form-urlencoded": {"schema": _ANNOUNCEMENT_SCHEMA},
+            },
+        }
+    },
+)
 async def create_file(request: Request) -> Response:
     """Step 1 of 3: announce a file; answer 302 to its one-time upload URL."""
+    tenant = tenant_of(request)
     fields = await _read_fields(request)
     _file_type(fields.get("file_type"))
     try:
         granted = await uploads_of(request).grant(
-            tenant_of(request),
+            tenant,
             filename=_required(fields, "file_name"),
             purpose=_required(fields, "purpose"),
             checksum=fields.get("checksum"),
@@ -202,7 +242,24 @@ async def create_file(request: Request) -> Response:
     )
 
 
-@router.put("/files/upload/{token}", name="together_upload")
+@router.put(
+    "/files/upload/{token}",
+    name="together_upload",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Stored.",
+            "headers": {"ETag": {"schema": {"type": "string"}}},
+        },
+        403: {"model": schemas.ErrorBody, "description": "The URL is unknown, used or expired."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": schemas.BINARY}},
+        }
+    },
+)
 async def upload(request: Request, token: str) -> Response:
     """Step 2 of 3 (and each part of a multipart upload): the raw bytes.
     No API key: the URL's one-time token is the credential."""
@@ -210,35 +267,35 @@ async def upload(request: Request, token: str) -> Response:
     return Response(status_code=200, headers={"ETag": f'"{received.etag}"'})
 
 
-@router.post("/files/{file_id}/preprocess")
+@router.post("/files/{file_id}/preprocess", responses=ok(schemas.TogetherFile))
 async def preprocess(request: Request, file_id: str) -> JSONBytes:
     """Step 3 of 3: the stored file, with its line count."""
-    record = await uploads_of(request).preprocess(tenant_of(request), file_id)
+    record = await uploads_of(request).preprocess(scope_of(request), file_id)
     return JSONBytes(file_response(record))
 
 
-@router.get("/files")
+@router.get("/files", responses=ok(schemas.TogetherFileList))
 async def list_files(request: Request, purpose: str | None = None) -> JSONBytes:
-    page = await runtime_of(request).service.list_files(tenant_of(request), purpose=purpose)
+    page = await runtime_of(request).service.list_files(scope_of(request), purpose=purpose)
     return JSONBytes({"object": "list", "data": [file_response(r) for r in page.items]})
 
 
-@router.get("/files/{file_id}")
+@router.get("/files/{file_id}", responses=ok(schemas.TogetherFile))
 async def retrieve_file(request: Request, file_id: str) -> JSONBytes:
     uploads = uploads_of(request)
-    record = await uploads.service.get_file(tenant_of(request), file_id)
+    record = await uploads.service.get_file(scope_of(request), file_id)
     return JSONBytes(file_response(await uploads.counted(record)))
 
 
-@router.get("/files/{file_id}/content")
+@router.get("/files/{file_id}/content", responses=ok_bytes(), response_class=StreamingResponse)
 async def file_content(request: Request, file_id: str) -> StreamingResponse:
-    record, stream = await runtime_of(request).service.file_content(tenant_of(request), file_id)
+    record, stream = await runtime_of(request).service.file_content(scope_of(request), file_id)
     return file_download(record, stream)
 
 
-@router.delete("/files/{file_id}")
+@router.delete("/files/{file_id}", responses=ok(schemas.FileDeleted))
 async def delete_file(request: Request, file_id: str) -> JSONBytes:
-    record = await runtime_of(request).service.delete_file(tenant_of(request), file_id)
+    record = await runtime_of(request).service.delete_file(scope_of(request), file_id)
     return JSONBytes({"id": record.id, "object": "file", "deleted": True})
 
 
@@ -278,7 +335,14 @@ class AbortBody(BaseModel):
     file_id: StrictStr
 
 
-@router.post("/files/multipart/initiate", response_model=None)
+@router.post(
+    "/files/multipart/initiate",
+    response_model=None,
+    responses={
+        **ok(schemas.MultipartInitiated),
+        409: {"model": schemas.DuplicateFileBody, "description": "Already uploaded."},
+    },
+)
 async def initiate_multipart(request: Request, body: InitiateBody) -> Response:
     try:
         granted = await uploads_of(request).initiate(
@@ -305,10 +369,10 @@ async def initiate_multipart(request: Request, body: InitiateBody) -> Response:
     )
 
 
-@router.post("/files/multipart/complete")
+@router.post("/files/multipart/complete", responses=ok(schemas.MultipartCompleted))
 async def complete_multipart(request: Request, body: CompleteBody) -> JSONBytes:
     record = await uploads_of(request).complete(
-        tenant_of(request),
+        scope_of(request),
         body.upload_id,
         body.file_id,
         [(p.part_number, p.etag) for p in body.parts],
@@ -316,9 +380,9 @@ async def complete_multipart(request: Request, body: CompleteBody) -> JSONBytes:
     return JSONBytes({"file": file_response(record)})
 
 
-@router.post("/files/multipart/abort")
+@router.post("/files/multipart/abort", responses=ok(schemas.MultipartAborted))
 async def abort_multipart(request: Request, body: AbortBody) -> JSONBytes:
-    upload = await uploads_of(request).abort(tenant_of(request), body.upload_id, body.file_id)
+    upload = await uploads_of(request).abort(scope_of(request), body.upload_id, body.file_id)
     return JSONBytes(
         {"upload_id": upload.id, "file_id": upload.file_id, "status": upload.status.value}
     )
@@ -337,7 +401,7 @@ class CreateBatchBody(BaseModel):
     priority: StrictInt | None = None
 
 
-@router.post("/batches")
+@router.post("/batches", status_code=201, responses=ok(schemas.BatchJobCreated, 201))
 async def create_batch(request: Request, body: CreateBatchBody) -> JSONBytes:
     batch = await runtime_of(request).service.create_batch(
         tenant_of(request),
@@ -351,23 +415,26 @@ async def create_batch(request: Request, body: CreateBatchBody) -> JSONBytes:
     return JSONBytes({"job": batch_job(batch), "warning": None}, status_code=201)
 
 
-@router.get("/batches")
+@router.get(
+    "/batches",
+    responses={200: {"model": list[schemas.BatchJob], "description": "Newest first."}},
+)
 async def list_batches(
     request: Request, limit: Annotated[int, Query()] = MAX_LISTED_BATCHES
 ) -> JSONBytes:
     page = await runtime_of(request).service.list_batches(
-        tenant_of(request), limit=limit, max_limit=MAX_LISTED_BATCHES
+        scope_of(request), limit=limit, max_limit=MAX_LISTED_BATCHES
     )
     return JSONBytes([batch_job(b) for b in page.items])
 
 
-@router.get("/batches/{batch_id}")
+@router.get("/batches/{batch_id}", responses=ok(schemas.BatchJob))
 async def retrieve_batch(request: Request, batch_id: str) -> JSONBytes:
-    batch = await runtime_of(request).service.get_batch(tenant_of(request), batch_id)
+    batch = await runtime_of(request).service.get_batch(scope_of(request), batch_id)
     return JSONBytes(batch_job(batch))
 
 
-@router.post("/batches/{batch_id}/cancel")
+@router.post("/batches/{batch_id}/cancel", responses=ok(schemas.BatchJob))
 async def cancel_batch(request: Request, batch_id: str) -> JSONBytes:
-    batch = await runtime_of(request).service.cancel_batch(tenant_of(request), batch_id)
+    batch = await runtime_of(request).service.cancel_batch(scope_of(request), batch_id)
     return JSONBytes(batch_job(batch))

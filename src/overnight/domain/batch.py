@@ -111,6 +111,8 @@ class Batch:
     expired_at: int | None = None
     cancelling_at: int | None = None
     cancelled_at: int | None = None
+    #: Seconds the result files are kept once made; None keeps them until deleted.
+    output_expires_after: int | None = None
 
     @property
     def progress(self) -> float:

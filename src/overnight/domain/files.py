@@ -38,8 +38,13 @@ class FileRecord:
     created_at: int
     sha256: str
     blob_key: str
+    #: After this (unix seconds) the file is gone for its owner at once; the
+    #: retention sweep deletes its bytes and record soon after.
     expires_at: int | None = None
     line_count: int | None = None
+
+    def live_at(self, now: float) -> bool:
+        return self.expires_at is None or self.expires_at > now
 
 
 class UploadStatus(StrEnum):
@@ -67,6 +72,8 @@ class Upload:
     file_id: FileId | None = None
     #: SHA-256 (hex) the caller promised for the whole file, checked on completion.
     checksum: str | None = None
+    #: The completed file expires this many seconds after it is made.
+    file_expires_after: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,8 @@ class LineRules:
     #: them and take them from the batch.
     require_method_and_url: bool = True
     max_custom_id_length: int = MAX_CUSTOM_ID_LENGTH
+    #: Longest line in bytes (newline excluded); None: no limit (re-reading).
+    max_line_bytes: int | None = None
 
 
 def is_blank(raw: bytes) -> bool:
@@ -53,6 +55,12 @@ def strip_bom(raw: bytes, line: int) -> bytes:
 
 def check_line(raw: bytes, line: int, rules: LineRules) -> Request | LineError:
     """Check one line (without its newline). Never raises."""
+    if rules.max_line_bytes is not None and len(raw) > rules.max_line_bytes:
+        return LineError(
+            "line_too_long",
+            f"Line {line} is longer than the limit of {rules.max_line_bytes} bytes.",
+            line,
+        )
     if raw.endswith(b"\r"):
         raw = raw[:-1]
     try:

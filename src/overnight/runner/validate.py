@@ -43,7 +43,10 @@ async def validate_batch(
         endpoint=batch.endpoint,
         models=model_names,
         require_method_and_url=batch.dialect != "together",
+        max_custom_id_length=settings.max_custom_id_length,
+        max_line_bytes=settings.max_line_bytes,
     )
+    max_line = settings.max_line_bytes
     validator = FileValidator(
         rules,
         chunk_lines=settings.chunk_lines,
@@ -52,7 +55,7 @@ async def validate_batch(
         require_single_model=settings.require_single_model,
     )
     feed = validator.feed
-    async for lines in lines_with_offsets(blobs, record.blob_key):
+    async for lines in lines_with_offsets(blobs, record.blob_key, max_line=max_line):
         for raw, offset in lines:
             feed(raw, offset)
 
@@ -60,7 +63,7 @@ async def validate_batch(
     candidates = validator.duplicate_candidates()
     if candidates:
         finder = DuplicateFinder(candidates, rules)
-        async for lines in lines_with_offsets(blobs, record.blob_key):
+        async for lines in lines_with_offsets(blobs, record.blob_key, max_line=max_line):
             for raw, _ in lines:
                 finder.feed(raw)
         duplicates = finder.found

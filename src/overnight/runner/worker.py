@@ -7,6 +7,7 @@ limping on without, say, its heartbeat.
 
     heartbeat   renews every lease this worker holds, every heartbeat_interval
     stops       closes expired windows; tells running chunks of a cancel/expiry
+    retention   deletes expired files and uploads (runner/retention.py)
     validator   claims `validating` batches and validates them
     chunks      claims chunks and runs up to `worker_chunks` at once
     finalizer   claims `finalizing` batches and assembles their results
@@ -28,6 +29,7 @@ from overnight.domain.chunk import ChunkKey, ChunkWork
 from overnight.runner.executor import ChunkRun, LeaseLost
 from overnight.runner.finalize import finalize_batch
 from overnight.runner.models import Models
+from overnight.runner.retention import sweep_forever
 from overnight.runner.unflushed import UnflushedResults
 from overnight.runner.validate import validate_batch
 from overnight.runner.wakeups import Wakeups
@@ -77,6 +79,10 @@ class Worker:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._heartbeat(), name="heartbeat")
                 group.create_task(self._watch_stops(), name="stops")
+                group.create_task(
+                    sweep_forever(self.store, self.blobs, self.settings.retention_interval),
+                    name="retention",
+                )
                 group.create_task(
                     self._claim_loop(
                         "validator", self._claim_validation, self._validate, BATCH_PHASE_CONCURRENCY

@@ -39,6 +39,8 @@ files = Table(
     Index("ix_files_tenant_created", "tenant", "created_us", "id"),
     # Together's dedupe: "a file with this checksum is already uploaded".
     Index("ix_files_tenant_sha256", "tenant", "sha256"),
+    # The retention sweep: files whose time is up.
+    Index("ix_files_expires_at", "expires_at"),
 )
 
 uploads = Table(
@@ -55,6 +57,8 @@ uploads = Table(
     Column("status", String(16), nullable=False),
     Column("file_id", String(64), nullable=True),
     Column("checksum", String(64), nullable=True),
+    # The file this upload completes into expires this long after it is made.
+    Column("file_expires_after", BigInteger, nullable=True),
 )
 
 upload_parts = Table(
@@ -127,8 +131,12 @@ batches = Table(
     # Who validates or finalises the batch (one worker at a time), and until when.
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", Float, nullable=True),
+    # Seconds the result files are kept after they are made (None: until deleted).
+    Column("output_expires_after", BigInteger, nullable=True),
     Index("ix_batches_tenant_created", "tenant", "created_us", "id"),
     Index("ix_batches_status", "status"),
+    # Quotas count a tenant's unfinished batches.
+    Index("ix_batches_tenant_status", "tenant", "status"),
 )
 
 chunks = Table(
@@ -169,4 +177,30 @@ workers = Table(
     # Live workers split each model's max_concurrency between them.
     Column("heartbeat_at", Float, nullable=False),
     Index("ix_workers_heartbeat", "heartbeat_at"),
+)
+
+# Keys made by `overnight keys create`. Only the key's SHA-256 is stored;
+# `shown` is a short prefix for telling keys apart. A revoked key is kept
+# (revoked_at set) so that the list shows what happened.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("shown", String(16), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("tenant", String(128), nullable=True, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+
+# Per-tenant quotas set through the admin API; a NULL keeps the default
+# from the settings.
+tenant_quotas = Table(
+    "tenant_quotas",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("max_pending_batches", BigInteger, nullable=True),
+    Column("max_enqueued_requests", BigInteger, nullable=True),
+    Column("updated_at", BigInteger, nullable=False),
 )

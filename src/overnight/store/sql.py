@@ -19,12 +19,15 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    case,
     delete,
     event,
+    exists,
     func,
     insert,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -36,15 +39,25 @@ from overnight.domain.batch import Batch, LineError, RequestCounts, Usage
 from overnight.domain.chunk import Chunk, ChunkKey, ChunkStatus, ChunkWork, Tally
 from overnight.domain.files import FilePurpose, FileRecord, Upload, UploadPart, UploadStatus
 from overnight.domain.grants import UploadGrant
+from overnight.domain.keys import ApiKey, KeyRole
+from overnight.domain.quotas import (
+    PENDING_STATUSES,
+    QuotaOverrides,
+    Quotas,
+    TenantUsage,
+    refusal,
+)
 from overnight.domain.scheduling import Candidate, schedule_order
 from overnight.domain.status import BatchStatus, StopReason, sources_of
 from overnight.domain.validation import ChunkRange
-from overnight.errors import Conflict
+from overnight.errors import Conflict, LimitExceeded
 from overnight.store import migrate
 from overnight.store.schema import (
+    api_keys,
     batches,
     chunks,
     files,
+    tenant_quotas,
     upload_grants,
     upload_parts,
     uploads,
@@ -53,6 +66,9 @@ from overnight.store.schema import (
 from overnight.types import BatchId, FileId, PartId, TenantId, UploadId, WorkerId
 
 _ACTIVE_CHUNK = (ChunkStatus.PENDING.value, ChunkStatus.RUNNING.value)
+#: The first key of the PostgreSQL advisory locks that serialise one
+#: tenant's quota checks (the second is a hash of the tenant's name).
+_PG_QUOTA_LOCK_SPACE = 0x6F76_6E71  # "ovnq"
 
 
 async def open_store(url: str) -> SqlStore:
@@ -116,50 +132,59 @@ class SqlStore:
         async with self._write() as conn:
             await conn.execute(insert(files).values(**_file_values(record), created_us=created_us))
 
-    async def get_file(self, tenant: TenantId | None, file_id: str) -> FileRecord | None:
-        query = select(files).where(files.c.id == file_id)
-        if tenant is not None:
-            query = query.where(files.c.tenant == tenant)
+    async def get_file(
+        self, tenant: TenantId | None, file_id: str, *, live_at: int | None = None
+    ) -> FileRecord | None:
+        """One file. `tenant` None looks in every tenant (the runner, an
+        admin); `live_at` hides files that expired by then."""
+        query = select(files).where(files.c.id == file_id, *_visible(files, tenant))
+        if live_at is not None:
+            query = query.where(_live(live_at))
         async with self._read() as conn:
             row = (await conn.execute(query)).first()
         return _file(row) if row else None
 
     async def list_files(
         self,
-        tenant: TenantId,
+        tenant: TenantId | None,
         *,
         purpose: str | None,
         newest_first: bool,
         after: str | None,
         limit: int,
-    ) -> list[FileRecord]:
-        """Up to `limit` files after the cursor `after` (a file id)."""
-        query = select(files).where(files.c.tenant == tenant)
+        live_at: int | None = None,
+    ) -> list[FileRecord] | None:
+        """Up to `limit` files after the cursor `after` (a file id); None if
+        the cursor names no file this caller can see."""
+        query = select(files).where(*_visible(files, tenant))
         if purpose is not None:
             query = query.where(files.c.purpose == purpose)
+        if live_at is not None:
+            query = query.where(_live(live_at))
         async with self._read() as conn:
             if after is not None:
                 cursor = (
                     await conn.execute(
                         select(files.c.created_us, files.c.id).where(
-                            files.c.id == after, files.c.tenant == tenant
+                            files.c.id == after, *_visible(files, tenant)
                         )
                     )
                 ).first()
                 if cursor is None:
-                    return []
+                    return None
                 query = query.where(_after_cursor(files, cursor, newest_first))
             query = query.order_by(*_ordering(files, newest_first)).limit(limit)
             rows = (await conn.execute(query)).all()
         return [_file(r) for r in rows]
 
-    async def delete_file(self, tenant: TenantId, file_id: str) -> FileRecord | None:
+    async def delete_file(
+        self, tenant: TenantId | None, file_id: str, *, live_at: int | None = None
+    ) -> FileRecord | None:
         async with self._write() as conn:
-            row = (
-                await conn.execute(
-                    select(files).where(files.c.id == file_id, files.c.tenant == tenant)
-                )
-            ).first()
+            query = select(files).where(files.c.id == file_id, *_visible(files, tenant))
+            if live_at is not None:
+                query = query.where(_live(live_at))
+            row = (await conn.execute(query)).first()
             if row is None:
                 return None
             busy = (
@@ -188,11 +213,11 @@ class SqlStore:
         async with self._write() as conn:
             await conn.execute(insert(uploads).values(**_upload_values(upload)))
 
-    async def get_upload(self, tenant: TenantId, upload_id: str) -> Upload | None:
+    async def get_upload(self, tenant: TenantId | None, upload_id: str) -> Upload | None:
         async with self._read() as conn:
             row = (
                 await conn.execute(
-                    select(uploads).where(uploads.c.id == upload_id, uploads.c.tenant == tenant)
+                    select(uploads).where(uploads.c.id == upload_id, *_visible(uploads, tenant))
                 )
             ).first()
         return _upload(row) if row else None
@@ -270,8 +295,21 @@ class SqlStore:
 
     # ---------------------------------------------------------------- batches
 
-    async def insert_batch(self, batch: Batch, created_us: int) -> None:
+    async def insert_batch(
+        self,
+        batch: Batch,
+        created_us: int,
+        *,
+        default_quotas: Quotas | None = None,
+        adding: int = 0,
+    ) -> None:
+        """Store a new batch. With `default_quotas`, first check in the same
+        transaction that the tenant stays within its quotas (those defaults,
+        or what an admin set) with `adding` more requests; LimitExceeded if
+        not. Concurrent creates of one tenant queue for the check."""
         async with self._write() as conn:
+            if default_quotas is not None:
+                await self._check_quotas(conn, batch.tenant, default_quotas, adding)
             await conn.execute(
                 insert(batches).values(
                     id=batch.id,
@@ -299,38 +337,46 @@ class SqlStore:
                     reasoning_tokens=0,
                     chunks_total=0,
                     chunks_done=0,
+                    output_expires_after=batch.output_expires_after,
                 )
             )
 
     async def get_batch(self, tenant: TenantId | None, batch_id: str) -> Batch | None:
-        query = select(batches).where(batches.c.id == batch_id)
-        if tenant is not None:
-            query = query.where(batches.c.tenant == tenant)
+        query = select(batches).where(batches.c.id == batch_id, *_visible(batches, tenant))
         async with self._read() as conn:
             row = (await conn.execute(query)).first()
         return _batch(row) if row else None
 
     async def list_batches(
-        self, tenant: TenantId, *, after: str | None, limit: int, newest_first: bool = True
-    ) -> list[Batch]:
-        query = select(batches).where(batches.c.tenant == tenant)
+        self,
+        tenant: TenantId | None,
+        *,
+        after: str | None,
+        limit: int,
+        newest_first: bool = True,
+    ) -> list[Batch] | None:
+        """Up to `limit` batches after the cursor `after` (a batch id); None
+        if the cursor names no batch this caller can see."""
+        query = select(batches).where(*_visible(batches, tenant))
         async with self._read() as conn:
             if after is not None:
                 cursor = (
                     await conn.execute(
                         select(batches.c.created_us, batches.c.id).where(
-                            batches.c.id == after, batches.c.tenant == tenant
+                            batches.c.id == after, *_visible(batches, tenant)
                         )
                     )
                 ).first()
                 if cursor is None:
-                    return []
+                    return None
                 query = query.where(_after_cursor(batches, cursor, newest_first))
             query = query.order_by(*_ordering(batches, newest_first)).limit(limit)
             rows = (await conn.execute(query)).all()
         return [_batch(r) for r in rows]
 
-    async def request_cancel(self, tenant: TenantId, batch_id: str, now: int) -> Batch | None:
+    async def request_cancel(
+        self, tenant: TenantId | None, batch_id: str, now: int
+    ) -> Batch | None:
         """Move a batch towards `cancelled`; None if there is no such batch.
 
         A batch that nobody is validating yet is cancelled at once (edges c
@@ -341,7 +387,7 @@ class SqlStore:
             row = (
                 await conn.execute(
                     select(batches)
-                    .where(batches.c.id == batch_id, batches.c.tenant == tenant)
+                    .where(batches.c.id == batch_id, *_visible(batches, tenant))
                     .with_for_update()
                 )
             ).first()
@@ -917,6 +963,14 @@ class SqlStore:
             BatchStatus.CANCELLED: "cancelled_at",
         }[status]
         async with self._write() as conn:
+            keep_for = (
+                await conn.execute(
+                    select(batches.c.output_expires_after).where(batches.c.id == batch_id)
+                )
+            ).scalar()
+            if keep_for is not None:  # the batch's output_expires_after
+                output = _expiring(output, keep_for)
+                errors = _expiring(errors, keep_for)
             result = await conn.execute(
                 update(batches)
                 .where(
@@ -959,9 +1013,9 @@ class SqlStore:
     # --------------------------------------------------------------- together
 
     async def find_file_by_checksum(
-        self, tenant: TenantId, sha256: str, purpose: FilePurpose
+        self, tenant: TenantId, sha256: str, purpose: FilePurpose, *, live_at: int
     ) -> FileRecord | None:
-        """The tenant's oldest file with these bytes and this purpose, if any."""
+        """The tenant's oldest live file with these bytes and this purpose, if any."""
         async with self._read() as conn:
             row = (
                 await conn.execute(
@@ -970,6 +1024,7 @@ class SqlStore:
                         files.c.tenant == tenant,
                         files.c.sha256 == sha256,
                         files.c.purpose == purpose.value,
+                        _live(live_at),
                     )
                     .order_by(files.c.created_us, files.c.id)
                     .limit(1)
@@ -1021,8 +1076,267 @@ class SqlStore:
             )
         return bool(result.rowcount == 1), _grant(row)
 
+    # ================================================================
+    # Tenants, API keys, quotas and retention
+    # ================================================================
+
+    # -- API keys (only their SHA-256 is stored)
+
+    async def insert_api_key(self, key: ApiKey) -> None:
+        async with self._write() as conn:
+            await conn.execute(insert(api_keys).values(**_api_key_values(key)))
+
+    async def find_api_key(self, digest: str) -> ApiKey | None:
+        """The active key with this SHA-256, if any."""
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(api_keys).where(
+                        api_keys.c.digest == digest, api_keys.c.revoked_at.is_(None)
+                    )
+                )
+            ).first()
+        return _api_key(row) if row else None
+
+    async def has_api_keys(self) -> bool:
+        """Whether any key was ever made (revoked ones count: once keys are
+        in use, a server never falls back to single-user local mode)."""
+        async with self._read() as conn:
+            row = (await conn.execute(select(api_keys.c.id).limit(1))).first()
+        return row is not None
+
+    async def list_api_keys(
+        self, tenant: str | None = None, *, include_revoked: bool = False
+    ) -> list[ApiKey]:
+        query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
+        if tenant is not None:
+            query = query.where(api_keys.c.tenant == tenant)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_api_key(r) for r in rows]
+
+    async def revoke_api_keys(
+        self, now: int, *, key_id: str | None = None, tenant: str | None = None
+    ) -> list[ApiKey]:
+        """Revoke one key (by id or shown prefix) or every key of a tenant;
+        returns the keys this call revoked."""
+        if key_id is None and tenant is None:
+            return []
+        where: list[ColumnElement[bool]] = [api_keys.c.revoked_at.is_(None)]
+        if key_id is not None:
+            where.append(or_(api_keys.c.id == key_id, api_keys.c.shown == key_id))
+        if tenant is not None:
+            where.append(api_keys.c.tenant == tenant)
+        async with self._write() as conn:
+            rows = (await conn.execute(select(api_keys).where(*where))).all()
+            if rows:
+                await conn.execute(
+                    update(api_keys)
+                    .where(api_keys.c.id.in_([r.id for r in rows]), api_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+        return [dataclasses.replace(_api_key(r), revoked_at=now) for r in rows]
+
+    # -- quotas
+
+    async def quota_overrides(self, tenant: str) -> QuotaOverrides:
+        async with self._read() as conn:
+            return await self._quota_overrides(conn, tenant)
+
+    async def set_quota_overrides(self, tenant: str, overrides: QuotaOverrides, now: int) -> None:
+        values = {
+            "max_pending_batches": overrides.max_pending_batches,
+            "max_enqueued_requests": overrides.max_enqueued_requests,
+            "updated_at": now,
+        }
+        async with self._write() as conn:
+            changed = await conn.execute(
+                update(tenant_quotas).where(tenant_quotas.c.tenant == tenant).values(**values)
+            )
+            if changed.rowcount == 0:
+                await conn.execute(insert(tenant_quotas).values(tenant=tenant, **values))
+
+    async def tenant_usage(self, tenant: str) -> TenantUsage:
+        async with self._read() as conn:
+            return await self._usage(conn, tenant)
+
+    async def known_tenants(self) -> set[str]:
+        """Every tenant with a key, a quota, a file or a batch."""
+        async with self._read() as conn:
+            names: set[str] = set()
+            for column in (
+                api_keys.c.tenant,
+                tenant_quotas.c.tenant,
+                files.c.tenant,
+                batches.c.tenant,
+            ):
+                rows = await conn.execute(select(column).where(column.is_not(None)).distinct())
+                names.update(r[0] for r in rows)
+        return names
+
+    async def _check_quotas(
+        self, conn: AsyncConnection, tenant: TenantId, defaults: Quotas, adding: int
+    ) -> None:
+        if self.dialect == "postgresql":
+            # Two creates of one tenant must not both pass on the same count.
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:space, hashtext(:tenant))"),
+                {"space": _PG_QUOTA_LOCK_SPACE, "tenant": tenant},
+            )
+        quotas = (await self._quota_overrides(conn, tenant)).over(defaults)
+        problem = refusal(await self._usage(conn, tenant), quotas, adding=adding)
+        if problem is not None:
+            raise LimitExceeded(problem.message, code=problem.code)
+
+    async def _quota_overrides(self, conn: AsyncConnection, tenant: str) -> QuotaOverrides:
+        row = (
+            await conn.execute(select(tenant_quotas).where(tenant_quotas.c.tenant == tenant))
+        ).first()
+        if row is None:
+            return QuotaOverrides()
+        return QuotaOverrides(row.max_pending_batches, row.max_enqueued_requests)
+
+    async def _usage(self, conn: AsyncConnection, tenant: str) -> TenantUsage:
+        waiting = case(
+            (
+                batches.c.status == BatchStatus.VALIDATING.value,
+                func.coalesce(files.c.line_count, 0),
+            ),
+            else_=batches.c.total - batches.c.completed - batches.c.failed,
+        )
+        row = (
+            await conn.execute(
+                select(func.count(), func.coalesce(func.sum(waiting), 0))
+                .select_from(batches.outerjoin(files, files.c.id == batches.c.input_file_id))
+                .where(
+                    batches.c.tenant == tenant,
+                    batches.c.status.in_([s.value for s in PENDING_STATUSES]),
+                )
+            )
+        ).one()
+        return TenantUsage(int(row[0]), max(0, int(row[1])))
+
+    # -- retention
+
+    async def expired_files(self, now: int, limit: int) -> list[FileRecord]:
+        """Files whose time is up and that no unfinished batch reads."""
+        async with self._read() as conn:
+            rows = (
+                await conn.execute(
+                    select(files)
+                    .where(
+                        files.c.expires_at.is_not(None),
+                        files.c.expires_at <= now,
+                        ~_read_by_unfinished_batch(),
+                    )
+                    .order_by(files.c.expires_at)
+                    .limit(limit)
+                )
+            ).all()
+        return [_file(r) for r in rows]
+
+    async def delete_expired_file(self, file_id: FileId, now: int) -> bool:
+        """Delete an expired file's record, unless a batch started reading it
+        meanwhile; True if this call deleted it."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                delete(files).where(
+                    files.c.id == file_id,
+                    files.c.expires_at <= now,
+                    ~_read_by_unfinished_batch(),
+                )
+            )
+        return bool(result.rowcount == 1)
+
+    async def expire_uploads(self, now: int) -> list[Upload]:
+        """Mark every pending upload whose time is up as expired; returns
+        them, so that their parts can be dropped."""
+        async with self._write() as conn:
+            rows = (
+                await conn.execute(
+                    select(uploads).where(
+                        uploads.c.status == UploadStatus.PENDING.value,
+                        uploads.c.expires_at <= now,
+                    )
+                )
+            ).all()
+            if rows:
+                await conn.execute(
+                    update(uploads)
+                    .where(
+                        uploads.c.id.in_([r.id for r in rows]),
+                        uploads.c.status == UploadStatus.PENDING.value,
+                    )
+                    .values(status=UploadStatus.EXPIRED.value)
+                )
+        return [dataclasses.replace(_upload(r), status=UploadStatus.EXPIRED) for r in rows]
+
 
 # ------------------------------------------------------------------- helpers
+
+
+def _visible(table: Any, tenant: TenantId | None) -> tuple[ColumnElement[bool], ...]:
+    """The WHERE clauses that keep a caller to its tenant's rows; none for
+    `tenant` None (the runner, or an admin seeing every tenant)."""
+    return () if tenant is None else (table.c.tenant == tenant,)
+
+
+def _live(now: int) -> ColumnElement[bool]:
+    """Files that have not expired by `now`."""
+    return or_(files.c.expires_at.is_(None), files.c.expires_at > now)
+
+
+def _expiring(record: FileRecord | None, seconds: int) -> FileRecord | None:
+    if record is None:
+        return None
+    return dataclasses.replace(record, expires_at=record.created_at + seconds)
+
+
+def _read_by_unfinished_batch() -> ColumnElement[bool]:
+    """The file is the input of a batch that has not ended."""
+    return exists().where(
+        batches.c.input_file_id == files.c.id,
+        batches.c.status.in_([s.value for s in BatchStatus if not s.is_terminal]),
+    )
+
+
+def _api_key_values(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "digest": key.digest,
+        "shown": key.shown,
+        "role": key.role.value,
+        "tenant": key.tenant,
+        "created_at": key.created_at,
+        "revoked_at": key.revoked_at,
+    }
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        digest=row.digest,
+        shown=row.shown,
+        role=KeyRole(row.role),
+        tenant=TenantId(row.tenant) if row.tenant is not None else None,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _batch_delta(batch_id: BatchId, delta: Tally, *, chunks_done: int) -> dict[str, Any]:
+    return {
+        "k_batch": batch_id,
+        "d_completed": delta.completed,
+        "d_failed": delta.failed,
+        "d_input": delta.usage.input_tokens,
+        "d_cached": delta.usage.cached_tokens,
+        "d_output": delta.usage.output_tokens,
+        "d_reasoning": delta.usage.reasoning_tokens,
+        "d_chunks": chunks_done,
+    }
 
 
 def _ordering(table: Any, newest_first: bool) -> tuple[Any, Any]:
@@ -1080,6 +1394,7 @@ def _upload_values(upload: Upload) -> dict[str, Any]:
         "status": upload.status.value,
         "file_id": upload.file_id,
         "checksum": upload.checksum,
+        "file_expires_after": upload.file_expires_after,
     }
 
 
@@ -1096,6 +1411,7 @@ def _upload(row: Any) -> Upload:
         status=UploadStatus(row.status),
         file_id=FileId(row.file_id) if row.file_id else None,
         checksum=row.checksum,
+        file_expires_after=row.file_expires_after,
     )
 
 
@@ -1137,6 +1453,7 @@ def _batch(row: Any) -> Batch:
         expired_at=row.expired_at,
         cancelling_at=row.cancelling_at,
         cancelled_at=row.cancelled_at,
+        output_expires_after=row.output_expires_after,
     )
 
 

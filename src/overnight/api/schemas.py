@@ -1,0 +1,292 @@
+"""What the responses look like, for the OpenAPI schema at /openapi.json.
+
+The routes render their answers themselves (orjson, no validation on the
+way out), so these models only document them; schemathesis checks
+(tests/acceptance/test_schema_fuzzing.py) that every real response matches.
+Fields are optional only where the server may leave them null.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+# ------------------------------------------------------------------ errors
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error, in the OpenAI and Together dialects alike."""
+
+    error: ErrorDetail
+
+
+class DuplicateFileBody(ErrorBody):
+    """Together's 409: these bytes were already uploaded as `file_id`."""
+
+    file_id: str
+
+
+def error_responses() -> dict[int | str, dict[str, Any]]:
+    """The errors every authenticated route may answer."""
+    described: dict[int | str, str] = {
+        400: "The request is malformed or names a bad value.",
+        401: "Missing or unknown API key.",
+        403: "The key is valid but not for this (admin routes, or an admin creating objects).",
+        404: "No such object for this caller (another tenant's ids look the same).",
+        409: "The object is in the wrong state for this.",
+        413: "The body or file is over a configured limit.",
+        429: "A tenant quota is exhausted.",
+        431: "The request line and headers are too large.",
+        "default": "Any other error, in the same shape.",
+    }
+    return {status: {"model": ErrorBody, "description": text} for status, text in described.items()}
+
+
+# ------------------------------------------------------------------ OpenAI
+
+
+class FileObject(BaseModel):
+    id: str
+    object: str
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str
+    expires_at: int | None
+    status_details: str | None
+
+
+class FileList(BaseModel):
+    object: str
+    data: list[FileObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool
+
+
+class UploadObject(BaseModel):
+    id: str
+    object: str
+    bytes: int
+    created_at: int
+    expires_at: int
+    filename: str
+    purpose: str
+    status: str
+    file: FileObject | None
+
+
+class UploadPartObject(BaseModel):
+    id: str
+    object: str
+    created_at: int
+    upload_id: str
+
+
+class BatchError(BaseModel):
+    code: str
+    message: str
+    param: str | None
+    line: int | None
+
+
+class BatchErrors(BaseModel):
+    object: str
+    data: list[BatchError]
+
+
+class RequestCounts(BaseModel):
+    total: int
+    completed: int
+    failed: int
+
+
+class InputTokensDetails(BaseModel):
+    cached_tokens: int
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int
+
+
+class BatchUsage(BaseModel):
+    input_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens: int
+    output_tokens_details: OutputTokensDetails
+    total_tokens: int
+
+
+class BatchObject(BaseModel):
+    id: str
+    object: str
+    endpoint: str
+    model: str | None
+    errors: BatchErrors | None
+    input_file_id: str
+    completion_window: str
+    status: str
+    output_file_id: str | None
+    error_file_id: str | None
+    created_at: int
+    in_progress_at: int | None
+    expires_at: int | None
+    finalizing_at: int | None
+    completed_at: int | None
+    failed_at: int | None
+    expired_at: int | None
+    cancelling_at: int | None
+    cancelled_at: int | None
+    request_counts: RequestCounts
+    usage: BatchUsage
+    metadata: dict[str, str] | None
+
+
+class BatchList(BaseModel):
+    object: str
+    data: list[BatchObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+# ---------------------------------------------------------------- Together
+
+
+class TogetherFile(BaseModel):
+    """Together's SDKs read the capitalised keys (`FileType`, `LineCount`)."""
+
+    id: str
+    object: str
+    created_at: int
+    filename: str
+    bytes: int
+    purpose: str
+    FileType: str
+    LineCount: int | None
+    Processed: bool
+    processing_status: str
+
+
+class TogetherFileList(BaseModel):
+    object: str
+    data: list[TogetherFile]
+
+
+class BatchJob(BaseModel):
+    id: str
+    user_id: str
+    input_file_id: str
+    file_size_bytes: int
+    status: str
+    job_deadline: str | None
+    created_at: str | None
+    endpoint: str
+    progress: float
+    model_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    error: str | None
+    completed_at: str | None
+
+
+class BatchJobCreated(BaseModel):
+    job: BatchJob
+    warning: str | None
+
+
+class MultipartPart(BaseModel):
+    PartNumber: int
+    URL: str
+    Headers: dict[str, str]
+
+
+class MultipartInitiated(BaseModel):
+    upload_id: str
+    file_id: str
+    parts: list[MultipartPart]
+
+
+class MultipartCompleted(BaseModel):
+    file: TogetherFile
+
+
+class MultipartAborted(BaseModel):
+    upload_id: str
+    file_id: str | None
+    status: str
+
+
+# --------------------------------------------------- admin and operations
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    worker: str | None
+    models: list[str]
+
+
+class TenantQuotas(BaseModel):
+    max_pending_batches: int
+    max_enqueued_requests: int
+
+
+class TenantQuotaOverrides(BaseModel):
+    max_pending_batches: int | None
+    max_enqueued_requests: int | None
+
+
+class TenantUsageObject(BaseModel):
+    pending_batches: int
+    enqueued_requests: int
+
+
+class TenantObject(BaseModel):
+    object: str
+    name: str
+    quotas: TenantQuotas
+    overrides: TenantQuotaOverrides
+    usage: TenantUsageObject
+    active_keys: int
+
+
+class TenantList(BaseModel):
+    object: str
+    data: list[TenantObject]
+
+
+# -------------------------------------------------- request bodies by hand
+# Routes that stream their bodies (uploads) read them without FastAPI; their
+# bodies are described here for the schema.
+
+
+def multipart_body(properties: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": properties, "required": required}
+                }
+            },
+        }
+    }
+
+
+BINARY = {"type": "string", "format": "binary"}
