@@ -148,7 +148,12 @@ class ServerProcess(ManagedProcess):
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with {process.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                health = httpx.get(f"{self.url}/health", timeout=1)
+                # Ready when it answers and, unless it runs no worker, a
+                # worker (in its own process) has registered.
+                if health.status_code == 200 and (
+                    "--no-worker" in self.args or health.json().get("workers")
+                ):
                     return self
             time.sleep(0.1)
         self.stop()

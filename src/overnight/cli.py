@@ -4,6 +4,7 @@ core, and print; nothing else lives here."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -82,13 +83,8 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Run the API, the scheduler and the workers in one process."""
-    import uvicorn
-
-    from overnight.api.app import create_app
-    from overnight.api.protocol import bounded_protocol
-    from overnight.runtime import DataDirInUse, Runtime
-
+    """Run the API, the scheduler and the workers (in worker processes of
+    its own, `worker_processes`)."""
     _configure_logging(log_level)
     settings = _settings(
         config,
@@ -100,6 +96,13 @@ def serve(
     )
     if not _check_exposure(settings):
         raise typer.Exit(2)
+    _share_metrics_between_processes(settings)
+
+    import uvicorn
+
+    from overnight.api.app import create_app
+    from overnight.api.protocol import bounded_protocol
+    from overnight.runtime import DataDirInUse, Runtime
 
     failures: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -137,6 +140,8 @@ def worker(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    supervised_by: Annotated[int | None, typer.Option(hidden=True)] = None,
+    worker_id: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the scheduler and workers only, no API: add execution capacity to a
     deployment on PostgreSQL and S3-compatible storage."""
@@ -145,11 +150,20 @@ def worker(
     from overnight.runtime import DataDirInUse
 
     _configure_logging(log_level)
-    settings = _settings(config, data_dir=data_dir, worker=True)
-    models = ", ".join(m.name for m in settings.served_models)
-    console.print(f"overnight {__version__} worker serving {models}")
+    if supervised_by is not None:
+        # A worker process of `serve` (runner/supervisor.py): its settings
+        # come from the parent, and it dies with it.
+        from overnight.runner.supervisor import SETTINGS_ENV, die_with_parent
+        from overnight.settings import Settings
+
+        die_with_parent(supervised_by)
+        settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    else:
+        settings = _settings(config, data_dir=data_dir, worker=True)
+        models = ", ".join(m.name for m in settings.served_models)
+        console.print(f"overnight {__version__} worker serving {models}")
     try:
-        failed = uvloop.run(_run_worker(settings))
+        failed = uvloop.run(_run_worker(settings, worker_id, supervised=supervised_by is not None))
     except DataDirInUse as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -157,12 +171,14 @@ def worker(
         raise typer.Exit(1)
 
 
-async def _run_worker(settings: Settings) -> bool:
+async def _run_worker(settings: Settings, worker_id: str | None, *, supervised: bool) -> bool:
     """Run until SIGTERM/SIGINT; True if the worker stopped on its own failure."""
     import asyncio
     import signal
 
+    from overnight.runner.supervisor import follow_parent
     from overnight.runtime import Runtime
+    from overnight.types import WorkerId
 
     stop = asyncio.Event()
     failures: list[BaseException] = []
@@ -174,13 +190,30 @@ async def _run_worker(settings: Settings) -> bool:
     loop = asyncio.get_running_loop()
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
-    runtime = Runtime(settings, on_failure=fail)
+    child = WorkerId(worker_id) if supervised and worker_id else None
+    runtime = Runtime(settings, on_failure=fail, child_worker=child)
     await runtime.start()
+    follower = asyncio.create_task(follow_parent(runtime.wakeups.notify)) if supervised else None
     try:
         await stop.wait()
     finally:
+        if follower is not None:
+            follower.cancel()
         await runtime.stop()
     return bool(failures)
+
+
+def _share_metrics_between_processes(settings: Settings) -> None:
+    """With worker processes, metrics live in files every process writes
+    (PROMETHEUS_MULTIPROC_DIR); it must be set before prometheus_client is
+    imported, and it starts empty."""
+    if settings.worker and settings.worker_processes > 0:
+        import shutil
+
+        folder = settings.data_dir.resolve() / "metrics"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import logging
 import os
 from collections.abc import Callable
@@ -17,12 +18,14 @@ from sqlalchemy.engine import make_url
 from overnight.admin import Admin
 from overnight.blobs import BlobStore, open_blobs
 from overnight.runner.models import Models
+from overnight.runner.supervisor import Supervisor
 from overnight.runner.wakeups import Wakeups
 from overnight.runner.worker import Worker
 from overnight.service import Service
 from overnight.settings import Settings
 from overnight.store.sql import SqlStore, open_store
 from overnight.tenants import Tenants
+from overnight.types import WorkerId
 
 log = logging.getLogger("overnight")
 
@@ -33,10 +36,18 @@ class DataDirInUse(RuntimeError):
 
 class Runtime:
     def __init__(
-        self, settings: Settings, *, on_failure: Callable[[BaseException], None] | None = None
+        self,
+        settings: Settings,
+        *,
+        on_failure: Callable[[BaseException], None] | None = None,
+        child_worker: WorkerId | None = None,
     ):
+        """`child_worker`: this process is a worker process of a `serve`
+        (runner/supervisor.py), with this worker id."""
         self.settings = settings
         self.on_failure = on_failure
+        self.child_worker = child_worker
+        self.supervisor: Supervisor | None = None
         self.wakeups = Wakeups()
         self.models = Models(settings.served_models)
         self._lock: IO[str] | None = None
@@ -52,9 +63,14 @@ class Runtime:
         settings = self.settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = settings.resolved_database_url
-        if make_url(url).get_backend_name() == "sqlite":
+        sqlite = make_url(url).get_backend_name() == "sqlite"
+        if sqlite and self.child_worker is None:
             self._lock = _lock_data_dir(settings.data_dir)
         self.store = await open_store(url)
+        if sqlite and self.child_worker is None and settings.worker:
+            # SQLite means one server (the data directory is locked): every
+            # lease left behind belongs to a process that is gone.
+            await self.store.release_all_leases()
         self.blobs = open_blobs(settings)
         await self.blobs.start()
         self.service = Service(
@@ -67,17 +83,29 @@ class Runtime:
         self.tenants = Tenants(settings, self.store)
         await self.tenants.load()
         self.admin = Admin(self.store, settings)
-        if settings.worker:
-            await self.models.start()
-            self.worker = Worker(
-                store=self.store,
-                blobs=self.blobs,
-                models=self.models,
-                settings=settings,
-                wakeups=self.wakeups,
-            )
-            self._worker_task = asyncio.create_task(self.worker.run(), name="worker")
-            self._worker_task.add_done_callback(self._worker_ended)
+        # Everything built so far lives as long as the process: move it out of
+        # the cyclic GC's sight, so collections on the dispatch path do not
+        # rescan the whole framework each time.
+        gc.collect()
+        gc.freeze()
+        if not settings.worker:
+            return
+        if settings.worker_processes > 0 and self.child_worker is None:
+            self.supervisor = Supervisor(settings, self.store)
+            self.wakeups.forward(self.supervisor.wake)
+            await self.supervisor.start()
+            return
+        await self.models.start()
+        self.worker = Worker(
+            store=self.store,
+            blobs=self.blobs,
+            models=self.models,
+            settings=settings,
+            wakeups=self.wakeups,
+            worker_id=self.child_worker,
+        )
+        self._worker_task = asyncio.create_task(self.worker.run(), name="worker")
+        self._worker_task.add_done_callback(self._worker_ended)
 
     def _worker_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -89,6 +117,8 @@ class Runtime:
                 self.on_failure(error)
 
     async def stop(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
         if self._worker_task is not None:
             self._worker_task.cancel()
             await asyncio.gather(self._worker_task, return_exceptions=True)

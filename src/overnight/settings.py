@@ -147,8 +147,11 @@ class Settings(BaseSettings):
     s3_part_size: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
     #: Create the bucket at start if it does not exist.
     s3_create_bucket: bool = False
-    #: Run the scheduler and workers in this process (`serve --no-worker` turns it off).
+    #: Run the scheduler and workers (`serve --no-worker` turns it off).
     worker: bool = True
+    #: Worker processes `serve` starts beside its API process; 0 runs the
+    #: worker inside the API process (one process, but a slower API under load).
+    worker_processes: int = Field(1, ge=0, le=64)
 
     # -- models; with none configured, the embedded SmolLM2 is served
     models: list[ModelSettings] = Field(default_factory=list)
@@ -177,7 +180,7 @@ class Settings(BaseSettings):
     #: Seconds between polls for new work, cancels and expiry when no wake-up came.
     poll_interval: float = Field(0.5, gt=0)
     #: Result lines are flushed (fsync) and counted every this many lines...
-    flush_lines: int = Field(50, ge=1)
+    flush_lines: int = Field(100, ge=1)
     #: ...or every this many seconds, whichever comes first.
     flush_interval: float = Field(0.5, gt=0)
     #: With remote storage (S3): seconds between copies of a running chunk's

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from overnight import __version__, metrics
@@ -19,11 +21,12 @@ router = APIRouter(
 @router.get("/health", responses=ok(schemas.Health))
 async def health(request: Request) -> JSONBytes:
     runtime = runtime_of(request)
+    workers = await runtime.store.live_workers(time.time(), runtime.settings.lease_ttl)
     return JSONBytes(
         {
             "status": "ok",
             "version": __version__,
-            "worker": runtime.worker.id if runtime.worker else None,
+            "workers": workers,
             "models": sorted(runtime.models.names),
         }
     )
@@ -31,7 +34,4 @@ async def health(request: Request) -> JSONBytes:
 
 @router.get("/metrics", responses=ok_bytes("text/plain"), response_class=Response)
 async def prometheus_metrics(request: Request) -> Response:
-    for model in runtime_of(request).models.all():
-        metrics.concurrency_limit.labels(model.settings.name).set(model.limiter.limit)
-        metrics.in_flight.labels(model.settings.name).set(model.limiter.in_flight)
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.scrape(), media_type=CONTENT_TYPE_LATEST)

@@ -238,7 +238,7 @@ class MultipartAborted(BaseModel):
 class Health(BaseModel):
     status: str
     version: str
-    worker: str | None
+    workers: list[str]
     models: list[str]
 
 

@@ -28,6 +28,7 @@ class HttpBackend:
         self.replicas = Replicas(
             model.urls, eject_after=model.eject_after, cooldown=model.eject_cooldown
         )
+        self._single = model.urls[0] if len(model.urls) == 1 else None
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=model.timeout)
 
@@ -51,9 +52,15 @@ class HttpBackend:
         if self._session is None:
             await self.start()
         assert self._session is not None
+        path = request.endpoint.removeprefix("/v1")
+        if self._single is not None:  # one replica: nothing to choose or eject
+            return await self._post(self._single + path, orjson.dumps(request.body))
         replica = self.replicas.pick()
-        url = replica.url + request.endpoint.removeprefix("/v1")
-        result = await self._post(url, orjson.dumps(request.body))
+        try:
+            result = await self._post(replica.url + path, orjson.dumps(request.body))
+        except BaseException:
+            self.replicas.release(replica, healthy=True)
+            raise
         healthy = result.status_code is not None and result.status_code < 500
         self.replicas.release(replica, healthy=healthy)
         return result

@@ -33,6 +33,11 @@ class Tally:
     failed: int = 0
     usage: Usage = ZERO_USAGE
 
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(
+            self.completed + other.completed, self.failed + other.failed, self.usage + other.usage
+        )
+
     def __sub__(self, other: Tally) -> Tally:
         u, o = self.usage, other.usage
         return Tally(

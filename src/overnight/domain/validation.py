@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from overnight.domain.batch import LineError
-from overnight.domain.lines import LineRules, Request, check_line, is_blank, strip_bom
+from overnight.domain.lines import (
+    LineRules,
+    Request,
+    check_line,
+    is_blank,
+    quick_check,
+    strip_bom,
+)
 
 MAX_REPORTED_ERRORS = 100
 
@@ -76,22 +83,46 @@ class FileValidator:
 
     def feed(self, raw: bytes, offset: int) -> None:
         """One physical line without its trailing newline, at byte `offset`."""
-        self._line += 1
+        self.feed_many([(raw, offset)])
+
+    def feed_many(self, lines: list[tuple[bytes, int]]) -> None:
+        """Physical lines (without newlines) with their byte offsets, in order.
+
+        The hot loop of validation: a valid line costs one C-level decode
+        (`quick_check`) and a few integer updates; everything else (errors,
+        the BOM, blank lines) takes the slower, precise path."""
+        rules = self.rules
+        hashes = self._hashes
+        chunk_lines, chunk_bytes = self.chunk_lines, self.chunk_bytes
+        max_requests = self.max_requests
         line = self._line
-        end = offset + len(raw) + 1
-        raw = strip_bom(raw, line)
-        blank = is_blank(raw)
-        if not blank:
-            self._check(raw, line)
         chunk = self._open
-        if chunk.requests and (
-            chunk.requests >= self.chunk_lines or end - chunk.start > self.chunk_bytes
-        ):
-            self._close_chunk(offset)
-            chunk = self._open
-            chunk.start, chunk.first_line = offset, line
-        if not blank:
-            chunk.requests += 1
+        for raw, offset in lines:
+            line += 1
+            quick = quick_check(raw, rules) if line > 1 else None
+            if (
+                quick is not None
+                and self.requests < (max_requests or 1 << 62)
+                and (self.model is None or quick[1] == self.model or not self.require_single_model)
+            ):
+                counted = True
+                self.requests += 1
+                hashes.append(hash(quick[0]))
+                if self.model is None:
+                    self.model = quick[1]
+            else:
+                counted = not is_blank(strip_bom(raw, line))
+                if counted:
+                    self._check(raw, line)
+            if chunk.requests and (
+                chunk.requests >= chunk_lines or offset + len(raw) + 1 - chunk.start > chunk_bytes
+            ):
+                self._close_chunk(offset)
+                chunk = self._open
+                chunk.start, chunk.first_line = offset, line
+            if counted:
+                chunk.requests += 1
+        self._line = line
 
     def _check(self, raw: bytes, line: int) -> None:
         result = check_line(raw, line, self.rules)

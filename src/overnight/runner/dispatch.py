@@ -37,7 +37,7 @@ async def send_with_retries(
             model.limiter.release()
         model.observe(result, time.monotonic() - started)
         if not result.congested or attempt >= settings.max_attempts or stopped.is_set():
-            return dataclasses.replace(result, attempts=attempt)
+            return result if attempt == 1 else dataclasses.replace(result, attempts=attempt)
         if result.retry_after is not None:
             delay = min(result.retry_after, settings.max_retry_delay)
         else:

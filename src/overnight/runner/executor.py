@@ -1,10 +1,10 @@
 """Run one chunk: read its lines, dispatch them, append their results.
 
-Lines are dispatched concurrently, bounded by each model's limiter. Each
-result is rendered in the batch's dialect and appended to the chunk's output
-or error part. A flusher writes the parts to disk and then stores the
-counters, every `flush_lines` results or `flush_interval` seconds: one
-transaction per group, never one per request.
+Lines are dispatched concurrently by a pool of lanes, bounded by each
+model's limiter. Each result is rendered in the batch's dialect and held for
+the chunk's output or error part; the worker's flusher (runner/flushing.py)
+writes every chunk's results and stores their counts in one transaction per
+flush, never one per request.
 
 A stop (cancel or expiry) ends dispatching: in-flight requests get
 `stop_grace` seconds to finish, and every line that did not run is written
@@ -16,7 +16,6 @@ worker (or this one, restarted) resumes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -31,10 +30,9 @@ from overnight.domain.lines import LineRules, Request, check_line, is_blank, str
 from overnight.domain.results import Outcome, renderer_for
 from overnight.domain.status import StopReason
 from overnight.runner.dispatch import send_with_retries
-from overnight.runner.limiter import acquire_unless
+from overnight.runner.flushing import Flusher
 from overnight.runner.models import Models, ServedModel
 from overnight.runner.parts import ChunkParts
-from overnight.runner.unflushed import UnflushedResults
 from overnight.settings import Settings
 from overnight.store.sql import SqlStore
 from overnight.types import WorkerId
@@ -51,6 +49,13 @@ class ChunkOutcome:
     finalizing: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    results: int
+    tally: Tally
+    pending: dict[str, bytes]
+
+
 class ChunkRun:
     def __init__(
         self,
@@ -61,7 +66,7 @@ class ChunkRun:
         blobs: BlobStore,
         models: Models,
         settings: Settings,
-        unflushed: UnflushedResults | None = None,
+        flusher: Flusher,
     ) -> None:
         self.work = work
         self.worker = worker
@@ -69,76 +74,117 @@ class ChunkRun:
         self.blobs = blobs
         self.models = models
         self.settings = settings
-        self.parts = ChunkParts(settings.data_dir / "staging", blobs, work.chunk.key)
+        #: The fencing token: every write to the chunk row names it.
+        self.attempt = work.chunk.attempts
+        self.parts = ChunkParts(settings.data_dir / "staging", blobs, work.chunk.key, self.attempt)
         self.render = renderer_for(work.dialect)
         self.stop_reason: StopReason | None = work.stop_reason
         self._stopped = asyncio.Event()
         if self.stop_reason is not None:
             self._stopped.set()
-        self._tally = Tally()
-        self._stored = work.chunk.tally
-        self._flush_now = asyncio.Event()
-        self.unflushed = unflushed or UnflushedResults(settings.flush_lines)
-        self._mine = 0  # of `unflushed`, how many are this chunk's
-        self._finishing = False
-        self._uploaded_at = time.monotonic()
+        self.flusher = flusher
+        #: The counts the database holds for this chunk (moved by flushes).
+        self.stored = work.chunk.tally
+        # What the parts hold (written or not), as plain ints: this runs per result.
+        self._completed = self._failed = 0
+        self._tokens = [0, 0, 0, 0]  # input, cached, output, reasoning
+        self.uploaded_at = time.monotonic()
+        self._lost = False
+        self._dispatch: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._waiting: set[asyncio.Task[Any]] = set()  # lanes waiting for a slot
 
     def stop(self, reason: StopReason) -> None:
-        """Cancel or expiry: stop dispatching; unrun lines become errors."""
+        """Cancel or expiry: stop dispatching; unrun lines become errors.
+        Lanes waiting for a slot end at once; lanes with a request in flight
+        get `stop_grace` seconds (see `_drain_in_flight`)."""
         if self.stop_reason is None:
             self.stop_reason = reason
             self._stopped.set()
+            for lane in list(self._waiting):
+                lane.cancel()
+
+    def lease_lost(self) -> None:
+        """A flush found another worker owns this chunk now: stop at once."""
+        self._lost = True
+        if self._dispatch is not None:
+            self._dispatch.cancel()
+
+    def snapshot(self) -> Snapshot:
+        """What a flush takes: the results held and the counts they make, at
+        one instant, so the counts stored never exceed the bytes written."""
+        results = self.parts.buffered
+        return Snapshot(results, self._tally, self.parts.take())
 
     async def run(self) -> ChunkOutcome:
-        self.unflushed.subscribe(self._flush_now)
+        done_ids, held = await self.parts.open()
+        self._completed, self._failed = held.completed, held.failed
+        u = held.usage
+        self._tokens = [u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens]
+        self.flusher.register(self)
+        dispatch = self._dispatch = asyncio.create_task(
+            self._dispatch_all(done_ids), name="chunk-dispatch"
+        )
         try:
-            return await self._run()
-        finally:
-            self.unflushed.unsubscribe(self._flush_now)
-            self.unflushed.written(self._mine)
-
-    async def _run(self) -> ChunkOutcome:
-        done_ids, self._tally = await self.parts.open()
-        flusher = asyncio.create_task(self._flush_periodically(), name="chunk-flusher")
-        dispatch = asyncio.create_task(self._dispatch_all(done_ids), name="chunk-dispatch")
-        try:
-            await asyncio.wait({flusher, dispatch}, return_when=asyncio.FIRST_COMPLETED)
-            if flusher.done():  # it only ends early by failing (a lost lease)
-                dispatch.cancel()
-                await flusher
-            await dispatch
-            self._finishing = True
-            self._flush_now.set()
-            await flusher
+            try:
+                await dispatch
+            except asyncio.CancelledError:
+                if self._lost:
+                    raise LeaseLost(f"lost the lease on {self.work.chunk.key}") from None
+                raise
+            await self.flusher.flush()
+            if self._lost:
+                raise LeaseLost(f"lost the lease on {self.work.chunk.key}")
+            self.flusher.unregister(self)
             await self.parts.hand_over()
             return ChunkOutcome(finalizing=await self._store_tally(done=True))
         except asyncio.CancelledError:
             # Shutdown, not a stop: keep what ran, release the chunk as it stands.
-            await self._abandon(dispatch, flusher)
+            await self._abandon(dispatch)
             raise
         finally:
-            flusher.cancel()
+            self.flusher.unregister(self)
             dispatch.cancel()
             self.parts.close()
 
-    async def _abandon(self, dispatch: asyncio.Task[None], flusher: asyncio.Task[None]) -> None:
-        for task in (dispatch, flusher, *self._in_flight):
+    async def _abandon(self, dispatch: asyncio.Task[None]) -> None:
+        for task in (dispatch, *self._in_flight):
             task.cancel()
-        await asyncio.gather(dispatch, flusher, *self._in_flight, return_exceptions=True)
+        await asyncio.gather(dispatch, *self._in_flight, return_exceptions=True)
         try:
-            await self._flush_and_store()
+            await self.flusher.flush()
         except Exception:  # best effort: what is not stored is re-run on resume
             log.warning("could not save progress of %s on shutdown", self.work.chunk.key)
 
     # -- dispatch
 
     async def _dispatch_all(self, done_ids: set[str]) -> None:
+        """Send every line not yet done, through a pool of lanes.
+
+        Each lane is one coroutine that takes the next line, waits for a
+        slot of the line's model and sends it: no task is created per
+        request, and the model's limiter (first come, first served) shares
+        the slots between the lanes of every running chunk."""
+        todo = [r for r in await self._requests() if r.custom_id not in done_ids]
+        queue = iter(todo)
         unrun: list[str] = []
-        for request in await self._requests():
-            if request.custom_id in done_ids:
-                continue
-            if self._stopped.is_set():
+        lanes = min(len(todo), max(m.settings.max_concurrency for m in self.models.all()))
+        for _ in range(lanes):
+            task = asyncio.create_task(self._lane(queue, unrun))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        if self._in_flight:
+            await self._drain_in_flight()
+        unrun.extend(request.custom_id for request in queue)  # lanes cut off by a stop
+        for custom_id in unrun:
+            self._record(self._never_ran(custom_id))
+
+    async def _lane(self, queue: Iterator[Request], unrun: list[str]) -> None:
+        stopped = self._stopped
+        lane = asyncio.current_task()
+        assert lane is not None
+        for request in queue:
+            if stopped.is_set():
                 unrun.append(request.custom_id)
                 continue
             served = self.models.get(request.model)
@@ -151,17 +197,20 @@ class ChunkRun:
                     )
                 )
                 continue
-            await self.unflushed.wait_for_room()
-            if not await acquire_unless(served.limiter, self._stopped):
-                unrun.append(request.custom_id)
-                continue
-            task = asyncio.create_task(self._send(request, served))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
-        if self._in_flight:
-            await self._drain_in_flight()
-        for custom_id in unrun:
-            self._record(self._never_ran(custom_id))
+            limiter = served.limiter
+            if not (self.flusher.has_room and limiter.try_acquire()):
+                # The slow path: wait, cancellable by a stop (see `stop`).
+                self._waiting.add(lane)
+                try:
+                    await self.flusher.wait_for_room()
+                    await limiter.acquire()
+                except asyncio.CancelledError:
+                    if self.stop_reason is not None:
+                        unrun.append(request.custom_id)
+                    raise
+                finally:
+                    self._waiting.discard(lane)
+            await self._send(request, served)
 
     async def _drain_in_flight(self) -> None:
         """Wait for in-flight requests; after a stop, only `stop_grace` more."""
@@ -215,18 +264,26 @@ class ChunkRun:
             custom_id, reason.error_code, f"The batch {verb} before this request ran."
         )
 
+    @property
+    def _tally(self) -> Tally:
+        return Tally(self._completed, self._failed, Usage(*self._tokens))
+
     def _record(self, outcome: Outcome) -> None:
         succeeded = outcome.succeeded
         self.parts.add(self.render(outcome), succeeded=succeeded)
-        t = self._tally
         if succeeded:
-            self._tally = Tally(
-                t.completed + 1, t.failed, t.usage + Usage.from_response(outcome.body)
-            )
+            self._completed += 1
+            body = outcome.body
+            if isinstance(body, dict) and body.get("usage"):
+                usage = Usage.from_response(body)
+                tokens = self._tokens
+                tokens[0] += usage.input_tokens
+                tokens[1] += usage.cached_tokens
+                tokens[2] += usage.output_tokens
+                tokens[3] += usage.reasoning_tokens
         else:
-            self._tally = Tally(t.completed, t.failed + 1, t.usage)
-        self._mine += 1
-        self.unflushed.added()
+            self._failed += 1
+        self.flusher.added()
 
     # -- reading the chunk
 
@@ -236,38 +293,22 @@ class ChunkRun:
         rules = LineRules(self.work.endpoint, models=None, require_method_and_url=False)
         return list(_parse(data, chunk.first_line, rules))
 
-    # -- flushing
+    # -- the end of the chunk
 
-    async def _flush_periodically(self) -> None:
-        while not self._finishing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_now.wait(), self.settings.flush_interval)
-            self._flush_now.clear()
-            await self._flush_and_store()
-            if (
-                self.blobs.remote
-                and time.monotonic() - self._uploaded_at >= self.settings.part_upload_interval
-            ):
-                self._uploaded_at = time.monotonic()
-                await self.parts.upload_snapshot()
-
-    async def _flush_and_store(self) -> None:
-        taken = self.parts.buffered
-        tally, pending = self._tally, self.parts.take()  # one instant: counts match the bytes
-        await self.parts.write(pending)
-        self._mine -= taken
-        self.unflushed.written(taken)
-        if tally != self._stored:
-            await self._store_tally(done=False, tally=tally)
-
-    async def _store_tally(self, *, done: bool, tally: Tally | None = None) -> bool:
-        tally = self._tally if tally is None else tally
+    async def _store_tally(self, *, done: bool) -> bool:
+        tally = self._tally
         result = await self.store.record_progress(
-            self.work.chunk.key, self.worker, tally, self._stored, done=done, now=int(time.time())
+            self.work.chunk.key,
+            self.worker,
+            self.attempt,
+            tally,
+            self.stored,
+            done=done,
+            now=int(time.time()),
         )
         if result is None:
             raise LeaseLost(f"lost the lease on {self.work.chunk.key}")
-        self._stored = tally
+        self.stored = tally
         return result
 
 

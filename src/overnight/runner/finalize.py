@@ -94,7 +94,7 @@ async def _assemble(
     for chunk in await store.chunks_of(batch.id):
         if chunk.status is ChunkStatus.DONE:
             for kind, writer in (("output", output), ("error", errors)):
-                key = part_key(chunk.key, kind)
+                key = part_key(chunk.key, chunk.attempts, kind)
                 if await blobs.exists(key):
                     async for piece in blobs.read(key):
                         await writer.write(piece)

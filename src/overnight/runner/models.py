@@ -19,6 +19,35 @@ class ServedModel:
     limiter: Limiter
     adaptive: AdaptiveLimit | None
 
+    def __post_init__(self) -> None:
+        # Metric children bound once: `.labels()` costs a lookup per call.
+        # Attempts are counted in plain ints and published by `report` every
+        # poll interval: a metric update (an mmap write, with worker
+        # processes) per request would cost more than the counting.
+        name = self.settings.name
+        self._attempt_counters = [
+            metrics.upstream_attempts.labels(name, outcome)
+            for outcome in ("ok", "client_error", "congested")
+        ]
+        self._attempts = [0, 0, 0]
+        self._latency_sum = 0.0
+        self._latency = metrics.upstream_latency.labels(name)
+        self._limit = metrics.concurrency_limit.labels(name)
+        self._in_flight = metrics.in_flight.labels(name)
+
+    def report(self) -> None:
+        """Publish what was counted since the last report."""
+        answered = sum(self._attempts)
+        for counter, count in zip(self._attempt_counters, self._attempts, strict=True):
+            if count:
+                counter.inc(count)
+        if answered:
+            self._latency.set(self._latency_sum / answered)
+        self._attempts = [0, 0, 0]
+        self._latency_sum = 0.0
+        self._limit.set(self.limiter.limit)
+        self._in_flight.set(self.limiter.in_flight)
+
     @classmethod
     def build(cls, settings: ModelSettings) -> ServedModel:
         limiter = Limiter(settings.starting_concurrency)
@@ -36,22 +65,19 @@ class ServedModel:
             self.adaptive.cap(share)
         else:
             self.limiter.limit = share
-        metrics.concurrency_limit.labels(self.settings.name).set(self.limiter.limit)
+        self._limit.set(self.limiter.limit)
 
     def observe(self, result: UpstreamResult, latency: float) -> None:
         """Feed one attempt's outcome to the adaptive limit and the metrics."""
-        name = self.settings.name
-        metrics.upstream_latency.labels(name).observe(latency)
+        self._latency_sum += latency
         if result.congested:
-            metrics.upstream_attempts.labels(name, "congested").inc()
+            self._attempts[2] += 1
             if self.adaptive is not None:
                 self.adaptive.on_congestion(latency if result.status_code is not None else None)
         else:
-            outcome = "ok" if result.ok else "client_error"
-            metrics.upstream_attempts.labels(name, outcome).inc()
+            self._attempts[0 if result.ok else 1] += 1
             if self.adaptive is not None:
                 self.adaptive.on_answer(latency)
-        metrics.concurrency_limit.labels(name).set(self.limiter.limit)
 
 
 class Models:

@@ -13,7 +13,7 @@ On resume, `open()` reads what the parts hold: a torn last line (the process
 died mid-write) is cut off, and the `custom_id`s present are returned so the
 executor skips them. Parts are staged on local disk while the chunk runs and
 handed to the blob store when it is done; a resumed chunk whose staging is
-gone (another machine) starts from the blob copy if there is one: with
+gone (another machine) starts from the best copy in the blob store: with
 remote storage the parts are also copied there every `part_upload_interval`
 seconds while the chunk runs, which bounds what such a takeover re-runs.
 """
@@ -32,13 +32,23 @@ from overnight.domain.batch import Usage
 from overnight.domain.chunk import ChunkKey, Tally
 
 
-def part_key(key: ChunkKey, kind: str) -> str:
-    return f"parts/{key.batch_id}/{key.index:06d}.{kind}.jsonl"
+def part_key(key: ChunkKey, attempt: int, kind: str) -> str:
+    """Where attempt `attempt` of a chunk leaves its finished part. Each
+    attempt has its own key, so a worker that lost its lease (a "zombie")
+    can never overwrite the part of the attempt that finished; the chunk row
+    records which attempt that was."""
+    return f"parts/{key.batch_id}/{key.index:06d}.{attempt}.{kind}.jsonl"
+
+
+def snapshot_key(key: ChunkKey, kind: str) -> str:
+    """Where a running chunk's parts are copied now and then (S3 only)."""
+    return f"parts/{key.batch_id}/{key.index:06d}.snapshot.{kind}.jsonl"
 
 
 class ChunkParts:
-    def __init__(self, staging: Path, blobs: BlobStore, key: ChunkKey) -> None:
+    def __init__(self, staging: Path, blobs: BlobStore, key: ChunkKey, attempt: int) -> None:
         self.key = key
+        self.attempt = attempt
         self.blobs = blobs
         folder = staging / key.batch_id
         self.paths = {
@@ -51,20 +61,33 @@ class ChunkParts:
     async def open(self) -> tuple[set[str], Tally]:
         """Open both parts for appending; return the ids they already hold
         and the tally of their results."""
-        for kind, path in self.paths.items():
-            if not path.exists():
-                await self._restore_from_blob(kind, path)
+        if not any(path.exists() for path in self.paths.values()):
+            await self._restore_from_blobs()
         ids, tally = await asyncio.to_thread(self._scan_and_open)
         return ids, tally
 
-    async def _restore_from_blob(self, kind: str, path: Path) -> None:
-        key = part_key(self.key, kind)
-        if not await self.blobs.exists(key):
+    async def _restore_from_blobs(self) -> None:
+        """No local staging (another machine ran the chunk, or an earlier
+        attempt finished it but died before marking it done): start from the
+        best copy in the blob store. Both kinds come from one source, so the
+        two parts always agree: first an earlier attempt's finished parts
+        (complete), newest first; then the running snapshot."""
+        sources = [
+            {kind: part_key(self.key, attempt, kind) for kind in self.paths}
+            for attempt in range(self.attempt - 1, 0, -1)
+        ]
+        sources.append({kind: snapshot_key(self.key, kind) for kind in self.paths})
+        for source in sources:
+            present = {kind: key for kind, key in source.items() if await self.blobs.exists(key)}
+            if not present:
+                continue
+            for kind, key in present.items():
+                path = self.paths[kind]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("wb") as handle:
+                    async for piece in self.blobs.read(key):
+                        handle.write(piece)
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as handle:
-            async for piece in self.blobs.read(key):
-                handle.write(piece)
 
     def _scan_and_open(self) -> tuple[set[str], Tally]:
         ids: set[str] = set()
@@ -122,6 +145,11 @@ class ChunkParts:
             handle.write(data)
             handle.flush()
 
+    def write_now(self, pending: dict[str, bytes]) -> None:
+        """Append, blocking: for `write_parts`, on a worker thread."""
+        if self._handles:  # closed parts (the chunk ended) take nothing more
+            self._write(pending)
+
     def _sync(self) -> None:
         for handle in self._handles.values():
             os.fsync(handle.fileno())
@@ -131,7 +159,7 @@ class ChunkParts:
         on another machine can resume from them if this one is lost."""
         for kind, path in self.paths.items():
             if path.exists() and path.stat().st_size > 0:
-                await self.blobs.put_file(part_key(self.key, kind), path, keep=True)
+                await self.blobs.put_file(snapshot_key(self.key, kind), path, keep=True)
 
     async def hand_over(self) -> None:
         """The chunk is done: make its parts durable and move the non-empty
@@ -141,7 +169,7 @@ class ChunkParts:
         self.close()
         for kind, path in self.paths.items():
             if path.exists() and path.stat().st_size > 0:
-                await self.blobs.put_file(part_key(self.key, kind), path)
+                await self.blobs.put_file(part_key(self.key, self.attempt, kind), path)
             else:
                 path.unlink(missing_ok=True)
 
@@ -149,6 +177,12 @@ class ChunkParts:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+
+
+def write_parts(pending: list[tuple[ChunkParts, dict[str, bytes]]]) -> None:
+    """Append several chunks' results in one trip to a worker thread."""
+    for parts, data in pending:
+        parts.write_now(data)
 
 
 def _response_body(value: dict[str, object]) -> object:

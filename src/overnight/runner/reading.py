@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from itertools import accumulate
+from operator import add
 
 from overnight.blobs import BlobStore
 
@@ -37,13 +39,16 @@ async def lines_with_offsets(
         data = carry + piece if carry else piece
         lines = data.split(b"\n")
         carry = lines.pop()
-        out: list[tuple[bytes, int]] = []
-        offset = carry_offset
-        for line in lines:
-            out.append((line, offset))
-            offset += len(line) + 1 + dropped
+        # Offsets in C-level iterators (this runs for every line of every
+        # file): start + the lengths before each line + one newline each.
+        starts = list(
+            map(add, accumulate(map(len, lines), initial=carry_offset), range(len(lines) + 1))
+        )
+        if dropped and lines:  # the first line was cut: everything after it moves
+            starts[1:] = [start + dropped for start in starts[1:]]
             dropped = 0
-        carry_offset = offset
+        out = list(zip(lines, starts, strict=False))
+        carry_offset = starts[-1]
         if max_line is not None and len(carry) > max_line:
             dropped += len(carry) - (max_line + 1)
             carry = carry[: max_line + 1]

@@ -54,10 +54,8 @@ async def validate_batch(
         max_requests=settings.max_requests_per_batch,
         require_single_model=settings.require_single_model,
     )
-    feed = validator.feed
     async for lines in lines_with_offsets(blobs, record.blob_key, max_line=max_line):
-        for raw, offset in lines:
-            feed(raw, offset)
+        validator.feed_many(lines)
 
     duplicates: list[LineError] = []
     candidates = validator.duplicate_candidates()

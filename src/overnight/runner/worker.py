@@ -6,6 +6,7 @@ TaskGroup: if any of them dies, the whole worker stops loudly instead of
 limping on without, say, its heartbeat.
 
     heartbeat   renews every lease this worker holds, every heartbeat_interval
+    flusher     writes every running chunk's results and stores their counts
     stops       closes expired windows; tells running chunks of a cancel/expiry
     retention   deletes expired files and uploads (runner/retention.py)
     validator   claims `validating` batches and validates them
@@ -24,17 +25,18 @@ from typing import Any, TypeVar
 
 from overnight._ids import new_worker_id
 from overnight.blobs import BlobStore
-from overnight.domain.batch import Batch
+from overnight.domain.batch import Batch, LineError
 from overnight.domain.chunk import ChunkKey, ChunkWork
 from overnight.runner.executor import ChunkRun, LeaseLost
 from overnight.runner.finalize import finalize_batch
+from overnight.runner.flushing import Flusher
 from overnight.runner.models import Models
 from overnight.runner.retention import sweep_forever
-from overnight.runner.unflushed import UnflushedResults
 from overnight.runner.validate import validate_batch
 from overnight.runner.wakeups import Wakeups
 from overnight.settings import Settings
 from overnight.store.sql import SqlStore
+from overnight.types import BatchId, WorkerId
 
 log = logging.getLogger("overnight.runner")
 
@@ -42,6 +44,8 @@ T = TypeVar("T")
 
 #: Validations and finalisations one worker runs at once.
 BATCH_PHASE_CONCURRENCY = 2
+#: Times one worker tries to validate a batch whose validation raises.
+VALIDATION_ATTEMPTS = 3
 
 
 class Worker:
@@ -53,31 +57,26 @@ class Worker:
         models: Models,
         settings: Settings,
         wakeups: Wakeups,
+        worker_id: WorkerId | None = None,
     ) -> None:
-        self.id = new_worker_id()
+        self.id = worker_id or new_worker_id()
         self.store = store
         self.blobs = blobs
         self.models = models
         self.settings = settings
         self.wakeups = wakeups
         self.runs: dict[ChunkKey, ChunkRun] = {}
-        self.unflushed = UnflushedResults(settings.flush_lines)
+        self._validation_failures: dict[BatchId, int] = {}
+        self.flusher = Flusher(store, self.id, settings)
 
     async def run(self) -> None:
         log.info("worker %s starting", self.id)
-        if self.store.dialect == "sqlite":
-            # SQLite means one process (the data directory is locked): every
-            # lease left behind belongs to a process that is gone.
-            await self.store.release_all_leases()
-        alive = await self._beat()
-        if alive > 1:
-            # Others are running. Wait until each has heard of us and shrunk
-            # to its new share of every model's max_concurrency, so joining
-            # never pushes a model past its global limit.
-            await asyncio.sleep(1.5 * self.settings.heartbeat_interval)
+        if await self._beat() > 1:
+            await self._wait_to_be_counted()
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._heartbeat(), name="heartbeat")
+                group.create_task(self.flusher.run_forever(), name="flusher")
                 group.create_task(self._watch_stops(), name="stops")
                 group.create_task(
                     sweep_forever(self.store, self.blobs, self.settings.retention_interval),
@@ -120,8 +119,24 @@ class Worker:
             await asyncio.sleep(self.settings.heartbeat_interval)
             await self._beat()
 
+    async def _wait_to_be_counted(self) -> None:
+        """Others are running: wait until each has counted us in (and so
+        shrunk to its new share of every model's max_concurrency) before
+        sending anything, so joining never pushes a model past its global
+        limit. A worker that does not answer within a few heartbeats is not
+        waited for (it is stalled, or about to be declared dead)."""
+        settings = self.settings
+        deadline = time.monotonic() + 4 * settings.heartbeat_interval
+        while time.monotonic() < deadline:
+            if await self.store.counted_by_all(self.id, time.time(), settings.lease_ttl):
+                return
+            await asyncio.sleep(settings.heartbeat_interval / 5)
+        log.warning("worker %s starts before every other worker counted it", self.id)
+
     async def _beat(self) -> int:
-        alive = await self.store.heartbeat(self.id, time.time(), self.settings.lease_ttl)
+        alive = await self.store.heartbeat(
+            self.id, time.time(), self.settings.lease_ttl, running=list(self.runs)
+        )
         self.models.share_between(max(1, alive))
         return alive
 
@@ -133,6 +148,8 @@ class Worker:
             if expired:
                 log.info("completion window closed for %s", ", ".join(expired))
                 self.wakeups.notify()
+            for model in self.models.all():
+                model.report()
             running = {key.batch_id for key in self.runs}
             for batch_id, reason in (await self.store.stop_reasons(running)).items():
                 for key, run in list(self.runs.items()):
@@ -194,7 +211,11 @@ class Worker:
 
     async def _claim_chunk(self) -> ChunkWork | None:
         return await self.store.claim_chunk(
-            self.id, time.time(), self.settings.lease_ttl, urgent_within=self.settings.urgent_within
+            self.id,
+            time.time(),
+            self.settings.lease_ttl,
+            urgent_within=self.settings.urgent_within,
+            running=list(self.runs),
         )
 
     async def _claim_idle_chunk(self) -> ChunkWork | None:
@@ -204,6 +225,7 @@ class Worker:
             self.settings.lease_ttl,
             urgent_within=self.settings.urgent_within,
             idle_only=True,
+            running=list(self.runs),
         )
 
     # -- the work itself
@@ -218,11 +240,23 @@ class Worker:
                 settings=self.settings,
                 model_names=self.models.names,
             )
-        except Exception:
-            log.exception("validation of %s failed; it will be retried", batch.id)
-            await self.store.release_batch(batch.id, self.id)
-            await asyncio.sleep(self.settings.poll_interval)
-            return
+        except Exception as exc:
+            failures = self._validation_failures.get(batch.id, 0) + 1
+            self._validation_failures[batch.id] = failures
+            if failures < VALIDATION_ATTEMPTS:
+                log.exception("validation of %s failed; it will be retried", batch.id)
+                await self.store.release_batch(batch.id, self.id)
+                await asyncio.sleep(self.settings.poll_interval * failures)
+                return
+            # The same file keeps breaking the validator: fail the batch with
+            # the reason rather than retrying it for ever.
+            log.exception("validation of %s failed %d times; failing the batch", batch.id, failures)
+            error = LineError(
+                "validation_error",
+                f"The file could not be validated ({type(exc).__name__}: {exc}).",
+            )
+            status = await self.store.fail_batch(batch.id, self.id, [error], int(time.time()))
+        self._validation_failures.pop(batch.id, None)
         log.info("batch %s is %s", batch.id, status.value if status else "taken by another worker")
         self.wakeups.notify()
 
@@ -235,7 +269,7 @@ class Worker:
             blobs=self.blobs,
             models=self.models,
             settings=self.settings,
-            unflushed=self.unflushed,
+            flusher=self.flusher,
         )
         self.runs[key] = run
         try:
@@ -246,10 +280,11 @@ class Worker:
             log.warning("chunk %s/%d was taken over by another worker", key.batch_id, key.index)
         except Exception:
             log.exception("chunk %s/%d failed; it will be retried", key.batch_id, key.index)
-            await self.store.release_chunk(key, self.id)
+            await self.store.release_chunk(key, self.id, run.attempt)
             await asyncio.sleep(self.settings.poll_interval)
         finally:
-            del self.runs[key]
+            if self.runs.get(key) is run:
+                del self.runs[key]
 
     async def _finalize(self, batch: Batch) -> None:
         try:

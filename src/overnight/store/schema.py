@@ -176,6 +176,8 @@ workers = Table(
     Column("started_at", Float, nullable=False),
     # Live workers split each model's max_concurrency between them.
     Column("heartbeat_at", Float, nullable=False),
+    # How many live workers this one counted at its last heartbeat.
+    Column("view", Integer, nullable=True),
     Index("ix_workers_heartbeat", "heartbeat_at"),
 )
 

@@ -13,12 +13,13 @@ row means someone else moved first.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    bindparam,
     case,
     delete,
     event,
@@ -660,6 +661,7 @@ class SqlStore:
         *,
         urgent_within: float = 3600.0,
         idle_only: bool = False,
+        running: Collection[ChunkKey] = (),
     ) -> ChunkWork | None:
         """Lease the next chunk to run, or None.
 
@@ -668,6 +670,8 @@ class SqlStore:
         `domain.scheduling.schedule_order`, and its lowest pending chunk is
         taken. With `idle_only`, only batches with no chunk running anywhere
         are considered: a worker that is full still admits a newcomer.
+        `running` are the chunks the claiming worker runs now: even if their
+        lease lapsed (it stalled), it must not take them a second time.
         Attempts count up on every claim."""
         async with self._write() as conn:
             row = (
@@ -676,6 +680,15 @@ class SqlStore:
                     .where(
                         chunks.c.status == ChunkStatus.RUNNING.value,
                         chunks.c.lease_expires_at < now,
+                        *(
+                            [
+                                tuple_(chunks.c.batch_id, chunks.c.idx).not_in(
+                                    [(k.batch_id, k.index) for k in running]
+                                )
+                            ]
+                            if running
+                            else []
+                        ),
                     )
                     .order_by(chunks.c.deadline, chunks.c.idx)
                     .limit(1)
@@ -778,37 +791,71 @@ class SqlStore:
                 return row
         return None
 
-    async def heartbeat(self, worker: WorkerId, now: float, ttl: float) -> int:
-        """One worker's heartbeat: renew every lease it holds (one statement
-        per table) and its presence. Returns how many workers are alive, so
-        each can take its share of every model's max_concurrency."""
+    async def heartbeat(
+        self, worker: WorkerId, now: float, ttl: float, running: Collection[ChunkKey] = ()
+    ) -> int:
+        """One worker's heartbeat: renew the leases of the chunks it runs and
+        of the batches it validates or finalises (one statement per table),
+        and its presence. A lease it holds on a chunk it no longer runs is
+        left to lapse. Returns how many workers are alive, so each can take
+        its share of every model's max_concurrency."""
         async with self._write() as conn:
-            await conn.execute(
-                update(chunks)
-                .where(chunks.c.lease_owner == worker, chunks.c.status == ChunkStatus.RUNNING.value)
-                .values(lease_expires_at=now + ttl)
-            )
+            if running:
+                await conn.execute(
+                    update(chunks)
+                    .where(
+                        chunks.c.lease_owner == worker,
+                        chunks.c.status == ChunkStatus.RUNNING.value,
+                        tuple_(chunks.c.batch_id, chunks.c.idx).in_(
+                            [(k.batch_id, k.index) for k in running]
+                        ),
+                    )
+                    .values(lease_expires_at=now + ttl)
+                )
             await conn.execute(
                 update(batches)
                 .where(batches.c.lease_owner == worker)
                 .values(lease_expires_at=now + ttl)
             )
-            seen = await conn.execute(
-                update(workers).where(workers.c.id == worker).values(heartbeat_at=now)
-            )
-            if seen.rowcount == 0:
-                await conn.execute(
-                    insert(workers).values(id=worker, started_at=now, heartbeat_at=now)
-                )
             await conn.execute(delete(workers).where(workers.c.heartbeat_at < now - 10 * ttl))
             alive = (
                 await conn.execute(
                     select(func.count())
                     .select_from(workers)
-                    .where(workers.c.heartbeat_at >= now - ttl)
+                    .where(workers.c.heartbeat_at >= now - ttl, workers.c.id != worker)
                 )
-            ).scalar_one()
+            ).scalar_one() + 1
+            seen = await conn.execute(
+                update(workers).where(workers.c.id == worker).values(heartbeat_at=now, view=alive)
+            )
+            if seen.rowcount == 0:
+                await conn.execute(
+                    insert(workers).values(id=worker, started_at=now, heartbeat_at=now, view=alive)
+                )
         return int(alive)
+
+    async def counted_by_all(self, worker: WorkerId, now: float, ttl: float) -> bool:
+        """Whether every other live worker has counted at least as many
+        workers as there are now (so it has counted `worker` in, and shrunk
+        to its share)."""
+        async with self._read() as conn:
+            live = (
+                await conn.execute(
+                    select(workers.c.id, workers.c.view).where(workers.c.heartbeat_at >= now - ttl)
+                )
+            ).all()
+        count = len(live)
+        return all((row.view or 0) >= count for row in live if row.id != worker)
+
+    async def live_workers(self, now: float, ttl: float) -> list[WorkerId]:
+        """Workers whose heartbeat is fresh: the ones doing work right now."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(workers.c.id)
+                .where(workers.c.heartbeat_at >= now - ttl)
+                .order_by(workers.c.id)
+            )
+            return [WorkerId(r.id) for r in rows]
 
     async def release_leases(self, worker: WorkerId) -> None:
         """On shutdown: hand every held chunk and batch back at once."""
@@ -825,7 +872,7 @@ class SqlStore:
                 .values(lease_owner=None, lease_expires_at=None)
             )
 
-    async def release_chunk(self, key: ChunkKey, worker: WorkerId) -> None:
+    async def release_chunk(self, key: ChunkKey, worker: WorkerId, attempt: int) -> None:
         async with self._write() as conn:
             await conn.execute(
                 update(chunks)
@@ -833,6 +880,7 @@ class SqlStore:
                     chunks.c.batch_id == key.batch_id,
                     chunks.c.idx == key.index,
                     chunks.c.lease_owner == worker,
+                    chunks.c.attempts == attempt,
                     chunks.c.status == ChunkStatus.RUNNING.value,
                 )
                 .values(status=ChunkStatus.PENDING.value, lease_owner=None, lease_expires_at=None)
@@ -866,6 +914,7 @@ class SqlStore:
         self,
         key: ChunkKey,
         worker: WorkerId,
+        attempt: int,
         tally: Tally,
         previous: Tally,
         *,
@@ -876,49 +925,74 @@ class SqlStore:
 
         With `done`, the chunk is finished; if it was the batch's last, the
         batch moves to finalizing. Returns None if the lease was lost (the
-        caller must stop), else whether the batch is now finalizing."""
+        caller must stop), else whether the batch is now finalizing.
+
+        This runs every flush of every chunk, so its two statements are
+        built once (`_PROGRESS`) and only their parameters change."""
         delta = tally - previous
-        values: dict[str, Any] = {
-            "completed": tally.completed,
-            "failed": tally.failed,
-            "input_tokens": tally.usage.input_tokens,
-            "cached_tokens": tally.usage.cached_tokens,
-            "output_tokens": tally.usage.output_tokens,
-            "reasoning_tokens": tally.usage.reasoning_tokens,
-        }
-        if done:
-            values.update(status=ChunkStatus.DONE.value, lease_owner=None, lease_expires_at=None)
+        usage = tally.usage
         async with self._write() as conn:
             result = await conn.execute(
-                update(chunks)
-                .where(
-                    chunks.c.batch_id == key.batch_id,
-                    chunks.c.idx == key.index,
-                    chunks.c.lease_owner == worker,
-                    chunks.c.status == ChunkStatus.RUNNING.value,
-                )
-                .values(**values)
+                _DONE_CHUNK if done else _PROGRESS_CHUNK,
+                {
+                    "k_batch": key.batch_id,
+                    "k_idx": key.index,
+                    "k_owner": worker,
+                    "k_attempt": attempt,
+                    "completed": tally.completed,
+                    "failed": tally.failed,
+                    "input_tokens": usage.input_tokens,
+                    "cached_tokens": usage.cached_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "reasoning_tokens": usage.reasoning_tokens,
+                },
             )
             if result.rowcount != 1:
                 return None
-            batch_values: dict[str, Any] = {}
-            if delta.completed:
-                batch_values["completed"] = batches.c.completed + delta.completed
-            if delta.failed:
-                batch_values["failed"] = batches.c.failed + delta.failed
-            for name in ("input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"):
-                amount = getattr(delta.usage, name)
-                if amount:
-                    batch_values[name] = batches.c[name] + amount
-            if done:
-                batch_values["chunks_done"] = batches.c.chunks_done + 1
-            if batch_values:
-                await conn.execute(
-                    update(batches).where(batches.c.id == key.batch_id).values(**batch_values)
-                )
+            await conn.execute(
+                _PROGRESS_BATCH, _batch_delta(key.batch_id, delta, chunks_done=1 if done else 0)
+            )
             if done:
                 return await self._finalize_if_drained(conn, key.batch_id, now)
         return False
+
+    async def record_progress_many(
+        self, worker: WorkerId, moves: Sequence[tuple[ChunkKey, int, Tally, Tally]]
+    ) -> set[ChunkKey]:
+        """A worker's flush: store each chunk's counters (`tally`, the held
+        `previous` being what the database had) and add the differences to
+        their batches, all in one transaction. Each move names the attempt
+        (the fencing token) it holds. Returns the chunks whose lease the
+        worker still held; the others were not touched."""
+        kept: set[ChunkKey] = set()
+        deltas: dict[BatchId, Tally] = {}
+        async with self._write() as conn:
+            for key, attempt, tally, previous in moves:
+                usage = tally.usage
+                result = await conn.execute(
+                    _PROGRESS_CHUNK,
+                    {
+                        "k_batch": key.batch_id,
+                        "k_idx": key.index,
+                        "k_owner": worker,
+                        "k_attempt": attempt,
+                        "completed": tally.completed,
+                        "failed": tally.failed,
+                        "input_tokens": usage.input_tokens,
+                        "cached_tokens": usage.cached_tokens,
+                        "output_tokens": usage.output_tokens,
+                        "reasoning_tokens": usage.reasoning_tokens,
+                    },
+                )
+                if result.rowcount != 1:
+                    continue
+                kept.add(key)
+                delta = tally - previous
+                before = deltas.get(key.batch_id)
+                deltas[key.batch_id] = delta if before is None else before + delta
+            for batch_id, delta in deltas.items():
+                await conn.execute(_PROGRESS_BATCH, _batch_delta(batch_id, delta, chunks_done=0))
+        return kept
 
     async def stop_reasons(self, batch_ids: Iterable[BatchId]) -> dict[BatchId, StopReason]:
         ids = list(batch_ids)
@@ -1275,6 +1349,52 @@ class SqlStore:
 
 
 # ------------------------------------------------------------------- helpers
+
+_CHUNK_COUNTERS: dict[str, Any] = {
+    name: bindparam(name)
+    for name in (
+        "completed",
+        "failed",
+        "input_tokens",
+        "cached_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+    )
+}
+#: The lease guard of every write to a running chunk. `attempts` is the
+#: fencing token: a worker that lost its lease (even to itself, after a
+#: stall) writes nothing, whoever holds the chunk now.
+_HELD_CHUNK = (
+    chunks.c.batch_id == bindparam("k_batch"),
+    chunks.c.idx == bindparam("k_idx"),
+    chunks.c.lease_owner == bindparam("k_owner"),
+    chunks.c.attempts == bindparam("k_attempt"),
+    chunks.c.status == ChunkStatus.RUNNING.value,
+)
+_PROGRESS_CHUNK = update(chunks).where(*_HELD_CHUNK).values(**_CHUNK_COUNTERS)
+_DONE_CHUNK = (
+    update(chunks)
+    .where(*_HELD_CHUNK)
+    .values(
+        **_CHUNK_COUNTERS,
+        status=ChunkStatus.DONE.value,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
+_PROGRESS_BATCH = (
+    update(batches)
+    .where(batches.c.id == bindparam("k_batch"))
+    .values(
+        completed=batches.c.completed + bindparam("d_completed"),
+        failed=batches.c.failed + bindparam("d_failed"),
+        input_tokens=batches.c.input_tokens + bindparam("d_input"),
+        cached_tokens=batches.c.cached_tokens + bindparam("d_cached"),
+        output_tokens=batches.c.output_tokens + bindparam("d_output"),
+        reasoning_tokens=batches.c.reasoning_tokens + bindparam("d_reasoning"),
+        chunks_done=batches.c.chunks_done + bindparam("d_chunks"),
+    )
+)
 
 
 def _visible(table: Any, tenant: TenantId | None) -> tuple[ColumnElement[bool], ...]:

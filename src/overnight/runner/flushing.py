@@ -1,0 +1,124 @@
+"""Writing results and counting them: one flush for all of a worker's chunks.
+
+Results wait in memory until a flush writes them to their chunks' part files
+and then, in one transaction, moves every chunk's counters and its batch's.
+A flush happens when the worker holds `flush_lines` unwritten results, or
+every `flush_interval` seconds. When unwritten results reach twice
+`flush_lines`, dispatching pauses until a flush catches up.
+
+So at any moment, results not yet written plus requests in flight are at
+most `2 * flush_lines + max_concurrency`: the most a `kill -9` can make the
+model servers answer twice (docs/operations.md). One transaction per flush
+(not one per chunk) keeps the database work per request small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from overnight.runner.parts import write_parts
+from overnight.settings import Settings
+from overnight.store.sql import SqlStore
+from overnight.types import WorkerId
+
+if TYPE_CHECKING:
+    from overnight.runner.executor import ChunkRun
+
+log = logging.getLogger("overnight.runner")
+
+
+class Flusher:
+    def __init__(self, store: SqlStore, worker: WorkerId, settings: Settings) -> None:
+        self.store = store
+        self.worker = worker
+        self.settings = settings
+        self.flush_lines = settings.flush_lines
+        self.count = 0  # results held in memory, across every chunk
+        self.runs: set[ChunkRun] = set()
+        self._due = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._lock = asyncio.Lock()
+
+    # -- accounting, called per result (keep cheap)
+
+    def added(self) -> None:
+        self.count += 1
+        if self.count >= self.flush_lines:
+            self._due.set()
+            if self.count >= 2 * self.flush_lines:
+                self._room.clear()
+
+    def _written(self, n: int) -> None:
+        self.count -= n
+        if self.count < 2 * self.flush_lines:
+            self._room.set()
+
+    @property
+    def has_room(self) -> bool:
+        return self._room.is_set()
+
+    async def wait_for_room(self) -> None:
+        if not self._room.is_set():
+            await self._room.wait()
+
+    # -- the chunks it flushes
+
+    def register(self, run: ChunkRun) -> None:
+        self.runs.add(run)
+
+    def unregister(self, run: ChunkRun) -> None:
+        """A run that leaves takes its unwritten results with it (lost, and
+        run again on resume): stop counting them."""
+        self.runs.discard(run)
+        self._written(run.parts.buffered)
+        run.parts.take()
+
+    # -- flushing
+
+    async def run_forever(self) -> None:
+        """The worker's flushing side task."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._due.wait(), self.settings.flush_interval)
+            self._due.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every run's results, then store every run's counts in one
+        transaction. A run whose lease turns out lost is told so."""
+        async with self._lock:
+            taken = [(run, run.snapshot()) for run in list(self.runs)]
+            pending = [(run.parts, snap.pending) for run, snap in taken if snap.pending]
+            if pending:
+                await asyncio.to_thread(write_parts, pending)
+            self._written(sum(snap.results for _, snap in taken))
+            moved = [(run, snap.tally) for run, snap in taken if snap.tally != run.stored]
+            if not moved:
+                return
+            kept = await self.store.record_progress_many(
+                self.worker,
+                [(run.work.chunk.key, run.attempt, tally, run.stored) for run, tally in moved],
+            )
+            held = []
+            for run, tally in moved:
+                if run.work.chunk.key in kept:
+                    run.stored = tally
+                    held.append(run)
+                else:
+                    run.lease_lost()
+            await self._upload_snapshots(held)
+
+    async def _upload_snapshots(self, held: list[ChunkRun]) -> None:
+        """With remote storage, copy running chunks' parts to the bucket every
+        `part_upload_interval`, so a takeover from a lost machine re-runs
+        little. Only runs whose lease this flush just confirmed do it."""
+        now = time.monotonic()
+        for run in held:
+            if run.blobs.remote and now - run.uploaded_at >= self.settings.part_upload_interval:
+                run.uploaded_at = now
+                await run.parts.upload_snapshot()
