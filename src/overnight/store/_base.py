@@ -1,0 +1,68 @@
+"""The engines under every store operation, and how they are opened.
+
+This is the one place that knows SQLite from PostgreSQL at connection time:
+the pools, the SQLite pragmas, and the read and write connections that each
+operation (in the mixins beside this module) runs its one transaction on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Self
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+
+def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN is ours to send.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class StoreBase:
+    """The engines, and a connection to read or to write on. Every part of
+    `SqlStore` inherits this."""
+
+    def __init__(self, read_engine: AsyncEngine, write_engine: AsyncEngine) -> None:
+        self.read_engine = read_engine
+        self.write_engine = write_engine
+        self.dialect = write_engine.dialect.name
+
+    @classmethod
+    def connect(cls, url: str) -> Self:
+        if make_url(url).get_backend_name() == "sqlite":
+            writer = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
+            reader = create_async_engine(url, pool_size=4, max_overflow=4)
+            _sqlite_pragmas(writer, immediate=True)
+            _sqlite_pragmas(reader, immediate=False)
+            return cls(reader, writer)
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        return cls(engine, engine)
+
+    async def close(self) -> None:
+        await self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            await self.read_engine.dispose()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.write_engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.read_engine.connect() as conn:
+            yield conn
