@@ -168,7 +168,7 @@ class Settings(BaseSettings):
 
     # -- execution
     #: A chunk (the unit of work and of leases) holds at most this many requests...
-    chunk_lines: int = Field(500, ge=1)
+    chunk_lines: int = Field(2000, ge=1)
     #: ...and at most this many bytes of input (a single longer line still forms a chunk).
     chunk_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     #: Chunks one worker runs at once.

@@ -83,8 +83,10 @@ class ChunkRun:
         if self.stop_reason is not None:
             self._stopped.set()
         self.flusher = flusher
-        #: The counts the database holds for this chunk (moved by flushes).
+        #: The counts the database holds for this chunk (moved by flushes)...
         self.stored = work.chunk.tally
+        #: ...and those of what the part files hold (at least `stored`).
+        self.written = work.chunk.tally
         # What the parts hold (written or not), as plain ints: this runs per result.
         self._completed = self._failed = 0
         self._tokens = [0, 0, 0, 0]  # input, cached, output, reasoning
@@ -118,6 +120,7 @@ class ChunkRun:
 
     async def run(self) -> ChunkOutcome:
         done_ids, held = await self.parts.open()
+        self.written = held
         self._completed, self._failed = held.completed, held.failed
         u = held.usage
         self._tokens = [u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens]
@@ -296,20 +299,25 @@ class ChunkRun:
     # -- the end of the chunk
 
     async def _store_tally(self, *, done: bool) -> bool:
-        tally = self._tally
-        result = await self.store.record_progress(
-            self.work.chunk.key,
-            self.worker,
-            self.attempt,
-            tally,
-            self.stored,
-            done=done,
-            now=int(time.time()),
-        )
-        if result is None:
-            raise LeaseLost(f"lost the lease on {self.work.chunk.key}")
-        self.stored = tally
-        return result
+        # Shielded for the reason `Flusher.store_counts` is.
+        return await asyncio.shield(self._store_tally_now(done=done))
+
+    async def _store_tally_now(self, *, done: bool) -> bool:
+        async with self.flusher.counting:  # never beside a flush's count
+            tally = self._tally
+            result = await self.store.record_progress(
+                self.work.chunk.key,
+                self.worker,
+                self.attempt,
+                tally,
+                self.stored,
+                done=done,
+                now=int(time.time()),
+            )
+            if result is None:
+                raise LeaseLost(f"lost the lease on {self.work.chunk.key}")
+            self.stored = tally
+            return result
 
 
 def _parse(data: bytes, first_line: int, rules: LineRules) -> Iterator[Request]:

@@ -1,10 +1,13 @@
 """Writing results and counting them: one flush for all of a worker's chunks.
 
-Results wait in memory until a flush writes them to their chunks' part files
-and then, in one transaction, moves every chunk's counters and its batch's.
-A flush happens when the worker holds `flush_lines` unwritten results, or
-every `flush_interval` seconds. When unwritten results reach twice
-`flush_lines`, dispatching pauses until a flush catches up.
+Results wait in memory until a write appends them to their chunks' part
+files; after each write, one transaction moves every chunk's counters and
+its batch's to what the parts now hold. A write happens when the worker
+holds `flush_lines` unwritten results, or every `flush_interval` seconds.
+When unwritten results reach twice `flush_lines`, dispatching pauses until
+a write catches up. Counting runs beside writing, not in its way: a
+transaction that takes long (the event loop is busy with requests) must not
+hold up the next write, or dispatching stalls behind the database.
 
 So at any moment, results not yet written plus requests in flight are at
 most `2 * flush_lines + max_concurrency`: the most a `kill -9` can make the
@@ -19,6 +22,8 @@ import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from overnight.runner.parts import write_parts
 from overnight.settings import Settings
@@ -42,7 +47,11 @@ class Flusher:
         self._due = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        self._lock = asyncio.Lock()
+        self._count_due = asyncio.Event()
+        self._writing = asyncio.Lock()
+        #: Held while a run's stored counts are read and moved; a chunk's
+        #: final count takes it too, so no difference is added twice.
+        self.counting = asyncio.Lock()
 
     # -- accounting, called per result (keep cheap)
 
@@ -81,23 +90,65 @@ class Flusher:
     # -- flushing
 
     async def run_forever(self) -> None:
-        """The worker's flushing side task."""
+        """The worker's flushing side tasks: one writes, one counts."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._write_forever(), name="flusher-write")
+            group.create_task(self._count_forever(), name="flusher-count")
+
+    async def _write_forever(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._due.wait(), self.settings.flush_interval)
             self._due.clear()
-            await self.flush()
+            await self.write_results()
+
+    async def _count_forever(self) -> None:
+        while True:
+            await self._count_due.wait()
+            self._count_due.clear()
+            try:
+                await self.store_counts()
+            except SQLAlchemyError:  # a deadlock, a lost connection: the next write retries
+                log.warning("could not store progress; will retry", exc_info=True)
 
     async def flush(self) -> None:
-        """Write every run's results, then store every run's counts in one
-        transaction. A run whose lease turns out lost is told so."""
-        async with self._lock:
+        """Write every run's results, then store their counts: what a chunk
+        does before it ends, so nothing it ran is left uncounted."""
+        await self.write_results()
+        await self.store_counts()
+
+    async def write_results(self) -> None:
+        """Append every run's held results to its part files (one trip to a
+        worker thread for all of them); then dispatching may go on."""
+        async with self._writing:
             taken = [(run, run.snapshot()) for run in list(self.runs)]
             pending = [(run.parts, snap.pending) for run, snap in taken if snap.pending]
             if pending:
                 await asyncio.to_thread(write_parts, pending)
+            for run, snap in taken:
+                run.written = snap.tally
             self._written(sum(snap.results for _, snap in taken))
-            moved = [(run, snap.tally) for run, snap in taken if snap.tally != run.stored]
+            self._count_due.set()
+
+    async def store_counts(self) -> None:
+        """Store what the part files hold as every run's counts, in one
+        transaction. A run whose lease turns out lost is told so.
+
+        Counting trails writing and never holds it up: a slow transaction
+        (a busy event loop takes a while to get through the driver's trips
+        to its thread) delays the progress a client sees, not dispatching.
+        The counts stored are always ones some write reached, so they never
+        exceed what the parts hold.
+
+        Shielded from cancellation (a worker shutting down): a count
+        cancelled while its commit is under way would leave `stored` behind
+        what the database holds, and the next count would add the
+        difference twice."""
+        await asyncio.shield(self._store_counts())
+
+    async def _store_counts(self) -> None:
+        async with self.counting:
+            moved = [(run, run.written) for run in list(self.runs) if run.written != run.stored]
             if not moved:
                 return
             kept = await self.store.record_progress_many(

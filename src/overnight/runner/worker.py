@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from overnight._ids import new_worker_id
 from overnight.blobs import BlobStore
 from overnight.domain.batch import Batch, LineError
@@ -117,7 +119,10 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
-            await self._beat()
+            try:
+                await self._beat()
+            except SQLAlchemyError:  # transient (a deadlock, a lost connection): beat again
+                log.warning("heartbeat failed; retrying", exc_info=True)
 
     async def _wait_to_be_counted(self) -> None:
         """Others are running: wait until each has counted us in (and so

@@ -301,11 +301,17 @@ class ChunksMixin(StoreBase):
         `previous` being what the database had) and add the differences to
         their batches, all in one transaction. Each move names the attempt
         (the fencing token) it holds. Returns the chunks whose lease the
-        worker still held; the others were not touched."""
+        worker still held; the others were not touched.
+
+        Rows are locked in key order, chunks before batches, as the
+        heartbeat locks them: two transactions that lock the same rows in
+        different orders deadlock on PostgreSQL."""
         kept: set[ChunkKey] = set()
         deltas: dict[BatchId, Tally] = {}
         async with self._write() as conn:
-            for key, attempt, tally, previous in moves:
+            for key, attempt, tally, previous in sorted(
+                moves, key=lambda move: (move[0].batch_id, move[0].index)
+            ):
                 result = await conn.execute(
                     _PROGRESS_CHUNK, _chunk_counters(key, worker, attempt, tally)
                 )
@@ -315,7 +321,7 @@ class ChunksMixin(StoreBase):
                 delta = tally - previous
                 before = deltas.get(key.batch_id)
                 deltas[key.batch_id] = delta if before is None else before + delta
-            for batch_id, delta in deltas.items():
+            for batch_id, delta in sorted(deltas.items()):
                 await conn.execute(_PROGRESS_BATCH, _batch_delta(batch_id, delta, chunks_done=0))
         return kept
 

@@ -27,17 +27,22 @@ class WorkersMixin(StoreBase):
         its share of every model's max_concurrency."""
         async with self._write() as conn:
             if running:
-                await conn.execute(
-                    update(chunks)
-                    .where(
-                        chunks.c.lease_owner == worker,
-                        chunks.c.status == ChunkStatus.RUNNING.value,
-                        tuple_(chunks.c.batch_id, chunks.c.idx).in_(
-                            [(k.batch_id, k.index) for k in running]
-                        ),
-                    )
-                    .values(lease_expires_at=now + ttl)
+                held = (
+                    chunks.c.lease_owner == worker,
+                    chunks.c.status == ChunkStatus.RUNNING.value,
+                    tuple_(chunks.c.batch_id, chunks.c.idx).in_(
+                        [(k.batch_id, k.index) for k in running]
+                    ),
                 )
+                # Lock in key order first (a no-op on SQLite), as a flush's
+                # count does, so the two never deadlock on PostgreSQL.
+                await conn.execute(
+                    select(chunks.c.idx)
+                    .where(*held)
+                    .order_by(chunks.c.batch_id, chunks.c.idx)
+                    .with_for_update()
+                )
+                await conn.execute(update(chunks).where(*held).values(lease_expires_at=now + ttl))
             await conn.execute(
                 update(batches)
                 .where(batches.c.lease_owner == worker)
