@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
 from overnight.domain.lines import LineRules
 from overnight.domain.validation import DuplicateFinder, FileValidator, ValidationReport
+from overnight.runner.hash_spill import SpilledHashes
 
 RULES = LineRules("/v1/chat/completions", models={"m", "n"})
 
@@ -94,6 +96,39 @@ def test_duplicates_are_found_with_both_line_numbers() -> None:
     ]
     assert "line 1" in report.errors[0].message
     assert report.chunks == ()
+
+
+def test_duplicates_are_found_across_hashes_spilled_to_disk(tmp_path: Path) -> None:
+    # 3,000 ids, handed to the disk sink every 100: the repeats of "r-7"
+    # (line 2,001) and "r-2999" (line 3,002) sit in other blocks than their
+    # first appearance.
+    ids = [f"r-{i}" for i in range(3000)]
+    ids.insert(2000, "r-7")
+    ids.append("r-2999")
+    data = b"\n".join(request(i) for i in ids) + b"\n"
+    sink = SpilledHashes(tmp_path / "hashes")
+    _, report = run(data, hash_sink=sink, spill_every=100)
+    sink.close()
+    assert [(e.line, e.code) for e in report.errors] == [
+        (2001, "duplicate_custom_id"),
+        (3002, "duplicate_custom_id"),
+    ]
+    assert not (tmp_path / "hashes").exists()
+
+
+def test_hashes_leave_memory_for_disk_as_they_pile_up(tmp_path: Path) -> None:
+    sink = SpilledHashes(tmp_path / "hashes")
+    validator = FileValidator(RULES, hash_sink=sink, spill_every=64)
+    offset = 0
+    for i in range(5000):
+        raw = request(f"r-{i}")
+        validator.feed(raw, offset)
+        offset += len(raw) + 1
+    on_disk = sum(path.stat().st_size for path in (tmp_path / "hashes").iterdir())
+    assert on_disk == 8 * (5000 - 5000 % 64)  # every full block of 64 went to disk
+    assert validator.duplicate_candidates() == frozenset()
+    sink.close()
+    assert validator.finish(offset).ok
 
 
 def test_an_empty_file_is_an_error() -> None:

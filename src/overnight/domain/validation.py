@@ -1,11 +1,12 @@
 """Whole-file validation and chunk planning, as a pure state machine.
 
 The runner streams the file and feeds it here line by line; this module
-holds no file handles. Memory stays flat whatever the file size except for
-one 8-byte hash per request, kept to find duplicate `custom_id`s (80 MB for
-10M lines). Hash hits are confirmed exactly in a second pass, which only
-runs when the first pass found a candidate (a duplicate, or a 1-in-2^64
-collision), so a valid file is read once.
+holds no file handles. To find duplicate `custom_id`s it keeps one 8-byte
+hash per request; given a `HashSink` (the runner's spills them to disk,
+runner/hash_spill.py) it hands them over every `SPILL_EVERY` requests, so
+memory stays flat whatever the file size. Hash hits are confirmed exactly in
+a second pass, which only runs when the first pass found a candidate (a
+duplicate, or a 1-in-2^64 collision), so a valid file is read once.
 
 Chunks are cut while validating, at line boundaries, when a chunk reaches
 `chunk_lines` requests or `chunk_bytes` bytes, whichever comes first.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -29,6 +31,27 @@ from overnight.domain.lines import (
 )
 
 MAX_REPORTED_ERRORS = 100
+#: Hashes held in memory before they go to the `HashSink` (2 MiB).
+SPILL_EVERY = 256 * 1024
+
+
+class HashSink(Protocol):
+    """Where a validator puts its `custom_id` hashes when they pile up."""
+
+    def add(self, hashes: array[int]) -> None: ...
+
+    def repeated(self) -> frozenset[int]:
+        """Every hash added more than once."""
+        ...
+
+
+def repeated_hashes(hashes: np.ndarray) -> frozenset[int]:
+    """The values found more than once in `hashes` (int64; sorted in place)."""
+    if len(hashes) < 2:
+        return frozenset()
+    hashes.sort()
+    repeated = hashes[1:][hashes[1:] == hashes[:-1]]
+    return frozenset(int(h) for h in np.unique(repeated))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +93,10 @@ class FileValidator:
     chunk_bytes: int = 8 * 1024 * 1024
     max_requests: int | None = None
     require_single_model: bool = False
+    #: Takes the hashes every `SPILL_EVERY` requests; None keeps them all in
+    #: memory (8 bytes a request: fine for tests and small files).
+    hash_sink: HashSink | None = None
+    spill_every: int = SPILL_EVERY
 
     requests: int = 0
     model: str | None = None
@@ -123,6 +150,9 @@ class FileValidator:
             if counted:
                 chunk.requests += 1
         self._line = line
+        if self.hash_sink is not None and len(self._hashes) >= self.spill_every:
+            self.hash_sink.add(self._hashes)
+            self._hashes = array("q")
 
     def _check(self, raw: bytes, line: int) -> None:
         result = check_line(raw, line, self.rules)
@@ -173,12 +203,11 @@ class FileValidator:
 
     def duplicate_candidates(self) -> frozenset[int]:
         """Hashes seen more than once; empty for almost every valid file."""
-        if len(self._hashes) < 2:
-            return frozenset()
-        hashes = np.frombuffer(self._hashes, dtype=np.int64).copy()
-        hashes.sort()
-        repeated = hashes[1:][hashes[1:] == hashes[:-1]]
-        return frozenset(int(h) for h in np.unique(repeated))
+        if self.hash_sink is not None:
+            self.hash_sink.add(self._hashes)
+            self._hashes = array("q")
+            return self.hash_sink.repeated()
+        return repeated_hashes(np.frombuffer(self._hashes, dtype=np.int64))
 
     def finish(self, size: int, duplicates: list[LineError] | None = None) -> ValidationReport:
         """Close the last chunk and report. `duplicates` comes from

@@ -1,7 +1,8 @@
 """Validate a batch's input file, then start the batch or fail it.
 
 The file is streamed once (twice only when a duplicate `custom_id` is
-suspected); chunks are cut in the same pass.
+suspected); chunks are cut in the same pass. The ids' hashes are spilled to
+local disk as they pile up (runner/hash_spill.py), so memory stays flat.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from overnight.domain.batch import Batch, LineError
 from overnight.domain.lines import LineRules
 from overnight.domain.status import BatchStatus
 from overnight.domain.validation import DuplicateFinder, FileValidator
+from overnight.runner.hash_spill import SpilledHashes
 from overnight.runner.reading import lines_with_offsets
 from overnight.settings import Settings
 from overnight.store.sql import SqlStore
@@ -47,18 +49,23 @@ async def validate_batch(
         max_line_bytes=settings.max_line_bytes,
     )
     max_line = settings.max_line_bytes
-    validator = FileValidator(
-        rules,
-        chunk_lines=settings.chunk_lines,
-        chunk_bytes=settings.chunk_bytes,
-        max_requests=settings.max_requests_per_batch,
-        require_single_model=settings.require_single_model,
-    )
-    async for lines in lines_with_offsets(blobs, record.blob_key, max_line=max_line):
-        validator.feed_many(lines)
+    hashes = SpilledHashes(settings.data_dir / "staging" / f"hashes-{batch.id}-{worker}")
+    try:
+        validator = FileValidator(
+            rules,
+            chunk_lines=settings.chunk_lines,
+            chunk_bytes=settings.chunk_bytes,
+            max_requests=settings.max_requests_per_batch,
+            require_single_model=settings.require_single_model,
+            hash_sink=hashes,
+        )
+        async for lines in lines_with_offsets(blobs, record.blob_key, max_line=max_line):
+            validator.feed_many(lines)
+        candidates = validator.duplicate_candidates()
+    finally:
+        hashes.close()
 
     duplicates: list[LineError] = []
-    candidates = validator.duplicate_candidates()
     if candidates:
         finder = DuplicateFinder(candidates, rules)
         async for lines in lines_with_offsets(blobs, record.blob_key, max_line=max_line):

@@ -1,0 +1,61 @@
+"""The `custom_id` hashes of a file being validated, spilled to local disk.
+
+Finding duplicate `custom_id`s needs every id's hash (8 bytes a request:
+80 MB for a 10M-line file, twice that while sorting). Kept in memory, that
+grows with the file; here the validator hands them over in blocks, which
+are split by their top bits into `BUCKETS` files. A duplicate's two hashes
+are equal, so they land in the same bucket; at the end each bucket is read
+and sorted on its own. Memory: one block plus one bucket (1.25 MB for 10M
+lines), whatever the file size.
+"""
+
+from __future__ import annotations
+
+import shutil
+from array import array
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from overnight.domain.validation import repeated_hashes
+
+BUCKETS = 64
+_SHIFT = np.uint64(64 - 6)  # the top 6 bits pick one of 64 buckets
+
+
+class SpilledHashes:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._files: list[BinaryIO] = [
+            (folder / f"{bucket:02d}.bin").open("wb") for bucket in range(BUCKETS)
+        ]
+
+    def add(self, hashes: array[int]) -> None:
+        if not hashes:
+            return
+        values = np.frombuffer(hashes, dtype=np.int64)
+        buckets = (values.view(np.uint64) >> _SHIFT).astype(np.intp)
+        order = np.argsort(buckets, kind="stable")
+        ordered = values[order]
+        start = 0
+        for bucket, count in enumerate(np.bincount(buckets, minlength=BUCKETS)):
+            if count:
+                handle = self._files[bucket]
+                handle.write(ordered[start : start + count].tobytes())
+                handle.flush()  # out of this process's memory, too
+                start += int(count)
+
+    def repeated(self) -> frozenset[int]:
+        found: set[int] = set()
+        for bucket, handle in enumerate(self._files):
+            handle.close()
+            found |= repeated_hashes(np.fromfile(self.folder / f"{bucket:02d}.bin", dtype=np.int64))
+        return frozenset(found)
+
+    def close(self) -> None:
+        """Remove the files (the validation is over, or failed)."""
+        for handle in self._files:
+            handle.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
