@@ -48,7 +48,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
 
 $(LLAMA_WHEEL_DIR)/.built: | $(BIN)/python
-	@echo ">> building llama-cpp-python $(LLAMA_VERSION) with portable flags (about 4-6 minutes on 2 cores, once)"
+	@echo ">> building llama-cpp-python $(LLAMA_VERSION) with portable flags (about 6.5 minutes on 2 cores, once)"
 	rm -rf "$(LLAMA_WHEEL_DIR)" && mkdir -p "$(LLAMA_WHEEL_DIR)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 		$(BIN)/pip wheel --no-cache-dir --no-deps --wheel-dir "$(LLAMA_WHEEL_DIR)" llama-cpp-python==$(LLAMA_VERSION)

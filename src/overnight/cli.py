@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -40,7 +41,7 @@ DataDirOption = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Where the database and files live [default: ./.overnight].",
+        help="Where the database and files live (default: ./.overnight).",
         show_default=False,
     ),
 ]
@@ -64,10 +65,10 @@ def main_options(
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Interface to bind [default: 127.0.0.1].", show_default=False)
+        str | None, typer.Option(help="Interface to bind (default: 127.0.0.1).", show_default=False)
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="Port to listen on [default: 8000].", show_default=False)
+        int | None, typer.Option(help="Port to listen on (default: 8000).", show_default=False)
     ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
@@ -94,6 +95,13 @@ def serve(
         worker=worker,
         allow_insecure_public=allow_insecure_public or None,
     )
+    from overnight.runtime import DataDirInUse, Runtime, ensure_data_dir_free
+
+    try:
+        ensure_data_dir_free(settings)
+    except DataDirInUse as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     if not _check_exposure(settings):
         raise typer.Exit(2)
     _share_metrics_between_processes(settings)
@@ -102,7 +110,6 @@ def serve(
 
     from overnight.api.app import create_app
     from overnight.api.protocol import bounded_protocol
-    from overnight.runtime import DataDirInUse, Runtime
 
     failures: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -157,6 +164,9 @@ def worker(
         from overnight.settings import Settings
 
         die_with_parent(supervised_by)
+        # Ctrl-C in a terminal reaches the whole process group; the parent
+        # stops its workers itself (SIGTERM), in order, so they ignore it.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the loop runs, too
         settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     else:
         settings = _settings(config, data_dir=data_dir, worker=True)
@@ -188,7 +198,9 @@ async def _run_worker(settings: Settings, worker_id: str | None, *, supervised: 
         stop.set()
 
     loop = asyncio.get_running_loop()
-    for number in (signal.SIGTERM, signal.SIGINT):
+    # A worker process of `serve` leaves Ctrl-C to its parent, which stops
+    # it with SIGTERM once the API has stopped taking requests.
+    for number in (signal.SIGTERM,) if supervised else (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, stop.set)
     child = WorkerId(worker_id) if supervised and worker_id else None
     runtime = Runtime(settings, on_failure=fail, child_worker=child)
@@ -254,7 +266,7 @@ def _check_exposure(settings: Settings) -> bool:
     console.print(
         f"[red]error:[/red] refusing to listen on {settings.host} in single-user local mode: "
         "no API keys are configured, so anyone who can reach it would get in. Configure "
-        "[[tenants]] or run `overnight keys create --tenant NAME` first, listen on 127.0.0.1, "
+        "\\[\\[tenants]] or run `overnight keys create --tenant NAME` first, listen on 127.0.0.1, "
         "or pass --allow-insecure-public if this network is trusted."
     )
     return False

@@ -7,7 +7,7 @@ interpreted identically when it runs. Pure code: bytes in, a value out.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ class LineRules:
     endpoint: str
     #: Names of the configured models; None accepts any model (used when
     #: re-reading lines that were already validated).
-    models: Container[str] | None = None
+    models: Collection[str] | None = None
     #: OpenAI lines must carry `method` and `url`; Together lines may omit
     #: them and take them from the batch.
     require_method_and_url: bool = True
@@ -192,7 +192,8 @@ def check_request(value: dict[str, Any], line: int, rules: LineRules) -> Request
     if rules.models is not None and model not in rules.models:
         return LineError(
             "model_not_found",
-            f"Line {line}: the model {model!r} is not served here.",
+            f"Line {line}: the model {model!r} is not served here; served: "
+            f"{_names(rules.models)}.",
             line,
             "body.model",
         )
@@ -213,6 +214,11 @@ def _missing(param: str, line: int) -> LineError:
         line,
         param,
     )
+
+
+def _names(models: Collection[str]) -> str:
+    shown = sorted(models)[:10]
+    return ", ".join(shown) + (", ..." if len(models) > len(shown) else "")
 
 
 def _show(value: Any) -> str:
