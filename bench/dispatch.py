@@ -110,7 +110,7 @@ def main() -> None:
         rate = result["requests"] / result["seconds"]
         return [
             name,
-            result["requests"],
+            f"{int(result['requests']):,}",
             f"{result['seconds']:.1f}",
             f"{rate:,.0f}",
             f"{1e6 * result['cpu_seconds'] / result['requests']:.0f}",
