@@ -192,8 +192,7 @@ def check_request(value: dict[str, Any], line: int, rules: LineRules) -> Request
     if rules.models is not None and model not in rules.models:
         return LineError(
             "model_not_found",
-            f"Line {line}: the model {model!r} is not served here; served: "
-            f"{_names(rules.models)}.",
+            f"Line {line}: the model {model!r} is not served here; served: {_names(rules.models)}.",
             line,
             "body.model",
         )
