@@ -77,6 +77,12 @@ class SignedUploads:
     def _now(self) -> int:
         return int(self.service.clock())
 
+    def _expiry(self, now: int) -> int:
+        """When a URL issued in second `now` stops working. Times are whole
+        seconds, so it gets one more: a URL issued at 12:00:00.999 with a
+        1 s expiry must still work at 12:00:01.5."""
+        return now + self.settings.upload_url_expiry + 1
+
     # ------------------------------------------------------------ one file
 
     async def grant(
@@ -95,7 +101,7 @@ class SignedUploads:
             filename=clean_filename(filename),
             purpose=checked,
             created_at=now,
-            expires_at=now + self.settings.upload_url_expiry,
+            expires_at=self._expiry(now),
             checksum=digest,
         )
         await self.store.insert_grants([grant], forget_before=now - GRANT_MEMORY)
@@ -198,7 +204,7 @@ class SignedUploads:
                 filename=upload.filename,
                 purpose=checked,
                 created_at=now,
-                expires_at=now + self.settings.upload_url_expiry,
+                expires_at=self._expiry(now),
                 checksum=digest,
                 upload_id=upload.id,
                 part_number=n,
