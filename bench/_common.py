@@ -154,6 +154,17 @@ def chat_file(path: Path, lines: int, *, model: str = "bench-model", pad: int = 
     return path
 
 
+ENDED = ("completed", "failed", "cancelled", "expired")
+
+
+def wait_until_ended(client: Any, batch: Any, interval: float) -> Any:
+    """Poll a batch (openai SDK) every `interval` seconds until it ends."""
+    while batch.status not in ENDED:
+        time.sleep(interval)
+        batch = client.batches.retrieve(batch.id)
+    return batch
+
+
 def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
     out = [

@@ -23,7 +23,14 @@ from typing import Any
 import openai
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import chat_file, fake_upstream, overnight_server, table, write_config
+from _common import (
+    chat_file,
+    fake_upstream,
+    overnight_server,
+    table,
+    wait_until_ended,
+    write_config,
+)
 
 
 def run_overnight(workdir: Path, upstream_url: str, path: Path, concurrency: int) -> dict[str, Any]:
@@ -37,9 +44,7 @@ def run_overnight(workdir: Path, upstream_url: str, path: Path, concurrency: int
         batch = client.batches.create(
             input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
-        while batch.status not in ("completed", "failed", "cancelled", "expired"):
-            time.sleep(0.2)
-            batch = client.batches.retrieve(batch.id)
+        batch = wait_until_ended(client, batch, 0.2)
         seconds = time.perf_counter() - started
         cpu = server.cpu_seconds() - cpu_before
         counts = batch.request_counts

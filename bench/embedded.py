@@ -18,7 +18,7 @@ from pathlib import Path
 import openai
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import overnight_server, table, write_config
+from _common import overnight_server, table, wait_until_ended, write_config
 from overnight.settings import EMBEDDED_MODEL_NAME, bundled_gguf_path
 
 TOPICS = [
@@ -81,9 +81,7 @@ def through_overnight(workdir: Path, texts: list[str], max_tokens: int) -> tuple
         batch = client.batches.create(
             input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
-        while batch.status not in ("completed", "failed"):
-            time.sleep(0.05)
-            batch = client.batches.retrieve(batch.id)
+        batch = wait_until_ended(client, batch, 0.05)
         seconds = time.perf_counter() - started
         assert batch.status == "completed" and batch.usage is not None, batch
         return batch.usage.output_tokens, seconds

@@ -25,7 +25,15 @@ import openai
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Proc, chat_file, fake_upstream, overnight_server, table, write_config
+from _common import (
+    Proc,
+    chat_file,
+    fake_upstream,
+    overnight_server,
+    table,
+    wait_until_ended,
+    write_config,
+)
 
 LINE_PAD = 900  # brings a line to about 1 KB
 
@@ -116,9 +124,7 @@ def one_size(workdir: Path, lines: int, skip_run: bool, run_for: float | None) -
                 phase(f"run ({ran:,} lines, then cancel)", time.perf_counter() - started)
                 started = time.perf_counter()
                 batch = client.batches.cancel(batch.id)
-            while batch.status not in ("completed", "failed", "cancelled", "expired"):
-                time.sleep(1)
-                batch = client.batches.retrieve(batch.id)
+            batch = wait_until_ended(client, batch, 1)
             assert batch.request_counts is not None
             if run_for is None:
                 assert batch.status == "completed", batch.status

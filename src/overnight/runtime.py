@@ -134,25 +134,11 @@ class Runtime:
 def ensure_data_dir_free(settings: Settings) -> None:
     """Raise DataDirInUse at once if another process serves this SQLite data
     directory, before anything (migrations, the banner) touches it. The
-    lock itself is taken in `Runtime.start`."""
+    lock is held for good from `Runtime.start`; here it is only tried."""
     if make_url(settings.resolved_database_url).get_backend_name() != "sqlite":
         return
-    if not (settings.data_dir / "overnight.lock").exists():
-        return
-    handle = (settings.data_dir / "overnight.lock").open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        raise _in_use(settings.data_dir) from exc
-    finally:
-        handle.close()
-
-
-def _in_use(data_dir: Path) -> DataDirInUse:
-    return DataDirInUse(
-        f"{data_dir} is in use by another overnight process; "
-        "stop it, or use --data-dir for a second one."
-    )
+    if (settings.data_dir / "overnight.lock").exists():
+        _lock_data_dir(settings.data_dir).close()
 
 
 def _lock_data_dir(data_dir: Path) -> IO[str]:
@@ -163,7 +149,10 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
         handle.close()
-        raise _in_use(data_dir) from exc
+        raise DataDirInUse(
+            f"{data_dir} is in use by another overnight process; "
+            "stop it, or use --data-dir for a second one."
+        ) from exc
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))

@@ -151,8 +151,7 @@ class FileValidator:
                 chunk.requests += 1
         self._line = line
         if self.hash_sink is not None and len(self._hashes) >= self.spill_every:
-            self.hash_sink.add(self._hashes)
-            self._hashes = array("q")
+            self._hand_over_hashes(self.hash_sink)
 
     def _check(self, raw: bytes, line: int) -> None:
         result = check_line(raw, line, self.rules)
@@ -201,11 +200,14 @@ class FileValidator:
             )
         self._open = _OpenChunk()
 
+    def _hand_over_hashes(self, sink: HashSink) -> None:
+        sink.add(self._hashes)
+        self._hashes = array("q")
+
     def duplicate_candidates(self) -> frozenset[int]:
         """Hashes seen more than once; empty for almost every valid file."""
         if self.hash_sink is not None:
-            self.hash_sink.add(self._hashes)
-            self._hashes = array("q")
+            self._hand_over_hashes(self.hash_sink)
             return self.hash_sink.repeated()
         return repeated_hashes(np.frombuffer(self._hashes, dtype=np.int64))
 
