@@ -379,6 +379,9 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Alembic announces each of its plugins at INFO when imported: seven
+    # lines of noise at every start, before anything has happened.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def main() -> None:
