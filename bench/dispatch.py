@@ -2,8 +2,10 @@
 
 A batch of chat lines runs through overnight against an instant fake
 upstream in its own process. In the same run, at the same concurrency and
-against the same upstream, a bare aiohttp client (the ceiling) and a plain
-asyncio + aiohttp + semaphore script (the peer) send the same requests.
+against the same upstream, a bare aiohttp client (the ceiling), a plain
+asyncio + aiohttp + semaphore script (the peer) and overnight's own HTTP/1.1
+client driven bare (what overnight's dispatch could at most reach) send the
+same requests.
 
     python bench/dispatch.py                 # 200k lines
     python bench/dispatch.py --lines 2000    # smoke test
@@ -104,6 +106,7 @@ def main() -> None:
             )
             ours = run_overnight(workdir, upstream.url, path, args.concurrency)
             after = run_script("ceiling_client.py", *ceiling_args)
+            native = run_script("ceiling_client.py", *ceiling_args, "--client", "native")
             # The ceiling runs before and after overnight; their mean is the
             # reference, so drift in the machine's speed during the run cancels.
             ceiling = {
@@ -128,6 +131,7 @@ def main() -> None:
             ["client", "requests", "seconds", "requests/s", "client CPU µs/request", "x ceiling"],
             [
                 row("bare aiohttp (ceiling)", ceiling),
+                row("bare native client (overnight's backends/http1.py)", native),
                 row("peer: asyncio + aiohttp + semaphore", peer),
                 row("overnight (upload excluded; validate + run + finalise)", ours),
             ],

@@ -1,0 +1,471 @@
+"""The two clients a model is reached through (backends/http.py): overnight's
+own HTTP/1.1 client (`native`, the default for http:// servers) and aiohttp.
+
+Both are driven through `HttpBackend`, as the worker drives them, against
+the fake upstream and against raw loopback servers that answer the way
+real servers sometimes do (chunked, close-delimited, gzip, `100 Continue`,
+a keep-alive connection closed under us, garbage). Every test that is about
+behaviour both must share runs on both clients, and on both event loops the
+service may run on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+import uvloop
+
+from overnight.backends.base import UpstreamRequest, UpstreamResult
+from overnight.backends.http import HttpBackend
+from overnight.settings import ModelSettings
+from overnight.testing.fake_upstream import FakeUpstream
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
+CLIENTS = ["native", "aiohttp"]
+
+
+pytestmark = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+
+
+def on_each_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on the event loop named by the `loop` parameter:
+    the service runs on uvloop, and on asyncio's own loop where uvloop is
+    not installed, and their transports differ in small ways."""
+
+    def run(loop: str, **kwargs: Any) -> None:
+        (uvloop.run if loop == "uvloop" else asyncio.run)(test(**kwargs))
+
+    signature = inspect.signature(test)
+    run.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[
+            inspect.Parameter("loop", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *signature.parameters.values(),
+        ]
+    )
+    run.__name__ = test.__name__
+    run.__doc__ = test.__doc__
+    return run
+
+
+@contextlib.asynccontextmanager
+async def backend_for(url: str, client: str, **settings: object) -> AsyncIterator[HttpBackend]:
+    model = ModelSettings(name="m", base_url=url, http_client=client, **settings)  # type: ignore[arg-type]
+    backend = HttpBackend(model)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+async def chat(backend: HttpBackend, content: str = "hello there") -> UpstreamResult:
+    body = {"model": "m", "messages": [{"role": "user", "content": content}]}
+    return await backend.send(UpstreamRequest("/v1/chat/completions", body))
+
+
+# -- a raw server, to answer byte for byte
+
+
+@dataclass
+class Seen:
+    """What a raw server received."""
+
+    connections: int = 0
+    requests: list[tuple[bytes, bytes]] = field(default_factory=list)  # (head, body)
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Seen], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head, await reader.readexactly(length)
+
+
+@contextlib.asynccontextmanager
+async def raw_server(handler: Handler) -> AsyncIterator[tuple[str, Seen]]:
+    seen = Seen()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.connections += 1
+        try:
+            await handler(reader, writer, seen)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1", seen
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def backend_on(
+    handler: Handler, client: str, **settings: object
+) -> AsyncIterator[tuple[HttpBackend, Seen]]:
+    """A backend for a model served by a raw server running `handler`."""
+    async with raw_server(handler) as (url, seen), backend_for(url, client, **settings) as backend:
+        yield backend, seen
+
+
+def answer(body: bytes, *, status: bytes = b"200 OK", headers: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 "
+        + status
+        + b"\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+
+
+def serve_each(respond: Callable[[bytes], bytes]) -> Handler:
+    """Answer every request on the connection with `respond(request body)`."""
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        while (request := await read_request(reader)) is not None:
+            seen.requests.append(request)
+            writer.write(respond(request[1]))
+            await writer.drain()
+
+    return handler
+
+
+# -- against the fake upstream: answers, headers, faults
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_an_answer_comes_back_whole(client: str) -> None:
+    with FakeUpstream() as up:
+        async with backend_for(up.url, client) as backend:
+            result = await chat(backend, "the quick brown fox")
+    assert result.status_code == 200 and result.error_code is None
+    assert result.body["choices"][0]["message"]["content"] == "echo: the quick brown fox"
+    # The x-request-id header: the fake puts the same id in the body.
+    assert result.body["id"] == f"chatcmpl-{result.request_id}"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_concurrent_requests_each_get_their_own_answer(client: str) -> None:
+    with FakeUpstream(latency=0.005, latency_jitter=0.01) as up:
+        async with backend_for(up.url, client) as backend:
+            results = await asyncio.gather(*(chat(backend, f"line {i}") for i in range(200)))
+    replies = [r.body["choices"][0]["message"]["content"] for r in results]
+    assert replies == [f"echo: line {i}" for i in range(200)]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_429_carries_its_retry_after(client: str) -> None:
+    with FakeUpstream(rate_limit_rate=1.0, retry_after=0.25) as up:
+        async with backend_for(up.url, client) as backend:
+            result = await chat(backend)
+    assert (result.status_code, result.retry_after, result.congested) == (429, 0.25, True)
+    assert result.body["error"]["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_a_server_error_is_an_answer_not_a_transport_failure(client: str) -> None:
+    with FakeUpstream(error_rate=1.0, error_status=503) as up:
+        async with backend_for(up.url, client) as backend:
+            result = await chat(backend)
+    assert result.status_code == 503 and result.error_code is None
+    assert "error" in result.body
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_a_hung_server_times_out_after_the_model_timeout(client: str) -> None:
+    with FakeUpstream(hang_rate=1.0) as up:
+        async with backend_for(up.url, client, timeout=0.3) as backend:
+            started = asyncio.get_running_loop().time()
+            result = await chat(backend)
+            waited = asyncio.get_running_loop().time() - started
+    assert result.error_code == "upstream_timeout"
+    assert result.error_message == "The model server did not answer within 0.3 s."
+    assert 0.25 <= waited < 2
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_a_reset_connection_is_unreachable_and_the_next_request_works(client: str) -> None:
+    with FakeUpstream() as up:
+        async with backend_for(up.url, client) as backend:
+            assert (await chat(backend)).status_code == 200
+            up.configure(reset_rate=1.0)
+            reset = await chat(backend)
+            up.configure(reset_rate=0.0)
+            after = await chat(backend)
+    assert reset.error_code == "upstream_unreachable" and reset.status_code is None
+    assert after.status_code == 200
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_nobody_listening_is_unreachable(client: str) -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    async with backend_for(f"http://127.0.0.1:{port}/v1", client) as backend:
+        result = await chat(backend)
+    assert result.error_code == "upstream_unreachable"
+    assert result.error_message and result.error_message.startswith(
+        "Could not reach the model server"
+    )
+
+
+# -- against raw servers: the shapes of HTTP/1.1 real servers send
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_the_request_names_path_host_key_and_body(client: str) -> None:
+    handler = serve_each(lambda body: answer(b"{}"))
+    async with (
+        raw_server(handler) as (url, seen),
+        backend_for(url, client, api_key="sk-test") as backend,
+    ):
+        await chat(backend, "exact bytes")
+    head, body = seen.requests[0]
+    lines = head.decode().split("\r\n")
+    host = url.removeprefix("http://").split("/")[0]
+    assert lines[0] == "POST /v1/chat/completions HTTP/1.1"
+    headers = {
+        k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
+    }
+    assert headers["host"] == host
+    assert headers["authorization"] == "Bearer sk-test"
+    assert headers["content-type"] == "application/json"
+    assert orjson.loads(body)["messages"][0]["content"] == "exact bytes"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_keep_alive_reuses_one_connection(client: str) -> None:
+    async with backend_on(serve_each(lambda body: answer(b'{"ok": true}')), client) as (
+        backend,
+        seen,
+    ):
+        for _ in range(20):
+            assert (await chat(backend)).body == {"ok": True}
+    assert (seen.connections, len(seen.requests)) == (1, 20)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_a_chunked_answer_is_joined(client: str) -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        while await read_request(reader) is not None:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for piece in (b'{"text": ', b'"split ', b'in three"}'):
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            writer.write(b"0\r\n\r\n")
+
+    async with backend_on(handler, client) as (backend, seen):
+        first, second = await chat(backend), await chat(backend)
+    assert first.body == second.body == {"text": "split in three"}
+    assert seen.connections == 1
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_an_answer_that_ends_with_the_connection(client: str) -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        if await read_request(reader) is not None:
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+            writer.write(b'{"no": "length"}')
+            await writer.drain()
+
+    async with backend_on(handler, client) as (backend, seen):
+        results = [await chat(backend) for _ in range(3)]
+    assert [r.body for r in results] == [{"no": "length"}] * 3
+    assert seen.connections == 3  # a closed connection is never reused
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_a_gzip_answer_is_decoded(client: str) -> None:
+    packed = gzip.compress(b'{"packed": true}')
+    response = answer(packed, headers=b"Content-Encoding: gzip\r\n")
+    async with backend_on(serve_each(lambda body: response), client) as (backend, _):
+        result = await chat(backend)
+    assert result.body == {"packed": True}
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_an_interim_100_continue_is_skipped(client: str) -> None:
+    response = b"HTTP/1.1 100 Continue\r\n\r\n" + answer(b'{"final": 1}')
+    async with backend_on(serve_each(lambda body: response), client) as (backend, _):
+        result = await chat(backend)
+    assert (result.status_code, result.body) == (200, {"final": 1})
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_an_answer_dribbled_a_byte_at_a_time(client: str) -> None:
+    response = answer(b'{"slow": "but whole"}', headers=b"X-Request-Id: rid-7\r\n")
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        while await read_request(reader) is not None:
+            for i in range(len(response)):
+                writer.write(response[i : i + 1])
+                await writer.drain()
+
+    async with backend_on(handler, client) as (backend, _):
+        result = await chat(backend)
+    assert (result.body, result.request_id) == ({"slow": "but whole"}, "rid-7")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_a_large_answer(client: str) -> None:
+    big = orjson.dumps({"data": "x" * 3_000_000})
+    async with backend_on(serve_each(lambda body: answer(big)), client) as (backend, _):
+        result = await chat(backend)
+    assert len(result.body["data"]) == 3_000_000
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_garbage_is_unreachable_not_a_crash(client: str) -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        if await read_request(reader) is not None:
+            writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.5)
+
+    async with backend_on(handler, client, timeout=5) as (backend, _):
+        result = await chat(backend)
+    assert result.error_code == "upstream_unreachable"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_a_non_json_body_is_kept_as_text(client: str) -> None:
+    response = answer(b"<html>bad gateway</html>", status=b"502 Bad Gateway")
+    async with backend_on(serve_each(lambda body: response), client) as (backend, _):
+        result = await chat(backend)
+    assert (result.status_code, result.body) == (502, "<html>bad gateway</html>")
+
+
+# -- the native client's own promises
+
+
+@on_each_loop
+async def test_a_keep_alive_connection_closed_while_idle_is_replaced() -> None:
+    """The server's keep-alive timeout fires just as a request is sent: the
+    request is sent again on a new connection, once."""
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        first_connection = seen.connections == 1
+        while (request := await read_request(reader)) is not None:
+            seen.requests.append(request)
+            if first_connection and len(seen.requests) == 2:
+                return  # read the second request, close without a word
+            writer.write(answer(b'{"n": %d}' % len(seen.requests)))
+            await writer.drain()
+
+    async with backend_on(handler, "native") as (backend, seen):
+        first, second = await chat(backend), await chat(backend)
+    assert (first.body, second.body) == ({"n": 1}, {"n": 3})
+    assert seen.connections == 2
+
+
+@on_each_loop
+async def test_a_connection_that_breaks_mid_answer_is_not_retried() -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        while (request := await read_request(reader)) is not None:
+            seen.requests.append(request)
+            writer.write(answer(b'{"cut": "off here, no more"}')[:-10])
+            await writer.drain()
+            return
+
+    async with backend_on(handler, "native") as (backend, seen):
+        result = await chat(backend)
+    assert result.error_code == "upstream_unreachable"
+    assert len(seen.requests) == 1  # the server had started answering: not sent again
+
+
+@on_each_loop
+async def test_a_cancelled_request_closes_its_connection() -> None:
+    """A stop's grace period can cut a request off: its connection is closed,
+    so the model server can stop generating (vLLM aborts a request whose
+    client hung up), and its late answer is never read as another's."""
+    hung_up = asyncio.Event()
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        while (request := await read_request(reader)) is not None:
+            seen.requests.append(request)
+            if len(seen.requests) == 1:  # never answered: wait for the client to go
+                if await reader.read() == b"":
+                    hung_up.set()
+                return
+            writer.write(answer(b'{"fresh": true}'))
+            await writer.drain()
+
+    async with backend_on(handler, "native") as (backend, seen):
+        slow = asyncio.create_task(chat(backend))
+        await asyncio.sleep(0.1)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        await asyncio.wait_for(hung_up.wait(), 2)
+        result = await chat(backend)
+    assert result.body == {"fresh": True}
+    assert seen.connections == 2
+
+
+@on_each_loop
+async def test_https_urls_go_through_aiohttp() -> None:
+    model = ModelSettings(
+        name="m", base_urls=["https://api.example.com/v1", "http://gpu-1:8000/v1"]
+    )
+    backend = HttpBackend(model)
+    kinds = {url: type(t).__name__ for url, t in backend._transports.items()}
+    assert kinds == {
+        "https://api.example.com/v1": "AiohttpTransport",
+        "http://gpu-1:8000/v1": "NativeTransport",
+    }
+    await backend.close()
