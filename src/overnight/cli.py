@@ -314,11 +314,22 @@ def keys_list(
     keys = _run_on_store(
         settings, lambda store: store.list_api_keys(tenant, include_revoked=revoked)
     )
-    typer.echo(f"{'ID':<21}  {'KEY':<14}  {'ROLE':<6}  {'TENANT':<24}  {'CREATED':<20}  REVOKED")
-    for key in keys:
+    rows = [("ID", "KEY", "ROLE", "TENANT", "CREATED", "REVOKED")]
+    rows += [
+        (
+            key.id,
+            key.shown + "...",
+            key.role.value,
+            key.tenant or "-",
+            _when(key.created_at),
+            _when(key.revoked_at),
+        )
+        for key in keys
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:  # columns as wide as their widest cell, two spaces apart
         typer.echo(
-            f"{key.id:<21}  {key.shown + '...':<14}  {key.role.value:<6}  "
-            f"{key.tenant or '-':<24}  {_when(key.created_at):<20}  {_when(key.revoked_at)}"
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
 
 

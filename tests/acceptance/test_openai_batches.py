@@ -12,7 +12,7 @@ import pytest
 
 from overnight.testing.fake_upstream import FakeUpstream
 
-from helpers import chat_lines, jsonl, read_jsonl, wait_for_batch
+from helpers import chat_lines, fake_model, jsonl, read_jsonl, wait_for_batch
 
 
 def submit(client: openai.OpenAI, lines: list[dict[str, Any]], **kwargs: Any) -> Any:
@@ -147,6 +147,33 @@ def test_cancel_mid_run_keeps_partial_results(
 
     again = client.batches.cancel(created.id)  # idempotent
     assert again.status == "cancelled"
+
+
+def test_a_cancel_amid_many_running_chunks_loses_no_line(start_server) -> None:  # type: ignore[no-untyped-def]
+    """Several chunks' lanes share a model's 32 slots, so at the cancel many
+    lanes wait for a slot while answers keep freeing slots: every line still
+    ends in exactly one file, once."""
+    with FakeUpstream() as upstream:
+        model = fake_model(upstream.url, max_concurrency=32, adaptive=False)
+        server = start_server([model], chunk_lines=2000)
+        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
+            lines = chat_lines(20_000, prefix="race")
+            created = submit(client, lines)
+            deadline = time.monotonic() + 60
+            while client.batches.retrieve(created.id).request_counts.completed < 2000:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            client.batches.cancel(created.id)
+            batch = wait_for_batch(client, created.id, timeout=60)
+            ok = results(client, batch.output_file_id)
+            failed = results(client, batch.error_file_id)
+
+    assert batch.status == "cancelled"
+    counts = batch.request_counts
+    assert counts.completed + counts.failed == 20_000 and counts.completed < 20_000
+    assert Counter(r["custom_id"] for r in ok + failed) == Counter(
+        line["custom_id"] for line in lines
+    )
 
 
 def test_cancelling_a_completed_batch_is_a_409_not_to_retry(client: openai.OpenAI, server) -> None:  # type: ignore[no-untyped-def]

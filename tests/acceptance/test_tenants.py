@@ -297,6 +297,10 @@ def test_keys_made_with_the_cli_work_and_are_stored_only_as_hashes(
     listed = invoke("keys", "list", *where).stdout
     assert secret[:12] in listed and secret not in listed and admin_secret not in listed
     assert "gamma" in listed and "admin" in listed
+    header, *rows = listed.splitlines()
+    for name in ("KEY", "ROLE", "TENANT", "CREATED", "REVOKED"):  # every column under its name
+        start = header.index(name)
+        assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows), listed
     with http(server, admin_secret) as admin:
         names = [t["name"] for t in admin.get("/admin/tenants").json()["data"]]
         assert "gamma" in names

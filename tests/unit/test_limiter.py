@@ -53,3 +53,20 @@ async def test_a_cancelled_waiter_gives_its_place_back() -> None:
 def test_a_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError):
         Limiter(0)
+
+
+async def test_a_waiter_cancelled_just_as_a_slot_frees_still_ends_cancelled() -> None:
+    """The slot is released between the cancel and the waiter's wake-up, so
+    the cancelled waiter has already left the queue: the cancel must still
+    arrive as a cancel (a lane stopped by a cancelled batch counts its line
+    as not run only on CancelledError)."""
+    limiter = Limiter(1)
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    limiter.release()  # wakes the queue before the cancelled waiter runs
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert (limiter.in_flight, limiter.waiting) == (0, 0)
+    assert limiter.try_acquire()

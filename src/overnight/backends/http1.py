@@ -91,9 +91,10 @@ class Origin:
             except UpstreamClosed as exc:
                 if not exc.nothing_received:
                     raise
-                # Closed by the server while idle (its keep-alive timeout)
-                # just as we sent: the request never reached it. Once more,
-                # on a new connection.
+                # Closed without a byte of answer: most often the server's
+                # keep-alive timeout fired just as we sent. Once more, on a
+                # new connection: a retry the dispatcher would make anyway,
+                # but without counting a failure against the model.
         connection = await self._connect(loop, deadline)
         return await connection.exchange(request, deadline)
 
@@ -126,10 +127,6 @@ class Origin:
         for connection in list(self._open):
             connection.abort()
         self._idle.clear()
-
-    @property
-    def connections(self) -> int:
-        return len(self._open)
 
 
 class _Connection(asyncio.Protocol):

@@ -171,13 +171,19 @@ class ChunkRun:
         todo = [r for r in await self._requests() if r.custom_id not in done_ids]
         queue = iter(todo)
         unrun: list[str] = []
-        lanes = min(len(todo), max(m.settings.max_concurrency for m in self.models.all()))
-        for _ in range(lanes):
-            task = asyncio.create_task(self._lane(queue, unrun))
-            self._in_flight.add(task)
-            task.add_done_callback(self._in_flight.discard)
+        count = min(len(todo), max(m.settings.max_concurrency for m in self.models.all()))
+        lanes = [asyncio.create_task(self._lane(queue, unrun)) for _ in range(count)]
+        for lane in lanes:
+            self._in_flight.add(lane)
+            lane.add_done_callback(self._in_flight.discard)
         if self._in_flight:
             await self._drain_in_flight()
+        for lane in lanes:
+            # A lane that died of a bug took the line it held with it. The
+            # chunk must not end with a line in neither part: fail it, and
+            # its retry runs what the parts do not hold.
+            if not lane.cancelled() and (error := lane.exception()) is not None:
+                raise error
         unrun.extend(request.custom_id for request in queue)  # lanes cut off by a stop
         for custom_id in unrun:
             self._record(self._never_ran(custom_id))

@@ -52,7 +52,7 @@ class Limiter:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # the slot arrived just as we were cancelled
-            else:
+            elif waiter in self._waiters:  # `_wake` may have dropped it already
                 self._waiters.remove(waiter)
             raise
 
