@@ -22,6 +22,14 @@ def submit(client: openai.OpenAI, lines: list[dict[str, Any]], **kwargs: Any) ->
     )
 
 
+def wait_until_completed(client: openai.OpenAI, batch_id: str, n: int, timeout: float = 60) -> None:
+    """Until at least `n` of the batch's requests have completed."""
+    deadline = time.monotonic() + timeout
+    while client.batches.retrieve(batch_id).request_counts.completed < n:  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 def results(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
     return read_jsonl(client.files.content(file_id).text) if file_id else []
 
@@ -119,10 +127,7 @@ def test_cancel_mid_run_keeps_partial_results(
     upstream.configure(latency=0.1)
     lines = chat_lines(60, model="fake-small")
     created = submit(client, lines)
-    deadline = time.monotonic() + 30
-    while client.batches.retrieve(created.id).request_counts.completed < 5:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until_completed(client, created.id, 5)
 
     cancelling = client.batches.cancel(created.id)
     assert cancelling.status in ("cancelling", "cancelled")
@@ -159,10 +164,7 @@ def test_a_cancel_amid_many_running_chunks_loses_no_line(start_server) -> None: 
         with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
             lines = chat_lines(20_000, prefix="race")
             created = submit(client, lines)
-            deadline = time.monotonic() + 60
-            while client.batches.retrieve(created.id).request_counts.completed < 2000:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            wait_until_completed(client, created.id, 2000)
             client.batches.cancel(created.id)
             batch = wait_for_batch(client, created.id, timeout=60)
             ok = results(client, batch.output_file_id)
