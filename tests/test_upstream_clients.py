@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import gzip
 import inspect
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +25,10 @@ import orjson
 import pytest
 import uvloop
 
+from overnight.backends import http1
 from overnight.backends.base import UpstreamRequest, UpstreamResult
 from overnight.backends.http import HttpBackend
+from overnight.backends.http1 import Answer, Origin
 from overnight.settings import ModelSettings
 from overnight.testing.fake_upstream import FakeUpstream
 
@@ -469,3 +473,167 @@ async def test_https_urls_go_through_aiohttp() -> None:
         "http://gpu-1:8000/v1": "NativeTransport",
     }
     await backend.close()
+
+
+@on_each_loop
+async def test_a_cancel_landing_after_the_answer_spares_the_next_request() -> None:
+    """A's answer comes, its connection goes back to the pool and B takes
+    it; only then does A's cancel land. B's exchange must go on: closing
+    the connection under B would send B's request to the server twice."""
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        while (request := await read_request(reader)) is not None:
+            seen.requests.append(request)
+            if request[1] == b"second":  # "first" is answered by the test itself
+                writer.write(answer(b'{"second": true}'))
+                await writer.drain()
+
+    async with raw_server(handler) as (url, seen):
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        origin = Origin("127.0.0.1", port, timeout=5)
+        head = b"POST /v1/x HTTP/1.1\r\nHost: test\r\nContent-Length: "
+        first = asyncio.create_task(origin.post(head, b"first"))
+        await asyncio.sleep(0.1)  # sent, and left unanswered by the server
+        (connection,) = origin._open
+        gate = asyncio.Event()
+
+        async def second_after_gate() -> Answer:
+            await gate.wait()
+            return await origin.post(head, b"second")
+
+        second = asyncio.create_task(second_after_gate())
+        await asyncio.sleep(0)
+        gate.set()  # B runs next...
+        connection.data_received(answer(b'{"first": true}'))  # ...then A, with its answer
+        first.cancel()  # which lands as a cancel
+        answered = await asyncio.wait_for(second, 5)
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        origin.close()
+    assert answered.body == b'{"second": true}'
+    assert [body for _, body in seen.requests] == [b"first", b"second"]
+    assert seen.connections == 1
+
+
+@on_each_loop
+async def test_a_second_answer_to_one_request_retires_the_connection() -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        first_connection = seen.connections == 1
+        while (request := await read_request(reader)) is not None:
+            seen.requests.append(request)
+            writer.write(answer(b'{"n": %d}' % len(seen.requests)))
+            if first_connection:
+                writer.write(answer(b'{"surplus": true}'))
+            await writer.drain()
+
+    async with backend_on(handler, "native") as (backend, seen):
+        first, second, third = [await chat(backend) for _ in range(3)]
+    assert [first.body, second.body, third.body] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert seen.connections == 2  # the first, spoilt by its surplus, was not reused
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Drop the connection with a TCP RST, as a crashing server does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+@on_each_loop
+async def test_a_body_that_ends_with_a_reset_is_not_an_answer() -> None:
+    """(aiohttp takes such a body as whole.)"""
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        if await read_request(reader) is not None:
+            writer.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"cut": "of')
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            reset(writer)
+
+    async with backend_on(handler, "native") as (backend, _):
+        result = await chat(backend)
+    assert result.error_code == "upstream_unreachable" and result.status_code is None
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_an_http_1_0_server_gets_a_connection_per_request(client: str) -> None:
+    response = b'HTTP/1.0 200 OK\r\nContent-Length: 11\r\n\r\n{"v": 1.0}\n'
+    async with backend_on(serve_each(lambda body: response), client) as (backend, seen):
+        results = [await chat(backend) for _ in range(3)]
+    assert [r.body for r in results] == [{"v": 1.0}] * 3
+    assert seen.connections == 3
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@on_each_loop
+async def test_204_is_an_answer_with_an_empty_body(client: str) -> None:
+    response = b"HTTP/1.1 204 No Content\r\nContent-Encoding: gzip\r\n\r\n"
+    async with backend_on(serve_each(lambda body: response), client) as (backend, seen):
+        results = [await chat(backend) for _ in range(2)]
+    assert [(r.status_code, r.body) for r in results] == [(204, "")] * 2
+    assert seen.connections == 1
+
+
+@on_each_loop
+async def test_switching_protocols_is_unreachable() -> None:
+    response = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    async with backend_on(serve_each(lambda body: response), "native") as (backend, _):
+        result = await chat(backend)
+    assert result.error_code == "upstream_unreachable"
+    assert result.error_message and "101" in result.error_message
+
+
+@on_each_loop
+async def test_a_close_after_an_interim_answer_is_not_sent_again() -> None:
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        while (request := await read_request(reader)) is not None:
+            seen.requests.append(request)
+            if len(seen.requests) == 1:
+                writer.write(answer(b"{}"))
+            else:  # the second request: "100 Continue", then a hang-up
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await writer.drain()
+                return
+            await writer.drain()
+
+    async with backend_on(handler, "native") as (backend, seen):
+        first, second = await chat(backend), await chat(backend)
+    assert first.status_code == 200 and second.error_code == "upstream_unreachable"
+    assert len(seen.requests) == 2  # the server had begun to answer: not sent again
+
+
+@on_each_loop
+async def test_a_close_long_after_the_request_is_not_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that worked on a request for a while and then hung up may
+    have done the work: the client does not send it again on its own (the
+    dispatcher decides, counting the attempt)."""
+    monkeypatch.setattr(http1, "STALE_WITHIN", 0.2)
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        while (request := await read_request(reader)) is not None:
+            seen.requests.append(request)
+            if len(seen.requests) == 2:
+                await asyncio.sleep(0.4)
+                return  # hang up without a word
+            writer.write(answer(b"{}"))
+            await writer.drain()
+
+    async with backend_on(handler, "native") as (backend, seen):
+        first, second = await chat(backend), await chat(backend)
+    assert first.status_code == 200 and second.error_code == "upstream_unreachable"
+    assert len(seen.requests) == 2

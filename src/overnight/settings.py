@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
@@ -93,6 +94,9 @@ class ModelSettings(BaseModel):
     def _needs_an_address(self) -> ModelSettings:
         if self.backend == "openai" and not self.urls:
             raise ValueError(f"model {self.name!r}: backend 'openai' needs base_url or base_urls")
+        for url in self.urls:
+            if problem := _url_problem(url):
+                raise ValueError(f"model {self.name!r}: {url!r} {problem}")
         return self
 
     @property
@@ -109,6 +113,23 @@ class ModelSettings(BaseModel):
         if self.base_url:
             urls.insert(0, self.base_url)
         return [u.rstrip("/") for u in urls]
+
+
+def _url_problem(url: str) -> str | None:
+    """Why a model server's base URL cannot be used, caught at start-up
+    rather than on the first request."""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https"):
+        return "is not an http:// or https:// URL"
+    if not parsed.hostname:
+        return "names no host"
+    try:
+        parsed.port  # noqa: B018 (parsing it is the check)
+    except ValueError:
+        return "has an invalid port"
+    if parsed.query or parsed.fragment:
+        return "has a query or fragment; the endpoint's path is appended to it"
+    return None
 
 
 class TenantSettings(BaseModel):

@@ -16,7 +16,7 @@ What it handles, because model servers do it: `Content-Length`, chunked
 and close-delimited bodies; `Connection: close`; interim `1xx` answers; a
 `gzip` or `deflate` body; a keep-alive connection that the server closed
 while it sat idle (the request is sent again once, on a new connection,
-when nothing at all came back on the old one). Each request has one
+when nothing at all came back, at once, on the old one). Each request has one
 deadline, `timeout` seconds, covering connecting, sending and the whole
 answer; a request cancelled or timed out closes its connection, since the
 connection's state is then unknown.
@@ -36,6 +36,11 @@ _REQUEST_ID = b"x-request-id"
 _RETRY_AFTER = b"retry-after"
 _CONTENT_ENCODING = b"content-encoding"
 _FRAMING = (b"content-length", b"transfer-encoding")
+#: A connection closed with no answer this soon after the request went out
+#: was most likely closed by the server while idle (its keep-alive timeout
+#: crossing our write): the request is sent again on a new connection. Later
+#: than this, the server may have worked on it; the dispatcher decides.
+STALE_WITHIN = 1.0
 
 
 class UpstreamClosed(ConnectionError):
@@ -91,10 +96,11 @@ class Origin:
             except UpstreamClosed as exc:
                 if not exc.nothing_received:
                     raise
-                # Closed without a byte of answer: most often the server's
-                # keep-alive timeout fired just as we sent. Once more, on a
-                # new connection: a retry the dispatcher would make anyway,
-                # but without counting a failure against the model.
+                # Closed at once without a byte of answer: the server's
+                # keep-alive timeout fired just as we sent (see
+                # STALE_WITHIN). Once more, on a new connection: a retry the
+                # dispatcher would make anyway, but without counting a
+                # failure against the model.
         connection = await self._connect(loop, deadline)
         return await connection.exchange(request, deadline)
 
@@ -131,17 +137,24 @@ class Origin:
 
 class _Connection(asyncio.Protocol):
     """One connection, one exchange at a time. httptools calls the `on_*`
-    methods from `feed_data`."""
+    methods from `feed_data`; the connection goes back to its origin only
+    after `feed_data` returns, and only if exactly one answer came."""
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[Answer] | None = None
+        self.sent_at = 0.0
+        self.received = False
+        #: Set when the final answer is complete: keep the connection alive?
+        self.finished: bool | None = None
+        #: Bytes of another answer came after the final one.
+        self.surplus = False
         self._reset()
 
     def _reset(self) -> None:
-        self.received = False
+        """Forget the message so far (a new exchange, or after a 1xx)."""
         self.headers_done = False
         self.framed = False
         self.body: list[bytes] = []
@@ -154,25 +167,32 @@ class _Connection(asyncio.Protocol):
         return self.transport is not None and not self.transport.is_closing()
 
     async def exchange(self, request: bytes, deadline: float) -> Answer:
-        assert self.transport is not None and self.waiter is None
+        if self.transport is None or self.transport.is_closing():
+            raise UpstreamClosed("the server closed the connection", nothing_received=True)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Answer] = loop.create_future()
         self.waiter = waiter
+        self.received = False
+        self.finished = None
         self._reset()
         timer = loop.call_at(deadline, self._time_out, waiter)
+        self.sent_at = loop.time()
         self.transport.write(request)
         try:
             return await waiter
         except asyncio.CancelledError:
-            self.abort()  # the answer may still come: this connection is spoilt
+            if self.waiter is waiter:  # still ours: its answer may yet come, so it is spoilt
+                self.waiter = None
+                self.abort()
+            # Otherwise the answer came before the cancel did, and the
+            # connection may already carry another request: leave it be.
             raise
         finally:
             timer.cancel()
 
     def _time_out(self, waiter: asyncio.Future[Answer]) -> None:
-        if not waiter.done():
-            waiter.set_exception(TimeoutError())
-            self.waiter = None
+        if self.waiter is waiter:
+            self._fail(TimeoutError())
             self.abort()
 
     def abort(self) -> None:
@@ -192,8 +212,20 @@ class _Connection(asyncio.Protocol):
         self.received = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(BadAnswer("the server switched protocols (101) on a plain POST"))
+            self.abort()
+            return
         except httptools.HttpParserError as exc:
             self._fail(BadAnswer(f"the server's answer is not valid HTTP/1.1: {exc}"))
+            self.abort()
+            return
+        if self.finished is None:
+            return  # more to come
+        keep, self.finished = self.finished, None
+        if keep and not self.surplus and self.usable:
+            self.origin.released(self)
+        else:
             self.abort()
 
     def eof_received(self) -> bool:
@@ -204,13 +236,15 @@ class _Connection(asyncio.Protocol):
         self.origin.lost(self)
         if self.waiter is None:
             return
-        if self.headers_done and not self.framed:  # a body that ends with the connection
-            self._complete()
+        if exc is None and self.headers_done and not self.framed:
+            self._complete()  # a body that ends with the connection, and it ended cleanly
         else:
+            loop = asyncio.get_running_loop()
             self._fail(
                 UpstreamClosed(
                     "the server closed the connection before answering",
-                    nothing_received=not self.received,
+                    nothing_received=not self.received
+                    and loop.time() - self.sent_at < STALE_WITHIN,
                 )
             )
 
@@ -220,6 +254,10 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(exc)
 
     # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self.waiter is None:  # a second answer to one request
+            self.surplus = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -239,27 +277,40 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        if self.waiter is None:  # the end of a surplus answer
+            return
         status = self.parser.get_status_code()
         if 100 <= status < 200:  # interim (100 Continue, 103 Early Hints): the answer follows
             self._reset()
             return
-        keep = self.parser.should_keep_alive()
+        self.finished = self.parser.should_keep_alive()
         self._complete()
-        if keep and self.usable:
-            self.origin.released(self)
-        else:
-            self.abort()
 
     def _complete(self) -> None:
         waiter, self.waiter = self.waiter, None
         if waiter is None or waiter.done():
             return
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        if self.encoding in (b"gzip", b"deflate", b"x-gzip"):
+        if body and self.encoding in _DECODERS:
             try:
-                body = zlib.decompress(body, 47)  # 32 + 15: gzip or zlib, by its header
+                body = _DECODERS[self.encoding](body)
             except zlib.error as exc:
                 waiter.set_exception(BadAnswer(f"the server's {self.encoding!r} body: {exc}"))
                 return
         status = self.parser.get_status_code()
         waiter.set_result(Answer(status, body, self.request_id, self.retry_after))
+
+
+def _inflate(body: bytes) -> bytes:
+    """`deflate` is zlib-wrapped by the standard, raw by some servers."""
+    try:
+        return zlib.decompress(body)
+    except zlib.error:
+        return zlib.decompress(body, -zlib.MAX_WBITS)
+
+
+_DECODERS = {
+    b"gzip": lambda body: zlib.decompress(body, 16 + zlib.MAX_WBITS),
+    b"x-gzip": lambda body: zlib.decompress(body, 16 + zlib.MAX_WBITS),
+    b"deflate": _inflate,
+}
