@@ -495,7 +495,10 @@ async def test_a_cancel_landing_after_the_answer_spares_the_next_request() -> No
         origin = Origin("127.0.0.1", port, timeout=5)
         head = b"POST /v1/x HTTP/1.1\r\nHost: test\r\nContent-Length: "
         first = asyncio.create_task(origin.post(head, b"first"))
-        await asyncio.sleep(0.1)  # sent, and left unanswered by the server
+        for _ in range(500):  # until the server holds it, unanswered
+            if seen.requests:
+                break
+            await asyncio.sleep(0.01)
         (connection,) = origin._open
         gate = asyncio.Event()
 
