@@ -104,13 +104,12 @@ class NativeTransport:
         parsed = urlsplit(url)
         host, port = parsed.hostname, parsed.port or 80
         assert host is not None, url
-        target = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
         origin = self._origins.get((host, port))
         if origin is None:
             origin = self._origins[host, port] = Origin(host, port, timeout=self.model.timeout)
         name = f"[{host}]" if ":" in host else host
         lines = [
-            f"POST {target} HTTP/1.1",
+            f"POST {parsed.path or '/'} HTTP/1.1",  # no query: settings refuse one
             f"Host: {name}" if port == 80 else f"Host: {name}:{port}",
             f"User-Agent: overnight/{__version__}",
             "Accept: application/json",
