@@ -108,6 +108,12 @@ def rows(*values: Any) -> bytes:
     )
 
 
+def with_value(fragment: bytes, custom_id: str = "b") -> bytes:
+    """A good line but for `fragment`, raw JSON text in a field of its body."""
+    good = json.dumps(line(custom_id=custom_id)).encode()
+    return good[: good.rindex(b"}}")] + b', "x": ' + fragment + b"}}"
+
+
 def ids(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**v, "custom_id": f"c{i}"} for i, v in enumerate(values)]
 
@@ -166,6 +172,46 @@ FILE_CASES: dict[str, tuple[bytes, list[tuple[int | None, str, str | None]] | in
         [(2, "model_mismatch", "body.model")],
     ),
     "an empty file": (b"\n\n\n", [(None, "empty_file", None)]),
+    # Values that strict JSON refuses, after the first line: validation once
+    # accepted these and execution then dropped the line from both files.
+    "1e400 in a body on line 2": (
+        rows(line(custom_id="a"), with_value(b"1e400")), [(2, "invalid_json_line", None)]
+    ),
+    "a 5,000-digit integer on line 2": (
+        rows(line(custom_id="a"), with_value(b"7" * 5000)), [(2, "invalid_json_line", None)]
+    ),
+    "invalid utf-8 inside a body string on line 2": (
+        rows(line(custom_id="a"), with_value(b'"caf\xc3 \xff"')), [(2, "invalid_json_line", None)]
+    ),
+    "a lone surrogate escape on line 3": (
+        rows(line(custom_id="a"), line(custom_id="c"), with_value(b'"\\udc00"')),
+        [(3, "invalid_json_line", None)],
+    ),
+    "nesting 1,000 deep on line 2": (
+        rows(line(custom_id="a"), with_value(b"[" * 1000 + b"]" * 1000)),
+        [(2, "invalid_json_line", None)],
+    ),
+    "nesting 100,000 deep on line 2": (
+        rows(line(custom_id="a"), with_value(b"{\"k\":" * 100_000 + b"0" + b"}" * 100_000)),
+        [(2, "invalid_json_line", None)],
+    ),
+    "nesting 129 deep on lines 2 and 4": (
+        rows(
+            line(custom_id="a"),
+            with_value(b"[" * 127 + b"]" * 127),
+            line(custom_id="c"),
+            with_value(b"[" * 127 + b"]" * 127, custom_id="d"),
+        ),
+        [(2, "invalid_json_line", None), (4, "invalid_json_line", None)],
+    ),
+    # Unusual but valid: these run, and are sent as written.
+    "nesting 128 deep runs": (rows(line(custom_id="a"), with_value(b"[" * 126 + b"]" * 126)), 2),
+    "brackets inside strings are text": (
+        rows(line(custom_id="a"), with_value(b'"' + b"[{" * 3000 + b'"')), 2
+    ),
+    "an integer past 64 bits runs": (
+        rows(line(custom_id="a"), with_value(b"123456789012345678901234567890")), 2
+    ),
     "more requests than max_requests_per_batch": (
         jsonl(ids(chat_lines(1001))),
         [(1001, "too_many_requests_in_file", None)],

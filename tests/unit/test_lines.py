@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overnight.domain.batch import LineError
-from overnight.domain.lines import LineRules, Request, check_line
+from overnight.domain.lines import LineRules, Request, Unreadable, check_line, read_requests
 
 from .strategies import json_values
 
@@ -109,3 +109,70 @@ def test_valid_lines_pass_whatever_their_key_order_and_extra_fields(
     checked = check_line(json.dumps(value).encode(), 3, RULES)
     assert isinstance(checked, Request)
     assert checked.custom_id == "id-1"
+
+
+def with_body_value(fragment: bytes) -> bytes:
+    """A valid line but for `fragment`, raw JSON text in a body field."""
+    return line()[:-2] + b', "x": ' + fragment + b"}}"
+
+
+@pytest.mark.parametrize(
+    ("fragment", "reason"),
+    [
+        (b"1e400", "number out of range"),
+        (b"-1e309", "number out of range"),
+        (b"9" * 5000, "integer value out of range"),
+        (b'"\xff\xfe"', "invalid UTF-8"),
+        (b'"caf\xc3"', "invalid UTF-8"),
+        (b'"\\ud800"', "invalid JSON"),
+        (b"[" * 127 + b"]" * 127, "nests arrays or objects more than 128 levels"),
+        (b"[" * 1000 + b"]" * 1000, "nests arrays or objects more than 128 levels"),
+        (b"[" * 100_000 + b"]" * 100_000, "nests arrays or objects more than 128 levels"),
+    ],
+)
+def test_a_body_value_that_cannot_be_sent_makes_the_line_invalid_and_says_why(
+    fragment: bytes, reason: str
+) -> None:
+    checked = check_line(with_body_value(fragment), 2, RULES)
+    assert isinstance(checked, LineError)
+    assert checked.code == "invalid_json_line"
+    assert checked.line == 2
+    assert reason in checked.message and "Line 2" in checked.message
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        b"[" * 126 + b"]" * 126,  # 128 levels with the line and the body
+        b'"' + b"[" * 5000 + b'"',  # brackets inside a string are text
+        b'"\\"[[[[' + b"{" * 300 + b'"',
+        b"18446744073709551616",
+        b"1e-400",
+    ],
+)
+def test_unusual_but_valid_body_values_pass(fragment: bytes) -> None:
+    assert isinstance(check_line(with_body_value(fragment), 2, RULES), Request)
+
+
+def test_the_nesting_limit_does_not_depend_on_the_callers_stack() -> None:
+    raw = with_body_value(b"[" * 126 + b"]" * 126)
+
+    def nested(depth: int) -> Request | LineError:
+        return nested(depth - 1) if depth else check_line(raw, 2, RULES)
+
+    for depth in (0, 200, 500):
+        assert isinstance(nested(depth), Request), depth
+
+
+def test_a_line_read_back_that_fails_the_rule_is_returned_not_dropped() -> None:
+    raws = [line(custom_id="a"), b"", with_body_value(b"1e400").replace(b'"a"', b'"b"')]
+    read = list(read_requests(raws, 10, RULES))
+    assert isinstance(read[0], Request)
+    assert isinstance(read[1], Unreadable)
+    assert read[1].custom_id == "b"
+    assert read[1].error.line == 12
+    assert list(read_requests([b"{oops"], 3, RULES)) == [
+        Unreadable(
+            "line-3", LineError("invalid_json_line", "Line 3 is not valid JSON (invalid JSON).", 3)
+        )
+    ]

@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overnight.domain.batch import LineError
-from overnight.domain.lines import LineRules, Request, check_line
+from overnight.domain.lines import LineRules, Request, Unreadable, check_line, read_requests
 from overnight.domain.validation import DuplicateFinder, FileValidator, ValidationReport
 from overnight.runner.reading import lines_with_offsets
 
@@ -121,6 +122,30 @@ def broken(custom_id: str, change: dict[str, Any], drop: str | None = None) -> b
     return json.dumps(value).encode()
 
 
+def hostile_body(fragment: bytes) -> Any:
+    """A line whose body holds `fragment` (raw JSON text) in a field."""
+
+    def make(cid: str) -> bytes:
+        good = broken(cid, {})
+        return good[: good.rindex(b"}}")] + b', "x": ' + fragment + b"}}"
+
+    return make
+
+
+#: Values inside a body that strict JSON decoding refuses: each was once
+#: accepted by validation and dropped at execution.
+HOSTILE_VALUES = [
+    b"1e400",
+    b"-1e999",
+    b"9" * 5000,
+    b'"\xff\xfe"',
+    b'"a \xc3"',
+    b'"\\ud800"',
+    b"[" * 200 + b"]" * 200,
+    b"[" * 127 + b"]" * 127,  # 129 deep with the line and the body
+    b'{"a": ' * 1000 + b"1" + b"}" * 1000,
+]
+
 BAD_LINES: list[tuple[str, Any]] = [
     ("invalid_json_line", lambda cid: b'{"custom_id": "' + cid.encode() + b'", '),
     ("invalid_json_line", lambda cid: b'{"custom_id": "\xff\xfe"}'),
@@ -134,6 +159,11 @@ BAD_LINES: list[tuple[str, Any]] = [
     ("model_not_found", lambda cid: broken(cid, {"body": {"model": "nope"}})),
     ("streaming_unsupported", lambda cid: broken(cid, {"body": {"model": "m", "stream": True}})),
     ("line_too_long", lambda cid: broken(cid, {"padding": "p" * (MAX_LINE + 10)})),
+    *(
+        ("invalid_json_line", hostile_body(fragment))
+        for fragment in HOSTILE_VALUES
+        if len(fragment) < MAX_LINE - 400
+    ),
 ]
 
 
@@ -226,3 +256,57 @@ def test_validation_never_raises_on_any_bytes(data: bytes, sizes: list[int]) -> 
     lines = data.split(b"\n")
     for error in report.errors:
         assert error.line is None or 1 <= error.line <= len(lines)
+
+
+#: Body values that are unusual but valid: accepted, and sent as they are.
+ODD_BUT_VALID = [
+    b"1.7e308",
+    b"1e-400",
+    b"18446744073709551616",
+    b"-" + b"9" * 300,
+    b'"\\u00e9\\ud83d\\udd25"',
+    b'"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["',
+    b"[" * 126 + b"]" * 126,  # 128 deep with the line and the body: the limit
+]
+
+
+@st.composite
+def files_with_hostile_bodies(draw: st.DrawFn) -> bytes:
+    """Files whose lines mix good lines, lines with hostile values in their
+    body, and lines with odd but valid values, anywhere in the file."""
+    raws = []
+    for index in range(draw(st.integers(1, 12))):
+        custom_id = f"id-{index}"
+        kind = draw(st.sampled_from(["good", "hostile", "odd"]))
+        if kind == "good":
+            raws.append(draw(good_line(custom_id)).raw)
+        else:
+            fragment = draw(st.sampled_from(HOSTILE_VALUES if kind == "hostile" else ODD_BUT_VALID))
+            raws.append(hostile_body(fragment)(custom_id))
+    return b"\n".join(raws) + b"\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(files_with_hostile_bodies(), piece_sizes)
+def test_every_line_validation_accepts_is_read_back_as_a_request_to_send(
+    data: bytes, sizes: list[int]
+) -> None:
+    """What execution and finalisation read from an accepted file's chunks
+    is exactly the requests validation counted, each one sendable: no line
+    can be accepted and then dropped."""
+    report = validate(data, sizes)
+    if not report.ok:
+        assert {e.code for e in report.errors} <= {"invalid_json_line", "line_too_long"}
+        return
+    rules = LineRules("/v1/chat/completions", models=None, require_method_and_url=False)
+    read: list[Request | Unreadable] = []
+    for chunk in report.chunks:
+        read.extend(
+            read_requests(data[chunk.start : chunk.end].split(b"\n"), chunk.first_line, rules)
+        )
+    assert all(isinstance(r, Request) for r in read), read
+    assert len(read) == report.requests
+    assert len({r.custom_id for r in read}) == report.requests
+    for request in read:
+        assert isinstance(request, Request)
+        assert msgspec.json.decode(msgspec.json.encode(request.body)) == request.body

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 import orjson
 
 from overnight import __version__
@@ -28,6 +29,8 @@ from overnight.backends.base import UpstreamRequest, UpstreamResult
 from overnight.backends.http1 import Origin
 from overnight.backends.replicas import Replicas
 from overnight.settings import ModelSettings
+
+_encode = msgspec.json.Encoder().encode
 
 
 class Transport(Protocol):
@@ -58,7 +61,9 @@ class HttpBackend:
 
     async def send(self, request: UpstreamRequest) -> UpstreamResult:
         path = request.endpoint.removeprefix("/v1")
-        payload = orjson.dumps(request.body)
+        # msgspec, the decoder of input lines: it writes back every value it
+        # read, integers past 64 bits included (orjson refuses those).
+        payload = _encode(request.body)
         if self._single is not None:  # one replica: nothing to choose or eject
             return await self._transports[self._single].post(self._single + path, payload)
         replica = self.replicas.pick()

@@ -1,22 +1,40 @@
 """One input line: what makes it valid, and what it holds once it is.
 
-The same checks run at validation time (every line, once) and at execution
-time (a chunk re-reads its lines), so a line that passed validation is
-interpreted identically when it runs. Pure code: bytes in, a value out.
+`check_line` is the one rule. Validation runs it on every line of a file,
+and execution and finalisation run it again when they re-read a chunk, so a
+line that passed validation is read identically when it runs: a line can
+never be accepted by one and dropped by the other. Pure code: bytes in, a
+value out.
+
+The rule, in full:
+- the line is JSON that msgspec decodes strictly into the line's shape
+  (`custom_id`, `method`, `url`, `body`): valid UTF-8 throughout, numbers
+  within a double's range, integers of at most 4,300 digits; other
+  top-level fields are skipped unread (they are never sent anywhere);
+- it nests at most `MAX_NESTING` levels deep, checked before decoding, so
+  the limit does not move with the caller's stack as the decoder's own
+  recursion guard does (that guard counts Python frames too; 128 levels
+  leave the runner's stacks, a few dozen frames deep, ample room);
+- its fields satisfy `LineRules`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import re
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import orjson
+import numpy as np
 
 from overnight.domain.batch import LineError
 
 MAX_CUSTOM_ID_LENGTH = 512
+#: Deepest nesting of arrays and objects a line may have, the line itself
+#: counting as one level. serde_json (behind several model servers) stops
+#: at 128 as well.
+MAX_NESTING = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,87 +67,103 @@ def is_blank(raw: bytes) -> bool:
     return not raw.strip()
 
 
-class _Body(msgspec.Struct):
-    """The part of a body validation reads; every other field is skipped."""
-
-    model: str
-    stream: Any = None
-
-
-class _Line(msgspec.Struct):
-    custom_id: str
-    body: _Body
-    method: Any = None
-    url: Any = None
-
-
-_decode_line = msgspec.json.Decoder(_Line).decode
-
-
-def quick_check(raw: bytes, rules: LineRules) -> tuple[str, str] | None:
-    """(custom_id, model) of a line that is valid, or None when the line
-    needs the full check (`check_line`), which names the problem.
-
-    This is validation's fast path: msgspec decodes into a typed struct in C
-    and skips the body's other fields without building them, which is most
-    of the cost of checking a line. It accepts only what `check_line`
-    accepts, so a None just means "ask the precise checker"."""
-    if rules.max_line_bytes is not None and len(raw) > rules.max_line_bytes:
-        return None
-    try:
-        line = _decode_line(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-        return None
-    custom_id = line.custom_id
-    body = line.body
-    if (
-        not custom_id
-        or len(custom_id) > rules.max_custom_id_length
-        or body.stream is True
-        or not body.model
-        or (rules.models is not None and body.model not in rules.models)
-    ):
-        return None
-    method, url = line.method, line.url
-    if method is None or url is None:
-        if rules.require_method_and_url:
-            return None
-        if (method is not None and method != "POST") or (url is not None and url != rules.endpoint):
-            return None
-    elif method != "POST" or url != rules.endpoint:
-        return None
-    return custom_id, body.model
-
-
 def strip_bom(raw: bytes, line: int) -> bytes:
     """Drop a UTF-8 byte-order mark at the start of the file."""
     return raw[3:] if line == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
 
 
+class _Line(msgspec.Struct):
+    """A line's shape. The body is decoded whole, so every value in it is
+    checked; it has to be, since it is what gets sent."""
+
+    custom_id: Any = None
+    body: Any = None
+    method: Any = None
+    url: Any = None
+
+
+_decode_line = msgspec.json.Decoder(_Line).decode
+_decode_any = msgspec.json.Decoder().decode
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STEP = np.zeros(256, dtype=np.int32)
+_STEP[list(b"[{")] = 1
+_STEP[list(b"]}")] = -1
+
+
+def nesting_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in `raw` (JSON text), strings'
+    contents not counted. Linear in C: no recursion, whatever the depth."""
+    bare = _STRING.sub(b"", raw)
+    if not bare:
+        return 0
+    return int(np.cumsum(_STEP[np.frombuffer(bare, dtype=np.uint8)]).max(initial=0))
+
+
+def too_deep(raw: bytes) -> bool:
+    """Whether `raw` nests deeper than `MAX_NESTING`. Almost every line has
+    fewer brackets than that in all, which two C-level counts show."""
+    return raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nesting_depth(raw) > MAX_NESTING
+
+
 def check_line(raw: bytes, line: int, rules: LineRules) -> Request | LineError:
-    """Check one line (without its newline). Never raises. The length limit
-    counts every byte of the line as stored, a byte-order mark included."""
+    """Check one line (without its newline), physical line `line` of the
+    file (from 1). Never raises. The length limit counts every byte of the
+    line as stored, a byte-order mark included."""
     if rules.max_line_bytes is not None and len(raw) > rules.max_line_bytes:
         return LineError(
             "line_too_long",
             f"Line {line} is longer than the limit of {rules.max_line_bytes} bytes.",
             line,
         )
-    raw = strip_bom(raw, line)
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
+    if line == 1:
+        raw = strip_bom(raw, line)
+    if too_deep(raw):
+        return LineError(
+            "invalid_json_line",
+            f"Line {line} nests arrays or objects more than {MAX_NESTING} levels deep.",
+            line,
+        )
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        reason = "invalid UTF-8" if "utf-8" in str(exc).lower() else "invalid JSON"
-        return LineError("invalid_json_line", f"Line {line} is not valid JSON ({reason}).", line)
-    if not isinstance(value, dict):
-        return LineError("invalid_json_line", f"Line {line} is not a JSON object.", line)
-    return check_request(value, line, rules)
+        value = _decode_line(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return _why_not_json(raw, line)
+    return check_fields(value.custom_id, value.method, value.url, value.body, line, rules)
+
+
+def _why_not_json(raw: bytes, line: int) -> LineError:
+    """The error for a line the decoder refused, with the reason named."""
+    try:
+        _decode_any(raw)
+    except msgspec.ValidationError as exc:  # numbers out of range
+        reason = str(exc).split(" - ")[0].lower()
+    except UnicodeDecodeError:  # msgspec before 0.23
+        reason = "invalid UTF-8"
+    except msgspec.DecodeError as exc:
+        reason = "invalid UTF-8" if "UTF-8" in str(exc) else "invalid JSON"
+    except RecursionError:
+        reason = "nested too deeply"
+    else:
+        reason = "not a JSON object"
+    return LineError("invalid_json_line", f"Line {line} is not valid JSON ({reason}).", line)
 
 
 def check_request(value: dict[str, Any], line: int, rules: LineRules) -> Request | LineError:
-    custom_id = value.get("custom_id")
+    """Check a line already decoded into a dict (the Anthropic dialect's
+    requests arrive this way)."""
+    return check_fields(
+        value.get("custom_id"),
+        value.get("method"),
+        value.get("url"),
+        value.get("body"),
+        line,
+        rules,
+    )
+
+
+def check_fields(
+    custom_id: Any, method: Any, url: Any, body: Any, line: int, rules: LineRules
+) -> Request | LineError:
     if custom_id is None:
         return _missing("custom_id", line)
     if not isinstance(custom_id, str) or not custom_id:
@@ -147,7 +181,6 @@ def check_request(value: dict[str, Any], line: int, rules: LineRules) -> Request
             "custom_id",
         )
 
-    method = value.get("method")
     if method is None:
         if rules.require_method_and_url:
             return _missing("method", line)
@@ -159,7 +192,6 @@ def check_request(value: dict[str, Any], line: int, rules: LineRules) -> Request
             "method",
         )
 
-    url = value.get("url")
     if url is None:
         if rules.require_method_and_url:
             return _missing("url", line)
@@ -171,7 +203,6 @@ def check_request(value: dict[str, Any], line: int, rules: LineRules) -> Request
             "url",
         )
 
-    body = value.get("body")
     if body is None:
         return _missing("body", line)
     if not isinstance(body, dict):
@@ -223,3 +254,44 @@ def _names(models: Collection[str]) -> str:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A line of a chunk that fails `check_line` when re-read. Validation
+    ran the same rule over the same bytes, so this cannot happen unless the
+    stored input changed; if it does, the line still reaches the error file
+    (under `custom_id`, as far as it can be read) instead of vanishing."""
+
+    custom_id: str
+    error: LineError
+
+
+class _CustomIdOnly(msgspec.Struct):
+    custom_id: str
+
+
+_decode_custom_id = msgspec.json.Decoder(_CustomIdOnly).decode
+
+
+def read_requests(
+    raws: Iterable[bytes], first_line: int, rules: LineRules
+) -> Iterator[Request | Unreadable]:
+    """Every non-blank line of a run of physical lines (without newlines)
+    that starts at line `first_line`, checked by the one rule: the chunk
+    reader of execution and finalisation."""
+    for number, raw in enumerate(raws, first_line):
+        if is_blank(strip_bom(raw, number)):
+            continue
+        checked = check_line(raw, number, rules)
+        if isinstance(checked, Request):
+            yield checked
+        else:
+            yield Unreadable(_custom_id_of(raw, number), checked)
+
+
+def _custom_id_of(raw: bytes, line: int) -> str:
+    try:
+        return _decode_custom_id(strip_bom(raw, line)).custom_id or f"line-{line}"
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return f"line-{line}"

@@ -26,7 +26,6 @@ from overnight.domain.lines import (
     Request,
     check_line,
     is_blank,
-    quick_check,
     strip_bom,
 )
 
@@ -115,32 +114,33 @@ class FileValidator:
     def feed_many(self, lines: list[tuple[bytes, int]]) -> None:
         """Physical lines (without newlines) with their byte offsets, in order.
 
-        The hot loop of validation: a valid line costs one C-level decode
-        (`quick_check`) and a few integer updates; everything else (errors,
-        the BOM, blank lines) takes the slower, precise path."""
+        The hot loop of validation: a valid line costs one `check_line` (a
+        C-level decode and a few field checks) and a few integer updates;
+        errors and blank lines take the slower path."""
         rules = self.rules
         hashes = self._hashes
         chunk_lines, chunk_bytes = self.chunk_lines, self.chunk_bytes
-        max_requests = self.max_requests
+        max_requests = self.max_requests or 1 << 62
+        single_model = self.require_single_model
         line = self._line
         chunk = self._open
         for raw, offset in lines:
             line += 1
-            quick = quick_check(raw, rules) if line > 1 else None
+            checked = check_line(raw, line, rules)
             if (
-                quick is not None
-                and self.requests < (max_requests or 1 << 62)
-                and (self.model is None or quick[1] == self.model or not self.require_single_model)
+                type(checked) is Request
+                and self.requests < max_requests
+                and (self.model is None or checked.model == self.model or not single_model)
             ):
                 counted = True
                 self.requests += 1
-                hashes.append(hash(quick[0]))
+                hashes.append(hash(checked.custom_id))
                 if self.model is None:
-                    self.model = quick[1]
+                    self.model = checked.model
             else:
                 counted = not is_blank(strip_bom(raw, line))
                 if counted:
-                    self._check(raw, line)
+                    self._count(checked, line)
             if chunk.requests and (
                 chunk.requests >= chunk_lines or offset + len(raw) + 1 - chunk.start > chunk_bytes
             ):
@@ -153,8 +153,9 @@ class FileValidator:
         if self.hash_sink is not None and len(self._hashes) >= self.spill_every:
             self._hand_over_hashes(self.hash_sink)
 
-    def _check(self, raw: bytes, line: int) -> None:
-        result = check_line(raw, line, self.rules)
+    def _count(self, result: Request | LineError, line: int) -> None:
+        """A line off the hot path: an error, one request too many, or a
+        second model."""
         if isinstance(result, LineError):
             self._error(result)
             return

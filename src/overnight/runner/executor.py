@@ -26,7 +26,7 @@ from overnight.backends.base import UpstreamRequest, UpstreamResult
 from overnight.blobs import BlobStore
 from overnight.domain.batch import Usage
 from overnight.domain.chunk import ChunkWork, Tally
-from overnight.domain.lines import LineRules, Request, check_line, is_blank, strip_bom
+from overnight.domain.lines import LineRules, Request, Unreadable, read_requests
 from overnight.domain.results import Outcome, renderer_for
 from overnight.domain.status import StopReason
 from overnight.runner.dispatch import send_with_retries
@@ -168,7 +168,15 @@ class ChunkRun:
         slot of the line's model and sends it: no task is created per
         request, and the model's limiter (first come, first served) shares
         the slots between the lanes of every running chunk."""
-        todo = [r for r in await self._requests() if r.custom_id not in done_ids]
+        todo: list[Request] = []
+        for read in await self._requests():
+            if read.custom_id in done_ids:
+                continue
+            if isinstance(read, Unreadable):
+                log.error("%s: %s", self.work.chunk.key, read.error.message)
+                self._record(Outcome.never_ran(read.custom_id, read.error.code, read.error.message))
+            else:
+                todo.append(read)
         queue = iter(todo)
         unrun: list[str] = []
         count = min(len(todo), max(m.settings.max_concurrency for m in self.models.all()))
@@ -296,11 +304,11 @@ class ChunkRun:
 
     # -- reading the chunk
 
-    async def _requests(self) -> list[Request]:
+    async def _requests(self) -> list[Request | Unreadable]:
         chunk = self.work.chunk
         data = await self.blobs.read_bytes(self.work.input_blob_key, chunk.start, chunk.end)
         rules = LineRules(self.work.endpoint, models=None, require_method_and_url=False)
-        return list(_parse(data, chunk.first_line, rules))
+        return list(read_requests(data.split(b"\n"), chunk.first_line, rules))
 
     # -- the end of the chunk
 
@@ -324,14 +332,3 @@ class ChunkRun:
                 raise LeaseLost(f"lost the lease on {self.work.chunk.key}")
             self.stored = tally
             return result
-
-
-def _parse(data: bytes, first_line: int, rules: LineRules) -> Iterator[Request]:
-    for offset, raw in enumerate(data.split(b"\n")):
-        line = first_line + offset
-        raw = strip_bom(raw, line)
-        if is_blank(raw):
-            continue
-        checked = check_line(raw, line, rules)
-        if isinstance(checked, Request):
-            yield checked

@@ -22,8 +22,7 @@ from overnight.blobs import BlobStore, BlobWriter
 from overnight.domain.batch import Batch
 from overnight.domain.chunk import ChunkStatus
 from overnight.domain.files import FilePurpose, FileRecord
-from overnight.domain.lines import LineRules, check_line, is_blank, strip_bom
-from overnight.domain.lines import Request as LineRequest
+from overnight.domain.lines import LineRules, Unreadable, read_requests
 from overnight.domain.results import Outcome, renderer_for
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.runner.parts import part_key
@@ -105,16 +104,15 @@ async def _assemble(
                 blobs, input_file.blob_key, chunk.start, chunk.end
             ):
                 rendered = []
-                for raw, _ in lines:
-                    raw = strip_bom(raw, line_no)
-                    if not is_blank(raw):
-                        checked = check_line(raw, line_no, rules)
-                        if isinstance(checked, LineRequest):
-                            outcome = Outcome.never_ran(
-                                checked.custom_id, reason.error_code, message
-                            )
-                            rendered.append(render(outcome))
-                    line_no += 1
+                for read in read_requests((raw for raw, _ in lines), line_no, rules):
+                    if isinstance(read, Unreadable):
+                        outcome = Outcome.never_ran(
+                            read.custom_id, read.error.code, read.error.message
+                        )
+                    else:
+                        outcome = Outcome.never_ran(read.custom_id, reason.error_code, message)
+                    rendered.append(render(outcome))
+                line_no += len(lines)
                 never_ran += len(rendered)
                 await errors.write(b"".join(rendered))
     return never_ran
