@@ -157,6 +157,14 @@ class Settings(BaseSettings):
     # -- where it listens and keeps its data
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    #: The URL clients reach this server by (behind a proxy, the proxy's), for
+    #: the URLs it hands out; unset, they are built from the request's `Host`.
+    public_url: str | None = None
+    #: Seconds a client has to send a request's line and headers, from when
+    #: the connection opens or the request's first byte arrives.
+    header_timeout: float = Field(10.0, gt=0)
+    #: Seconds an idle keep-alive connection is held open between requests.
+    keep_alive_timeout: int = Field(5, ge=1)
     data_dir: Path = Path(".overnight")
     #: SQLAlchemy URL of the metadata store; default: SQLite in data_dir.
     database_url: str | None = None
@@ -272,6 +280,8 @@ class Settings(BaseSettings):
         duplicates = {n for n in names if names.count(n) > 1}
         if duplicates:
             raise ValueError(f"models configured twice: {sorted(duplicates)}")
+        if self.public_url is not None and (problem := _url_problem(self.public_url)):
+            raise ValueError(f"public_url {self.public_url!r} {problem}")
         tenants = [t.name for t in self.tenants]
         duplicates = {n for n in tenants if tenants.count(n) > 1}
         if duplicates:

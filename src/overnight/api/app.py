@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from overnight import __version__
@@ -25,7 +26,10 @@ from overnight.settings import Settings
 
 
 class RequestIdMiddleware:
-    """Every response carries `x-request-id`, errors included."""
+    """Every response carries `x-request-id`, errors included, and
+    `x-content-type-options: nosniff`, so that a browser treats a download
+    (a file whose bytes a tenant chose) as the type it is served as and
+    never sniffs it into HTML."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -38,7 +42,11 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id),
+                    (b"x-content-type-options", b"nosniff"),
+                ]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -72,6 +80,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_exception_handler(OvernightError, errors.handle_overnight_error)
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)
     app.add_exception_handler(HTTPException, errors.handle_http_error)
+    app.add_exception_handler(ClientDisconnect, errors.handle_client_gone)
     app.add_exception_handler(Exception, errors.handle_unexpected)
     # Outermost last: request ids on every answer, then who is calling, then
     # how large a body may be.

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from overnight import _json
@@ -128,6 +128,20 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
         error = OvernightError(str(exc.detail), code="http_error")
         error.status_code = exc.status_code
     return error_response(request, error)
+
+
+async def handle_client_gone(request: Request, exc: Exception) -> Response:
+    """A client that hangs up before its body has all arrived (a cancelled
+    upload, a dropped network) is an everyday event, not a fault: one line,
+    no traceback. Whatever it sent is already dropped (the upload's sink
+    aborts); the answer goes nowhere, as nobody is listening."""
+    assert isinstance(exc, ClientDisconnect)
+    log.info(
+        "%s %s: the client went away before sending its whole body",
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=400)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -22,7 +22,8 @@ from overnight.service import FileSink
 
 #: A non-file field larger than this is refused.
 MAX_FIELD_BYTES = 64 * 1024
-#: Fields (file or not) in one form.
+#: Parts (file or not) in one form, counted as they arrive, so that a form
+#: repeating one name still ends soon.
 MAX_FIELDS = 32
 #: Longest header line of one part (Content-Disposition with its filename).
 MAX_PART_HEADER_BYTES = 16 * 1024
@@ -94,6 +95,7 @@ async def read_form(request: Request, new_sink: Callable[[str], FileSink | None]
     )
     form = Form()
     part = _Part()
+    parts = 0
     finished = False
     try:
         async for chunk in request.stream():
@@ -109,6 +111,11 @@ async def read_form(request: Request, new_sink: Callable[[str], FileSink | None]
                 ) from exc
             for kind, value in events:
                 if kind == "begin":
+                    parts += 1
+                    if parts > MAX_FIELDS:
+                        raise InvalidRequest(
+                            "The form has too many fields.", code="invalid_multipart"
+                        )
                     part = _Part()
                 elif kind == "header":
                     part.headers[value[0]] = value[1]
@@ -152,8 +159,6 @@ def _bound_header(text: bytearray) -> None:
 
 
 def _start_part(part: _Part, form: Form, new_sink: Callable[[str], FileSink | None]) -> None:
-    if len(form.fields) + len(form.files) >= MAX_FIELDS:
-        raise InvalidRequest("The form has too many fields.", code="invalid_multipart")
     _, options = parse_options_header(part.headers.get(b"content-disposition", b""))
     name = options.get(b"name")
     if name is None:

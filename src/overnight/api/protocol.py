@@ -1,5 +1,5 @@
-"""The HTTP/1.1 protocol the server runs: uvicorn's httptools protocol with a
-bound on the request head (request line and headers).
+"""The HTTP/1.1 protocol the server runs: uvicorn's httptools protocol with
+bounds on the request head (request line and headers), in size and in time.
 
 httptools sets no limit of its own: a client could send headers of any
 size, and they would be held in memory before the app ever saw them. Here
@@ -8,10 +8,18 @@ answered 431 with the usual JSON error body and the connection is closed.
 Each complete header is counted exactly (`on_url`, `on_header`); a single
 header still arriving is bounded by counting raw bytes, with one socket
 read of slack, since the end of the head may share a read with the body.
+
+uvicorn does not time the head either: a client that opens a connection and
+sends its headers a byte at a time (slowloris) holds the connection for
+ever, and enough of them exhaust the server's sockets. Here the head must be
+complete within `header_timeout` seconds of the connection opening (or of
+the first byte of a later request on it), or the connection is closed.
+Between requests, uvicorn's own keep-alive timeout closes idle connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 
@@ -32,6 +40,7 @@ class _HeadTooLarge(Exception):
 
 class BoundedHttpTools(HttpToolsProtocol):
     max_head_bytes = 64 * 1024
+    header_timeout = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -39,6 +48,15 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._raw_head_bytes = 0
         self._in_head = True
         self._refused = False
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head_clock()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_clock()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -54,6 +72,8 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().on_message_begin()
         self._head_bytes = 0
         self._in_head = True
+        if self._head_deadline is None:  # a later request on this connection
+            self._start_head_clock()
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -64,6 +84,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._stop_head_clock()
         self._in_head = False
         self._raw_head_bytes = 0
         super().on_headers_complete()
@@ -75,6 +96,21 @@ class BoundedHttpTools(HttpToolsProtocol):
             self._refuse()
         else:
             super().send_400_response(msg)
+
+    def _start_head_clock(self) -> None:
+        self._head_deadline = self.loop.call_later(self.header_timeout, self._head_too_slow)
+
+    def _stop_head_clock(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        """No answer is owed to a client that has not finished asking:
+        the connection is closed, as nginx does on `client_header_timeout`."""
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def _count(self, size: int) -> None:
         self._head_bytes += size
@@ -103,6 +139,10 @@ class BoundedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
 
-def bounded_protocol(max_head_bytes: int) -> type[BoundedHttpTools]:
-    """The protocol class for uvicorn's `http=` with this limit."""
-    return type("BoundedHttpTools", (BoundedHttpTools,), {"max_head_bytes": max_head_bytes})
+def bounded_protocol(max_head_bytes: int, header_timeout: float) -> type[BoundedHttpTools]:
+    """The protocol class for uvicorn's `http=` with these limits."""
+    return type(
+        "BoundedHttpTools",
+        (BoundedHttpTools,),
+        {"max_head_bytes": max_head_bytes, "header_timeout": header_timeout},
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from email.utils import encode_rfc2231
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -54,6 +56,24 @@ def file_download(record: FileRecord, stream: AsyncIterator[bytes]) -> Streaming
         media_type="application/octet-stream",
         headers={
             "Content-Length": str(record.bytes),
-            "Content-Disposition": f'attachment; filename="{record.filename}"',
+            "Content-Disposition": attachment(record.filename),
         },
     )
+
+
+def attachment(filename: str) -> str:
+    """A `Content-Disposition` that names the download `filename`, whatever
+    the name holds (RFC 6266). Header values are Latin-1 and a quoted string
+    ends at a quote, so the name goes in twice: `filename*` carries it
+    exactly, UTF-8 and percent-encoded (RFC 5987), for every current
+    browser; `filename` is an ASCII stand-in for older clients, with each
+    character that is unsafe in it replaced by `_`. The name can therefore
+    neither break the header (a 500) nor add parameters of its own."""
+    fallback = _UNSAFE_IN_QUOTES.sub("_", filename)
+    return f'attachment; filename="{fallback}"; filename*={encode_rfc2231(filename, "utf-8")}'
+
+
+#: Anything but printable ASCII, what ends or escapes a quoted string (`"`,
+#: `\\`) and what naive parsers misread (`;` as a new parameter, `%` as an
+#: escape).
+_UNSAFE_IN_QUOTES = re.compile(r"[^ !#$&-:<-\[\]-~]")

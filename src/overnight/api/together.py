@@ -163,6 +163,15 @@ async def _read_fields(request: Request) -> dict[str, str]:
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
+def _upload_url(request: Request, token: str) -> str:
+    """The one-time URL to PUT a file (or part) to: under `public_url` when
+    the operator set it, since behind a proxy the `Host` a request arrived
+    with may be an internal name, or whatever the caller chose to send."""
+    base = runtime_of(request).settings.public_url or request.base_url
+    path = request.app.url_path_for("together_upload", token=token)
+    return str(path.make_absolute_url(base))
+
+
 def _required(fields: dict[str, str], name: str) -> str:
     value = fields.get(name)
     if not value:
@@ -235,7 +244,7 @@ async def create_file(request: Request) -> Response:
         )
     except DuplicateFile as exc:
         return duplicate_response(exc)
-    location = str(request.url_for("together_upload", token=granted.token))
+    location = _upload_url(request, granted.token)
     return Response(
         status_code=302,
         headers={"Location": location, "X-Together-File-Id": granted.file_id},
@@ -359,7 +368,7 @@ async def initiate_multipart(request: Request, body: InitiateBody) -> Response:
     parts = [
         {
             "PartNumber": number,
-            "URL": str(request.url_for("together_upload", token=token)),
+            "URL": _upload_url(request, token),
             "Headers": {},
         }
         for number, token in granted.parts
