@@ -30,12 +30,13 @@ async def send_with_retries(
     attempt = 0
     while True:
         attempt += 1
+        epoch = model.epoch
         started = time.monotonic()
         try:
             result = await model.backend.send(request)
         finally:
             model.limiter.release()
-        model.observe(result, time.monotonic() - started)
+        model.observe(result, time.monotonic() - started, epoch)
         if not result.congested or attempt >= settings.max_attempts or stopped.is_set():
             return result if attempt == 1 else dataclasses.replace(result, attempts=attempt)
         if result.retry_after is not None:
