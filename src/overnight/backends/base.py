@@ -22,7 +22,8 @@ class UpstreamRequest:
 @dataclass(frozen=True, slots=True)
 class UpstreamResult:
     """The model server's answer (`status_code`, `body`), or, when none came,
-    `error_code` (`upstream_unreachable`, `upstream_timeout`, ...)."""
+    `error_code` (`upstream_unreachable`, `upstream_timeout`,
+    `upstream_disconnected`)."""
 
     status_code: int | None
     body: Any = None

@@ -2,11 +2,12 @@
 
 Each attempt holds one of the model's slots; between attempts the slot is
 given back, so a request waiting out a backoff does not block others. Every
-attempt's outcome feeds the model's adaptive limit. Connection errors,
-timeouts, 408, 429 and 5xx are retried up to `max_attempts` times: the wait
-is exponential with full jitter, or what `Retry-After` asks for, capped at
-`max_retry_delay`. A stop (cancel, expiry) ends the retrying early; the last
-answer is then the result.
+attempt's outcome feeds the model's adaptive limit, with the limit's epoch
+when it started (so that attempts sent before a cut cannot cut again).
+Connection errors, timeouts, 408, 429 and 5xx are retried up to
+`max_attempts` times: the wait is exponential with full jitter, or what
+`Retry-After` asks for, capped at `max_retry_delay`. A stop (cancel,
+expiry) ends the retrying early; the last answer is then the result.
 """
 
 from __future__ import annotations
