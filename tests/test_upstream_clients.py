@@ -216,7 +216,7 @@ async def test_a_hung_server_times_out_after_the_model_timeout(client: str) -> N
 
 @pytest.mark.parametrize("client", CLIENTS)
 @on_each_loop
-async def test_a_reset_connection_is_unreachable_and_the_next_request_works(client: str) -> None:
+async def test_a_reset_connection_is_a_disconnect_and_the_next_request_works(client: str) -> None:
     with FakeUpstream() as up:
         async with backend_for(up.url, client) as backend:
             assert (await chat(backend)).status_code == 200
@@ -224,7 +224,8 @@ async def test_a_reset_connection_is_unreachable_and_the_next_request_works(clie
             reset = await chat(backend)
             up.configure(reset_rate=0.0)
             after = await chat(backend)
-    assert reset.error_code == "upstream_unreachable" and reset.status_code is None
+    assert reset.error_code == "upstream_disconnected" and reset.status_code is None
+    assert reset.error_message and "Could not reach" not in reset.error_message
     assert after.status_code == 200
 
 
@@ -426,7 +427,7 @@ async def test_a_connection_that_breaks_mid_answer_is_not_retried() -> None:
 
     async with backend_on(handler, "native") as (backend, seen):
         result = await chat(backend)
-    assert result.error_code == "upstream_unreachable"
+    assert result.error_code == "upstream_disconnected"
     assert len(seen.requests) == 1  # the server had started answering: not sent again
 
 
@@ -561,7 +562,11 @@ async def test_a_body_that_ends_with_a_reset_is_not_an_answer() -> None:
 
     async with backend_on(handler, "native") as (backend, _):
         result = await chat(backend)
-    assert result.error_code == "upstream_unreachable" and result.status_code is None
+    assert result.error_code == "upstream_disconnected" and result.status_code is None
+    assert result.error_message == (
+        "The model server reset the connection after part of its answer"
+        " (HTTP 200, 11 bytes of body)."
+    )
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -612,7 +617,7 @@ async def test_a_close_after_an_interim_answer_is_not_sent_again() -> None:
 
     async with backend_on(handler, "native") as (backend, seen):
         first, second = await chat(backend), await chat(backend)
-    assert first.status_code == 200 and second.error_code == "upstream_unreachable"
+    assert first.status_code == 200 and second.error_code == "upstream_disconnected"
     assert len(seen.requests) == 2  # the server had begun to answer: not sent again
 
 
@@ -638,5 +643,6 @@ async def test_a_close_long_after_the_request_is_not_sent_again(
 
     async with backend_on(handler, "native") as (backend, seen):
         first, second = await chat(backend), await chat(backend)
-    assert first.status_code == 200 and second.error_code == "upstream_unreachable"
+    assert first.status_code == 200 and second.error_code == "upstream_disconnected"
+    assert second.error_message == "The model server closed the connection before answering."
     assert len(seen.requests) == 2

@@ -22,7 +22,8 @@ class UpstreamRequest:
 @dataclass(frozen=True, slots=True)
 class UpstreamResult:
     """The model server's answer (`status_code`, `body`), or, when none came,
-    `error_code` (`upstream_unreachable`, `upstream_timeout`, ...)."""
+    `error_code` (`upstream_unreachable`, `upstream_timeout`,
+    `upstream_disconnected`)."""
 
     status_code: int | None
     body: Any = None
@@ -41,6 +42,13 @@ class UpstreamResult:
     def congested(self) -> bool:
         """No answer, 408, 429 or 5xx: worth retrying, and a sign to slow down."""
         return self.status_code is None or self.status_code in (408, 429) or self.status_code >= 500
+
+    @property
+    def overloaded(self) -> bool:
+        """The server says it is overloaded: 429 Too Many Requests, 503
+        Service Unavailable, or a gateway's 504 (the server behind it is too
+        slow). Other failures are faults, not by themselves about load."""
+        return self.status_code in (429, 503, 504)
 
 
 class Backend(Protocol):

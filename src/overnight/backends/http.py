@@ -26,7 +26,7 @@ import orjson
 
 from overnight import __version__
 from overnight.backends.base import UpstreamRequest, UpstreamResult
-from overnight.backends.http1 import Origin
+from overnight.backends.http1 import Origin, UpstreamClosed
 from overnight.backends.replicas import Replicas
 from overnight.settings import ModelSettings
 
@@ -96,6 +96,8 @@ class NativeTransport:
             answer = await origin.post(head, payload)
         except TimeoutError:
             return timed_out(self.model.timeout)
+        except UpstreamClosed as exc:
+            return disconnected(str(exc))
         except OSError as exc:  # ConnectionError and the http1 errors among them
             return unreachable(exc)
         return UpstreamResult(
@@ -166,6 +168,12 @@ class AiohttpTransport:
                 )
         except TimeoutError:
             return timed_out(self.model.timeout)
+        except aiohttp.ClientConnectorError as exc:
+            return unreachable(exc)
+        except aiohttp.ServerDisconnectedError:
+            return disconnected("closed the connection before answering")
+        except (aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+            return disconnected(f"broke off its answer: {type(exc).__name__}: {exc}")
         except aiohttp.ClientError as exc:
             return unreachable(exc)
 
@@ -188,6 +196,16 @@ def unreachable(exc: BaseException) -> UpstreamResult:
         None,
         error_code="upstream_unreachable",
         error_message=f"Could not reach the model server: {type(exc).__name__}: {exc}",
+    )
+
+
+def disconnected(what_happened: str) -> UpstreamResult:
+    """The request went out, and the server hung up before its answer was
+    whole: reached, so not `upstream_unreachable`."""
+    return UpstreamResult(
+        None,
+        error_code="upstream_disconnected",
+        error_message=f"The model server {what_happened}.",
     )
 
 

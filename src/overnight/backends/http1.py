@@ -240,9 +240,18 @@ class _Connection(asyncio.Protocol):
             self._complete()  # a body that ends with the connection, and it ended cleanly
         else:
             loop = asyncio.get_running_loop()
+            how = "reset the connection" if exc is not None else "closed the connection"
+            if not self.received:
+                message = f"{how} before answering"
+            elif self.headers_done:
+                status = self.parser.get_status_code()
+                size = sum(map(len, self.body))
+                message = f"{how} after part of its answer (HTTP {status}, {size} bytes of body)"
+            else:
+                message = f"{how} after part of its answer (in the headers)"
             self._fail(
                 UpstreamClosed(
-                    "the server closed the connection before answering",
+                    message,
                     nothing_received=not self.received
                     and loop.time() - self.sent_at < STALE_WITHIN,
                 )

@@ -68,21 +68,35 @@ class Limiter:
                 waiter.set_result(None)
 
 
+#: Answers averaged before the latency baseline is taken.
+WARM_UP = 10
+
+
 class AdaptiveLimit:
     """Additive increase, multiplicative decrease of a Limiter's limit.
 
     Each healthy answer adds 1/limit (so about +1 per window, a window being
-    `limit` answers), but only while latency stays within
-    `latency_tolerance` times the baseline (the lowest smoothed latency
-    seen, slowly forgotten): a server that is merely queueing our requests
-    stops the growth. A sign of congestion (no answer, 408, 429, 5xx)
-    multiplies the limit by `decrease`, at most once per window, so a burst
-    of failures from one overload counts once. Under a steady rate of
-    failures that have nothing to do with load the limit settles where one
-    decrease per window balances one increase per window (about 10 with the
-    default 0.9) instead of collapsing to 1; under real overload latency
-    rises too, growth stops, and the decreases compound. The limit stays
-    within [1, maximum].
+    `limit` answers), but only while the server is not queueing: while
+    latency stays within `latency_tolerance` times the baseline (the lowest
+    smoothed latency seen, slowly forgotten).
+
+    A failure is one of two kinds, and only one of them is about load:
+
+    - `on_overload`: the server says it is overloaded (429, 503, 504), or
+      any failure comes while latency is raised. It multiplies the limit by
+      `decrease`.
+    - `on_fault`: a failure while answers come back at the usual speed (a
+      request that hangs on its connection until our timeout, a reset, a
+      500). Sending less would not make it rarer, so it holds the limit: no
+      growth, no cut.
+
+    A cut happens at most once per window (`limit` answers) and at most once
+    per epoch: each cut starts a new epoch, and the outcome of a request
+    that started in an earlier epoch cannot cut again, because the cut it
+    would ask for has already been made. Without that, requests that were
+    all in flight at one moment and fail together (a burst of timeouts
+    landing one timeout after they were sent) would each cut in turn. The
+    limit stays within [1, maximum].
     """
 
     def __init__(
@@ -100,7 +114,17 @@ class AdaptiveLimit:
         self.latency_tolerance = latency_tolerance
         self.smoothed: float | None = None
         self.baseline: float | None = None
-        self._answers_since_decrease = limiter.limit
+        #: How many cuts so far: an attempt notes it when it starts.
+        self.epoch = 0
+        self._answers_since_cut = limiter.limit
+        self._observed = 0
+
+    @property
+    def queueing(self) -> bool:
+        """Latency is past tolerance: the server is queueing our requests."""
+        if self.smoothed is None or self.baseline is None:
+            return False
+        return self.smoothed > self.latency_tolerance * max(self.baseline, 0.001)
 
     def cap(self, maximum: int) -> None:
         """Move the ceiling (this worker's share of a global limit)."""
@@ -109,26 +133,48 @@ class AdaptiveLimit:
             self._set(float(self.maximum))
 
     def on_answer(self, latency: float) -> None:
-        self._answers_since_decrease += 1
+        self._answers_since_cut += 1
         self._observe(latency)
-        assert self.smoothed is not None and self.baseline is not None
-        if self.smoothed <= self.latency_tolerance * max(self.baseline, 0.001):
+        if not self.queueing:
             self._set(min(float(self.maximum), self.value + 1.0 / self.value))
 
-    def on_congestion(self, latency: float | None = None) -> None:
-        self._answers_since_decrease += 1
+    def on_overload(self, started_in: int, latency: float | None = None) -> None:
+        """A sign of overload from an attempt that started in epoch `started_in`."""
+        self._answers_since_cut += 1
         if latency is not None:
             self._observe(latency)
-        if self._answers_since_decrease < int(self.value):
+        self._cut(started_in)
+
+    def on_fault(self, started_in: int, latency: float | None = None) -> None:
+        """A failure that is not by itself a sign of load: it cuts only while
+        the server is queueing (then it is one)."""
+        self._answers_since_cut += 1
+        if latency is not None:
+            self._observe(latency)
+        if self.queueing:
+            self._cut(started_in)
+
+    def _cut(self, started_in: int) -> None:
+        if started_in < self.epoch:
+            return  # sent before the last cut: that cut was the answer to it
+        if self._answers_since_cut < int(self.value):
             return  # already cut in this window
-        self._answers_since_decrease = 0
+        self.epoch += 1
+        self._answers_since_cut = 0
         self._set(max(1.0, self.value * self.decrease))
 
     def _observe(self, latency: float) -> None:
+        # The first answers are averaged plainly, and the baseline is taken
+        # only then: a baseline taken from the first answer or two (by
+        # chance the fastest of a jittery server) would make every later
+        # answer look like queueing.
+        self._observed += 1
         if self.smoothed is None:
             self.smoothed = latency
         else:
-            self.smoothed += 0.1 * (latency - self.smoothed)
+            self.smoothed += max(0.1, 1.0 / self._observed) * (latency - self.smoothed)
+        if self._observed < WARM_UP:
+            return
         if self.baseline is None or self.smoothed < self.baseline:
             self.baseline = self.smoothed
         else:  # forget slowly, so a server that became slower for good is relearned

@@ -4,12 +4,17 @@ requests in flight, and the adaptive controller that moves the limit."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass
 
 from overnight import metrics
 from overnight.backends import Backend, UpstreamResult, build_backend
+from overnight.runner.faults import FaultSummary
 from overnight.runner.limiter import AdaptiveLimit, Limiter
 from overnight.settings import ModelSettings
+
+log = logging.getLogger("overnight.runner")
 
 
 @dataclass
@@ -34,9 +39,11 @@ class ServedModel:
         self._latency = metrics.upstream_latency.labels(name)
         self._limit = metrics.concurrency_limit.labels(name)
         self._in_flight = metrics.in_flight.labels(name)
+        self.faults = FaultSummary(name)
 
     def report(self) -> None:
-        """Publish what was counted since the last report."""
+        """Publish what was counted since the last report, and log the
+        faults when a summary is due."""
         answered = sum(self._attempts)
         for counter, count in zip(self._attempt_counters, self._attempts, strict=True):
             if count:
@@ -47,6 +54,10 @@ class ServedModel:
         self._latency_sum = 0.0
         self._limit.set(self.limiter.limit)
         self._in_flight.set(self.limiter.in_flight)
+        if self.faults.counts:
+            line = self.faults.line(time.monotonic(), self.limiter.limit)
+            if line is not None:
+                log.warning("%s", line)
 
     @classmethod
     def build(cls, settings: ModelSettings) -> ServedModel:
@@ -67,13 +78,24 @@ class ServedModel:
             self.limiter.limit = share
         self._limit.set(self.limiter.limit)
 
-    def observe(self, result: UpstreamResult, latency: float) -> None:
-        """Feed one attempt's outcome to the adaptive limit and the metrics."""
+    @property
+    def epoch(self) -> int:
+        """The adaptive limit's epoch, noted when an attempt starts."""
+        return 0 if self.adaptive is None else self.adaptive.epoch
+
+    def observe(self, result: UpstreamResult, latency: float, started_in: int) -> None:
+        """Feed one attempt's outcome to the adaptive limit, the metrics and
+        the fault summary. `started_in` is `epoch` when the attempt started."""
         self._latency_sum += latency
         if result.congested:
             self._attempts[2] += 1
+            self.faults.count(result)
             if self.adaptive is not None:
-                self.adaptive.on_congestion(latency if result.status_code is not None else None)
+                answered = latency if result.status_code is not None else None
+                if result.overloaded:
+                    self.adaptive.on_overload(started_in, answered)
+                else:
+                    self.adaptive.on_fault(started_in, answered)
         else:
             self._attempts[0 if result.ok else 1] += 1
             if self.adaptive is not None:
