@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from overnight.api.app import create_app
+from overnight.api.idempotency import RequestDigest
 from overnight.domain.idempotency import ABANDONED_AFTER, KEPT_FOR, IdempotencyRecord
 from overnight.runtime import Runtime
 from overnight.settings import Settings
@@ -327,3 +328,33 @@ async def test_a_malformed_key_is_refused(api: Api) -> None:
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "invalid_idempotency_key"
     assert await batch_ids(api.alpha) == []
+
+
+def _form(boundary: str, filename: str = "in.jsonl", data: bytes = LINE) -> bytes:
+    return (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+
+
+def _digest(body: bytes, boundary: str, step: int) -> str | None:
+    digest = RequestDigest(f"multipart/form-data; boundary={boundary}")
+    for at in range(0, len(body), step):
+        digest.feed(body[at : at + step], more=at + step < len(body))
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096])
+def test_a_form_hashes_the_same_whatever_its_boundary_and_chunks(step: int) -> None:
+    first = _digest(_form("aaaa"), "aaaa", 4096)
+
+    assert first is not None
+    assert _digest(_form("b" * 40), "b" * 40, step) == first
+    assert _digest(_form("aaaa", filename="other.jsonl"), "aaaa", step) != first
+    assert _digest(_form("aaaa", data=LINE + LINE), "aaaa", step) != first
+    assert _digest(_form("aaaa")[:-10], "aaaa", step) is None  # a body cut short

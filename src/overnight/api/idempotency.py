@@ -20,6 +20,7 @@ import hashlib
 import logging
 import re
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from python_multipart.exceptions import MultipartParseError
@@ -230,7 +231,8 @@ class RequestDigest:
         kind, options = parse_options_header(content_type)
         boundary = options.get(b"boundary")
         if kind == b"multipart/form-data" and boundary:
-            self._parser = _hashing_parser(boundary, self._outer)
+            self._parser = _hashing_parser(boundary, self._outer, self._form_ended)
+        self._ended = self._parser is None
 
     def feed(self, chunk: bytes, *, more: bool) -> None:
         if self._parser is None:
@@ -243,9 +245,13 @@ class RequestDigest:
         if not more:
             self._complete = True
 
+    def _form_ended(self) -> None:
+        self._ended = True
+
     def hexdigest(self) -> str | None:
-        """None until the whole body was fed, or if it is not a valid form."""
-        if not self._complete or self._broken:
+        """None until the whole body was fed, or if it is not a whole, valid
+        form (a form cut short must not pass for one with fewer parts)."""
+        if not (self._complete and self._ended) or self._broken:
             return None
         return self._outer.hexdigest()
 
@@ -257,7 +263,7 @@ def _bound(header: bytearray) -> None:
         raise MultipartParseError("a part header is too long")
 
 
-def _hashing_parser(boundary: bytes, outer: Any) -> MultipartParser:
+def _hashing_parser(boundary: bytes, outer: Any, on_end: Callable[[], None]) -> MultipartParser:
     header_name = bytearray()
     header_value = bytearray()
     disposition = bytearray()
@@ -310,5 +316,6 @@ def _hashing_parser(boundary: bytes, outer: Any) -> MultipartParser:
             "on_header_end": on_header_end,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
+            "on_end": on_end,
         },
     )
