@@ -6,6 +6,7 @@
     ├── Forbidden                   403  a credential that is known but not good for this
     ├── NotFound                    404  no such object (for this tenant)
     ├── Conflict                    409  the object is in the wrong state for this
+    │   └── ConflictInProgress      409  another request on it is still running: retry
     ├── PayloadTooLarge             413  a body or file over a configured limit
     ├── LimitExceeded               429  a tenant quota (pending batches, enqueued requests)
     ├── HeadersTooLarge             431  the request line and headers are over the limit
@@ -59,6 +60,14 @@ class NotFound(OvernightError):
 class Conflict(OvernightError):
     status_code = 409
     default_code = "conflict"
+
+
+class ConflictInProgress(Conflict):
+    @property
+    def retryable(self) -> bool:
+        """The request it collides with ends soon; an SDK's retries, seconds
+        apart, then get past it."""
+        return True
 
 
 class PayloadTooLarge(OvernightError):

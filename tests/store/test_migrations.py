@@ -17,7 +17,16 @@ from overnight.store.sql import SqlStore
 
 from backends import Postgres
 
-TABLES = {"files", "uploads", "upload_parts", "batches", "chunks", "workers", "alembic_version"}
+TABLES = {
+    "files",
+    "uploads",
+    "upload_parts",
+    "batches",
+    "chunks",
+    "workers",
+    "idempotency_keys",
+    "alembic_version",
+}
 
 
 def _differences(connection: Any) -> tuple[list[Any], set[str]]:

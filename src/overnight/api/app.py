@@ -17,12 +17,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from overnight import __version__
 from overnight.api import admin, errors, openai, operations, together
 from overnight.api.auth import Authenticate
+from overnight.api.idempotency import HonourIdempotencyKeys
 from overnight.api.limits import LimitBodies
+from overnight.api.multipart import MAX_FIELD_BYTES, MAX_FIELDS, MAX_PART_HEADER_BYTES
 from overnight.api.openapi import install_schema
 from overnight.api.responses import JSONBytes
 from overnight.errors import OvernightError
 from overnight.runtime import Runtime
 from overnight.settings import Settings
+
+#: The most bytes a multipart upload adds around its file: its other fields
+#: and every part's headers.
+FORM_OVERHEAD = MAX_FIELDS * (MAX_FIELD_BYTES + MAX_PART_HEADER_BYTES)
 
 
 class RequestIdMiddleware:
@@ -83,7 +89,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_exception_handler(ClientDisconnect, errors.handle_client_gone)
     app.add_exception_handler(Exception, errors.handle_unexpected)
     # Outermost last: request ids on every answer, then who is calling, then
-    # how large a body may be.
+    # how large a body may be, then whether a create already ran.
+    app.add_middleware(
+        HonourIdempotencyKeys,
+        body_limit=max(settings.max_body_bytes, settings.max_upload_bytes + FORM_OVERHEAD),
+    )
     app.add_middleware(LimitBodies, limit=settings.max_body_bytes)
     app.add_middleware(Authenticate)
     app.add_middleware(RequestIdMiddleware)

@@ -6,7 +6,8 @@ An expired file answers 404 at once, whatever this sweep has done; the
 sweep then deletes its record and its bytes, every `retention_interval`.
 A file that an unfinished batch still reads is kept until that batch ends.
 Uploads left pending past their expiry are marked expired and their parts'
-bytes dropped.
+bytes dropped. Idempotency keys older than a day are forgotten (an old one
+is ignored at once, whatever this sweep has done).
 
 The record goes first and the bytes second, as in a user's delete: a crash
 in between leaves bytes no record points to, never a record without bytes.
@@ -34,6 +35,7 @@ SWEEP_BATCH = 500
 class Swept:
     files: int = 0
     uploads: int = 0
+    idempotency_keys: int = 0
 
 
 async def sweep_once(store: SqlStore, blobs: BlobStore, now: int) -> Swept:
@@ -53,7 +55,8 @@ async def sweep_once(store: SqlStore, blobs: BlobStore, now: int) -> Swept:
     for upload in uploads:
         await blobs.delete_prefix(f"uploads/{upload.id}")
         await store.delete_parts(upload.id)
-    return Swept(deleted, len(uploads))
+    keys = await store.delete_expired_idempotency_keys(now)
+    return Swept(deleted, len(uploads), keys)
 
 
 async def sweep_forever(store: SqlStore, blobs: BlobStore, interval: float) -> None:

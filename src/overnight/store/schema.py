@@ -14,6 +14,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -205,4 +206,23 @@ tenant_quotas = Table(
     Column("max_pending_batches", BigInteger, nullable=True),
     Column("max_enqueued_requests", BigInteger, nullable=True),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+# One row per `Idempotency-Key` a tenant sent on a create (domain/idempotency.py).
+# The primary key is the race guard: of two requests claiming one key at
+# once, the second insert fails. No answer (status_code NULL) means the
+# first request is still running.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant", String(128), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("route", String(512), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("request_hash", String(64), nullable=True),
+    Column("status_code", Integer, nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Column("object_id", String(64), nullable=True),
+    # The retention sweep drops keys older than a day.
+    Index("ix_idempotency_keys_created_at", "created_at"),
 )

@@ -10,9 +10,9 @@ clauses (`status = :expected`, `lease_owner = :me`); a guard that matches no
 row means someone else moved first.
 
 This module only assembles `SqlStore` from one mixin per kind of record
-(`files`, `tenants`, `batches`, `chunks`, `workers`), over the engines of
-`_base`; rows are converted in `rows` and shared query fragments live in
-`queries`.
+(`files`, `tenants`, `batches`, `chunks`, `workers`, `idempotency`), over
+the engines of `_base`; rows are converted in `rows` and shared query
+fragments live in `queries`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from overnight.store import migrate
 from overnight.store.batches import BatchesMixin
 from overnight.store.chunks import ChunksMixin
 from overnight.store.files import FilesMixin
+from overnight.store.idempotency import IdempotencyMixin
 from overnight.store.tenants import TenantsMixin
 from overnight.store.workers import WorkersMixin
 
 __all__ = ["SqlStore", "open_store"]
 
 
-class SqlStore(FilesMixin, TenantsMixin, BatchesMixin, ChunksMixin, WorkersMixin):
+class SqlStore(FilesMixin, TenantsMixin, BatchesMixin, ChunksMixin, WorkersMixin, IdempotencyMixin):
     """Every store operation, each one transaction."""
 
 
