@@ -43,7 +43,7 @@ def error_responses() -> dict[int | str, dict[str, Any]]:
         404: "No such object for this caller (another tenant's ids look the same).",
         409: "The object is in the wrong state for this.",
         413: "The body or file is over a configured limit.",
-        429: "A tenant quota is exhausted.",
+        429: "A tenant quota is exhausted, or the key sent requests too fast (see Retry-After).",
         431: "The request line and headers are too large.",
         "default": "Any other error, in the same shape.",
     }
