@@ -1,6 +1,7 @@
 """New identifiers, in the shapes the SDKs expect (`file-…`, `batch_…`)."""
 
 import random
+import re
 import secrets
 import uuid
 
@@ -23,6 +24,25 @@ def result_file_id(batch_id: str, kind: str) -> FileId:
 
 def new_batch_id() -> BatchId:
     return BatchId(f"batch_{uuid.uuid4().hex}")
+
+
+_BATCH_HEX = re.compile(r"batch_([0-9a-f]{32})")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def batch_uuid(batch_id: str) -> str:
+    """A batch id in the UUID form Together's spec gives batch ids: the same
+    128 bits, hyphenated (`batch_<32 hex>` <-> `8-4-4-4-12`). An id of any
+    other shape has no UUID form and is shown as it is."""
+    match = _BATCH_HEX.fullmatch(batch_id)
+    return str(uuid.UUID(hex=match.group(1))) if match else batch_id
+
+
+def batch_id_from(text: str) -> str:
+    """The stored id for a batch id in either form; `batch_uuid` undone."""
+    if _UUID.fullmatch(text):
+        return f"batch_{uuid.UUID(text).hex}"
+    return text
 
 
 def new_upload_id() -> UploadId:

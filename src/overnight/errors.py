@@ -9,6 +9,7 @@
     │   └── ConflictInProgress      409  another request on it is still running: retry
     ├── PayloadTooLarge             413  a body or file over a configured limit
     ├── LimitExceeded               429  a tenant quota (pending batches, enqueued requests)
+    ├── RateLimited                 429  a key sent requests faster than its rate limit
     ├── HeadersTooLarge             431  the request line and headers are over the limit
     └── Unavailable                 503  the service cannot take this right now
 
@@ -24,6 +25,8 @@ from __future__ import annotations
 class OvernightError(Exception):
     status_code = 500
     default_code: str | None = "server_error"
+    #: Seconds after which the same request may succeed (sent as `Retry-After`).
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -84,6 +87,17 @@ class LimitExceeded(OvernightError):
         """A quota frees up as batches end, in minutes: an SDK's automatic
         retries, seconds apart, would only be refused again."""
         return False
+
+
+class RateLimited(OvernightError):
+    """Retryable, unlike a quota: the SDKs wait `Retry-After` and try again."""
+
+    status_code = 429
+    default_code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class HeadersTooLarge(OvernightError):

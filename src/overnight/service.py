@@ -490,7 +490,9 @@ class Service:
         return seconds
 
     async def get_batch(self, tenant: TenantScope, batch_id: str) -> Batch:
-        batch = await self.store.get_batch(tenant, batch_id) if _plausible_id(batch_id) else None
+        """`batch_id` in either form: `batch_<hex>` or Together's UUID form."""
+        stored_id = _ids.batch_id_from(batch_id)
+        batch = await self.store.get_batch(tenant, stored_id) if _plausible_id(stored_id) else None
         if batch is None:
             raise NotFound(f"No such batch: {batch_id}", param="batch_id", code="batch_not_found")
         return batch
@@ -505,6 +507,8 @@ class Service:
     ) -> Page[Batch]:
         _check_limit(limit, max_limit)
         items = None
+        if after is not None:
+            after = _ids.batch_id_from(after)
         if after is None or _plausible_id(after):
             items = await self.store.list_batches(tenant, after=after, limit=limit + 1)
         if items is None:
@@ -513,8 +517,9 @@ class Service:
 
     async def cancel_batch(self, tenant: TenantScope, batch_id: str) -> Batch:
         batch = None
-        if _plausible_id(batch_id):
-            batch = await self.store.request_cancel(tenant, batch_id, self._now())
+        stored_id = _ids.batch_id_from(batch_id)
+        if _plausible_id(stored_id):
+            batch = await self.store.request_cancel(tenant, stored_id, self._now())
         if batch is None:
             raise NotFound(f"No such batch: {batch_id}", param="batch_id", code="batch_not_found")
         self.wakeups.notify()

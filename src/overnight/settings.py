@@ -251,6 +251,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     #: Largest request head (request line and headers); larger ones get 431.
     max_header_bytes: int = Field(64 * 1024, ge=1024)
+    #: Requests per second each API key may send (a token bucket; in local
+    #: mode, each client address); past it, 429 with Retry-After. 0: no limit.
+    rate_limit_per_second: float = Field(50.0, ge=0)
+    #: Requests a key may send at once before the rate applies (the bucket's size).
+    rate_limit_burst: int = Field(100, ge=1)
     #: Reject a batch whose lines name more than one model.
     require_single_model: bool = False
     #: Seconds an OpenAI Upload stays open for parts.

@@ -176,6 +176,22 @@ async def test_a_repeated_file_upload_is_stored_once(api: Api) -> None:
     assert [f["id"] for f in listed] == [first.json()["id"]]
 
 
+async def test_a_repeated_together_direct_upload_is_stored_once(api: Api) -> None:
+    async def send() -> httpx.Response:
+        return await api.alpha.post(
+            "/together/v1/files/upload",
+            files={"file": ("in.jsonl", LINE)},
+            data={"purpose": "batch-api", "file_name": "in.jsonl", "file_type": "jsonl"},
+            headers=_key("tg-file"),
+        )
+
+    first, again = await send(), await send()
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    listed = (await api.alpha.get("/v1/files")).json()["data"]
+    assert [f["id"] for f in listed] == [first.json()["id"]]
+
+
 async def test_a_repeated_upload_its_parts_and_completion_happen_once(api: Api) -> None:
     created = {"bytes": len(LINE), "filename": "in.jsonl", "mime_type": "text/jsonl"}
     created["purpose"] = "batch"

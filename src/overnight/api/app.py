@@ -15,12 +15,13 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from overnight import __version__
-from overnight.api import admin, errors, openai, operations, together
+from overnight.api import admin, catalog, errors, openai, operations, together, whoami
 from overnight.api.auth import Authenticate
 from overnight.api.idempotency import HonourIdempotencyKeys
 from overnight.api.limits import LimitBodies
 from overnight.api.multipart import MAX_FIELD_BYTES, MAX_FIELDS, MAX_PART_HEADER_BYTES
 from overnight.api.openapi import install_schema
+from overnight.api.ratelimit import LimitRate
 from overnight.api.responses import JSONBytes
 from overnight.errors import OvernightError
 from overnight.runtime import Runtime
@@ -78,7 +79,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         default_response_class=JSONBytes,
     )
     app.include_router(openai.router, prefix="/v1")
+    app.include_router(catalog.openai_router, prefix="/v1")
     app.include_router(together.router, prefix="/together/v1")
+    app.include_router(catalog.together_router, prefix="/together/v1")
+    app.include_router(whoami.router, prefix="/together")
     app.include_router(admin.router, prefix="/admin")
     app.include_router(operations.router)
     install_schema(app)
@@ -89,12 +93,16 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_exception_handler(ClientDisconnect, errors.handle_client_gone)
     app.add_exception_handler(Exception, errors.handle_unexpected)
     # Outermost last: request ids on every answer, then who is calling, then
-    # how large a body may be, then whether a create already ran.
+    # how often they may call, then how large a body may be, then whether a
+    # create already ran.
     app.add_middleware(
         HonourIdempotencyKeys,
         body_limit=max(settings.max_body_bytes, settings.max_upload_bytes + FORM_OVERHEAD),
     )
     app.add_middleware(LimitBodies, limit=settings.max_body_bytes)
+    app.add_middleware(
+        LimitRate, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+    )
     app.add_middleware(Authenticate)
     app.add_middleware(RequestIdMiddleware)
     return app

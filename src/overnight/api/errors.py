@@ -8,6 +8,7 @@ retry 408, 409, 429 and 5xx).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -80,6 +81,11 @@ def error_response(request: Request, error: OvernightError) -> Response:
     headers = {}
     if not error.retryable:
         headers["x-should-retry"] = "false"
+    if error.retry_after is not None:
+        # Whole seconds by the HTTP spec; the official SDKs read the exact
+        # wait from `retry-after-ms` first.
+        headers["retry-after"] = str(max(1, math.ceil(error.retry_after)))
+        headers["retry-after-ms"] = str(max(1, math.ceil(error.retry_after * 1000)))
     return Response(
         _json.dumps(body),
         status_code=error.status_code,

@@ -45,7 +45,7 @@ from overnight.tenants import Caller
 IDEMPOTENT_PATHS = re.compile(
     r"^/v1/(files|uploads|batches)$"
     r"|^/v1/uploads/[^/]+/(parts|complete)$"
-    r"|^/together/v1/(batches|files/multipart/complete)$"
+    r"|^/together/v1/(batches|files/upload|files/multipart/complete)$"
 )
 #: Set on an answer that is a stored one.
 REPLAYED_HEADER = "Idempotent-Replayed"

@@ -19,7 +19,7 @@ from overnight.errors import PayloadTooLarge
 
 #: Routes whose bodies are files, streamed to storage by the route itself.
 STREAMED_PATHS = re.compile(
-    r"^/v1/files$|^/v1/uploads/[^/]+/parts$|^/together/v1/files/upload/[^/]+$"
+    r"^/v1/files$|^/v1/uploads/[^/]+/parts$|^/together/v1/files/upload(/[^/]+)?$"
 )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 # ------------------------------------------------------------------ errors
 
@@ -43,7 +43,7 @@ def error_responses() -> dict[int | str, dict[str, Any]]:
         404: "No such object for this caller (another tenant's ids look the same).",
         409: "The object is in the wrong state for this.",
         413: "The body or file is over a configured limit.",
-        429: "A tenant quota is exhausted.",
+        429: "A tenant quota is exhausted, or the key sent requests too fast (see Retry-After).",
         431: "The request line and headers are too large.",
         "default": "Any other error, in the same shape.",
     }
@@ -165,6 +165,18 @@ class BatchList(BaseModel):
     has_more: bool
 
 
+class ModelObject(BaseModel):
+    id: str
+    object: str
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: str
+    data: list[ModelObject]
+
+
 # ---------------------------------------------------------------- Together
 
 
@@ -189,7 +201,7 @@ class TogetherFileList(BaseModel):
 
 
 class BatchJob(BaseModel):
-    id: str
+    id: str = Field(json_schema_extra={"format": "uuid"})
     user_id: str
     input_file_id: str
     file_size_bytes: int
@@ -230,6 +242,40 @@ class MultipartAborted(BaseModel):
     upload_id: str
     file_id: str | None
     status: str
+
+
+class TogetherModel(BaseModel):
+    id: str
+    object: str
+    created: int
+    type: str
+    display_name: str
+    organization: str
+    context_length: int | None
+
+
+class WhoamiUser(BaseModel):
+    id: str
+
+
+class WhoamiOrganization(BaseModel):
+    id: str
+    name: str
+
+
+class WhoamiProject(BaseModel):
+    id: str
+    name: str
+    slug: str
+
+
+class Whoami(BaseModel):
+    """Together's WhoamiResponse, variant `user_org_project_jwt`."""
+
+    type: str
+    user: WhoamiUser
+    organization: WhoamiOrganization
+    project: WhoamiProject
 
 
 # --------------------------------------------------- admin and operations

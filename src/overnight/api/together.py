@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from starlette.responses import Response, StreamingResponse
 
+from overnight._ids import batch_uuid
 from overnight.api import schemas
 from overnight.api.auth import scope_of, tenant_of
 from overnight.api.errors import openai_error_body
@@ -106,7 +107,7 @@ def batch_error(batch: Batch) -> str | None:
 
 def batch_job(batch: Batch) -> dict[str, Any]:
     return {
-        "id": batch.id,
+        "id": batch_uuid(batch.id),
         "user_id": batch.tenant,
         "input_file_id": batch.input_file_id,
         "file_size_bytes": batch.input_bytes,
@@ -193,7 +194,7 @@ def _file_type(value: str | None) -> str:
     return value
 
 
-_ANNOUNCEMENT = {
+_ANNOUNCEMENT: dict[str, dict[str, Any]] = {
     "purpose": {"type": "string", "enum": sorted(p.value for p in UPLOADABLE_PURPOSES)},
     "file_name": {"type": "string"},
     "file_type": {"type": "string", "enum": sorted(FILE_TYPES)},
@@ -249,6 +250,43 @@ async def create_file(request: Request) -> Response:
         status_code=302,
         headers={"Location": location, "X-Together-File-Id": granted.file_id},
     )
+
+
+_UPLOAD_FORM = schemas.multipart_body(
+    {
+        "file": schemas.BINARY,
+        "purpose": _ANNOUNCEMENT["purpose"],
+        "file_name": {"type": "string"},
+        "file_type": _ANNOUNCEMENT["file_type"],
+    },
+    ["file", "purpose", "file_name"],
+)
+
+
+@router.post("/files/upload", responses=ok(schemas.TogetherFile), openapi_extra=_UPLOAD_FORM)
+async def upload_file(request: Request) -> JSONBytes:
+    """The one-request upload of Together's OpenAPI spec: the bytes in a
+    multipart `file` part, streamed to storage like OpenAI's `POST /files`."""
+    service = runtime_of(request).service
+    tenant = tenant_of(request)
+    form = await read_form(
+        request, lambda name: service.new_file_sink() if name == "file" else None
+    )
+    try:
+        if "file" not in form.files:
+            raise InvalidRequest(
+                "The form has no 'file' part.", param="file", code="missing_required_parameter"
+            )
+        _file_type(form.fields.get("file_type"))
+        purpose = _required(form.fields, "purpose")
+        filename = form.fields.get("file_name") or form.files["file"][0]
+    except InvalidRequest:
+        await form.abort()
+        raise
+    record = await service.create_file(
+        tenant, form.files["file"][1], filename=filename, purpose=purpose
+    )
+    return JSONBytes(file_response(record))
 
 
 @router.put(
