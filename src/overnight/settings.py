@@ -221,6 +221,10 @@ class Settings(BaseSettings):
     part_upload_interval: float = Field(10.0, gt=0)
     #: Seconds in-flight requests may finish after a cancel or expiry.
     stop_grace: float = Field(10.0, ge=0)
+    #: A chunk whose worker died (or raised) this many times running it is given
+    #: up: its unfinished lines fail as `chunk_failed`. A validation or
+    #: finalisation that crashed this many times fails its batch.
+    max_chunk_attempts: int = Field(5, ge=1)
     #: A batch whose deadline is this close (seconds) is urgent: urgent batches
     #: run first, earliest deadline first; the rest share fairly.
     urgent_within: float = Field(3600.0, ge=0)

@@ -28,6 +28,7 @@ ALLOWED = {
     (S.FINALIZING, S.EXPIRED),  # h
     (S.FINALIZING, S.CANCELLED),  # i
     (S.CANCELLING, S.CANCELLED),  # j
+    (S.FINALIZING, S.FAILED),  # k
 }
 
 

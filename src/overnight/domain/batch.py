@@ -111,6 +111,8 @@ class Batch:
     expired_at: int | None = None
     cancelling_at: int | None = None
     cancelled_at: int | None = None
+    #: Times a worker died (or raised) validating or finalising it.
+    crashes: int = 0
     #: Seconds the result files are kept once made; None keeps them until deleted.
     output_expires_after: int | None = None
 

@@ -76,6 +76,8 @@ class Chunk:
     status: ChunkStatus
     attempts: int = 0
     tally: Tally = ZERO_TALLY
+    #: Times a worker died (or raised) running it; see `Settings.max_chunk_attempts`.
+    crashes: int = 0
 
     @property
     def key(self) -> ChunkKey:

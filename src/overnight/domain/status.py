@@ -16,6 +16,8 @@ clause, so a racing worker cannot move a batch along an edge not listed here.
     h  finalizing  -> expired       the window closed before every line ran
     i  finalizing  -> cancelled     cancel drained the batch
     j  cancelling  -> cancelled     cancelled before any chunk existed
+    k  finalizing  -> failed        finalisation crashed `max_chunk_attempts`
+                                    times (validation's crashes take edge b)
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
     BatchStatus.IN_PROGRESS: frozenset({BatchStatus.CANCELLING, BatchStatus.FINALIZING}),
     BatchStatus.CANCELLING: frozenset({BatchStatus.FINALIZING, BatchStatus.CANCELLED}),
     BatchStatus.FINALIZING: frozenset(
-        {BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+        {BatchStatus.COMPLETED, BatchStatus.EXPIRED, BatchStatus.CANCELLED, BatchStatus.FAILED}
     ),
     BatchStatus.FAILED: frozenset(),
     BatchStatus.COMPLETED: frozenset(),

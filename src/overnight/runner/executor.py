@@ -11,6 +11,10 @@ A stop (cancel or expiry) ends dispatching: in-flight requests get
 to the error part as `batch_cancelled` / `batch_expired`. A shutdown is not a
 stop: the chunk is abandoned as it stands and its lease released, so another
 worker (or this one, restarted) resumes it.
+
+A chunk whose workers died `max_chunk_attempts` times running it is given
+up: its run sends nothing and writes every line its parts do not already
+hold to the error part as `chunk_failed`, then completes as usual.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from overnight.runner.models import Models, ServedModel
 from overnight.runner.parts import ChunkParts
 from overnight.settings import Settings
 from overnight.store.sql import SqlStore
+from overnight.testing.crash import CRASH_MARKER, crash_if_marked
 from overnight.types import WorkerId
 
 log = logging.getLogger("overnight.runner")
@@ -78,6 +83,8 @@ class ChunkRun:
         self.attempt = work.chunk.attempts
         self.parts = ChunkParts(settings.data_dir / "staging", blobs, work.chunk.key, self.attempt)
         self.render = renderer_for(work.dialect)
+        #: Its workers kept dying on it: send nothing, fail what is left.
+        self.given_up = work.chunk.crashes >= settings.max_chunk_attempts
         self.stop_reason: StopReason | None = work.stop_reason
         self._stopped = asyncio.Event()
         if self.stop_reason is not None:
@@ -177,6 +184,9 @@ class ChunkRun:
                 self._record(Outcome.never_ran(read.custom_id, read.error.code, read.error.message))
             else:
                 todo.append(read)
+        if self.given_up:
+            self._give_up(todo)
+            return
         queue = iter(todo)
         unrun: list[str] = []
         count = min(len(todo), max(m.settings.max_concurrency for m in self.models.all()))
@@ -195,6 +205,22 @@ class ChunkRun:
         unrun.extend(request.custom_id for request in queue)  # lanes cut off by a stop
         for custom_id in unrun:
             self._record(self._never_ran(custom_id))
+
+    def _give_up(self, todo: list[Request]) -> None:
+        crashes = self.work.chunk.crashes
+        log.warning(
+            "chunk %s/%d crashed its worker %d times; failing its %d unfinished lines",
+            self.work.chunk.batch_id,
+            self.work.chunk.index,
+            crashes,
+            len(todo),
+        )
+        message = (
+            f"The worker running this request's chunk died {crashes} times "
+            f"(max_chunk_attempts); the request was given up."
+        )
+        for request in todo:
+            self._record(Outcome.never_ran(request.custom_id, "chunk_failed", message))
 
     async def _lane(self, queue: Iterator[Request], unrun: list[str]) -> None:
         stopped = self._stopped
@@ -251,6 +277,8 @@ class ChunkRun:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _send(self, request: Request, served: ServedModel) -> None:
+        if CRASH_MARKER is not None:  # test-only (overnight/testing/crash.py)
+            crash_if_marked(request.body)
         upstream = UpstreamRequest(self.work.endpoint, request.body)
         try:
             result = await send_with_retries(served, upstream, self._stopped)

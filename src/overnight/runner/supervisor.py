@@ -13,7 +13,8 @@ BEGIN IMMEDIATE and waits its turn). The supervisor:
 - passes each child the parent's resolved settings and a worker id;
 - wakes them through their stdin when the API creates or cancels a batch
   (polling stays the fallback);
-- restarts a child that dies, after releasing its leases at once;
+- restarts a child that dies, after releasing its leases at once (each
+  counting a crash towards `max_chunk_attempts`);
 - stops them with SIGTERM (they save their progress) when it stops.
 
 A child asks the kernel to kill it the moment its parent dies
@@ -98,7 +99,7 @@ class Supervisor:
             code,
         )
         with contextlib.suppress(Exception):
-            await self.store.release_leases(child.worker_id)
+            await self.store.release_leases(child.worker_id, died=True)
         _forget_metrics(child.process.pid)
         await asyncio.sleep(RESTART_DELAY)
         if not self._stopping:

@@ -38,7 +38,7 @@ from overnight.runner.validate import validate_batch
 from overnight.runner.wakeups import Wakeups
 from overnight.settings import Settings
 from overnight.store.sql import SqlStore
-from overnight.types import BatchId, WorkerId
+from overnight.types import WorkerId
 
 log = logging.getLogger("overnight.runner")
 
@@ -46,8 +46,6 @@ T = TypeVar("T")
 
 #: Validations and finalisations one worker runs at once.
 BATCH_PHASE_CONCURRENCY = 2
-#: Times one worker tries to validate a batch whose validation raises.
-VALIDATION_ATTEMPTS = 3
 
 
 class Worker:
@@ -68,7 +66,6 @@ class Worker:
         self.settings = settings
         self.wakeups = wakeups
         self.runs: dict[ChunkKey, ChunkRun] = {}
-        self._validation_failures: dict[BatchId, int] = {}
         self.flusher = Flusher(store, self.id, settings)
 
     async def run(self) -> None:
@@ -236,6 +233,9 @@ class Worker:
     # -- the work itself
 
     async def _validate(self, batch: Batch) -> None:
+        if batch.crashes >= self.settings.max_chunk_attempts:
+            await self._give_up(batch, "validation", batch.crashes)
+            return
         try:
             status = await validate_batch(
                 batch,
@@ -246,23 +246,40 @@ class Worker:
                 model_names=self.models.names,
             )
         except Exception as exc:
-            failures = self._validation_failures.get(batch.id, 0) + 1
-            self._validation_failures[batch.id] = failures
-            if failures < VALIDATION_ATTEMPTS:
-                log.exception("validation of %s failed; it will be retried", batch.id)
-                await self.store.release_batch(batch.id, self.id)
-                await asyncio.sleep(self.settings.poll_interval * failures)
-                return
-            # The same file keeps breaking the validator: fail the batch with
-            # the reason rather than retrying it for ever.
-            log.exception("validation of %s failed %d times; failing the batch", batch.id, failures)
-            error = LineError(
-                "validation_error",
-                f"The file could not be validated ({type(exc).__name__}: {exc}).",
-            )
-            status = await self.store.fail_batch(batch.id, self.id, [error], int(time.time()))
-        self._validation_failures.pop(batch.id, None)
+            await self._crashed(batch, "validation", exc)
+            return
         log.info("batch %s is %s", batch.id, status.value if status else "taken by another worker")
+        self.wakeups.notify()
+
+    async def _crashed(self, batch: Batch, phase: str, exc: Exception) -> None:
+        """Validation or finalisation raised: hand the batch back with one
+        crash more, or, at `max_chunk_attempts`, fail it with the reason
+        rather than retrying it for ever."""
+        crashes = batch.crashes + 1
+        if crashes < self.settings.max_chunk_attempts:
+            log.exception("%s of %s failed; it will be retried", phase, batch.id)
+            await self.store.release_batch(batch.id, self.id, crashed=True)
+            await asyncio.sleep(self.settings.poll_interval)
+            return
+        log.exception("%s of %s failed %d times", phase, batch.id, crashes)
+        await self._give_up(batch, phase, crashes, f" (the last time: {type(exc).__name__}: {exc})")
+
+    async def _give_up(self, batch: Batch, phase: str, crashes: int, detail: str = "") -> None:
+        """Fail a batch whose `phase` crashed `crashes` times (a worker died
+        holding it, or it raised): edges b and k."""
+        error = LineError(
+            f"{phase}_failed",
+            f"The batch's {phase} crashed {crashes} times{detail}; it was given up "
+            f"(max_chunk_attempts is {self.settings.max_chunk_attempts}).",
+        )
+        status = await self.store.fail_batch(batch.id, self.id, [error], int(time.time()))
+        log.error(
+            "%s of %s crashed %d times; the batch is %s",
+            phase,
+            batch.id,
+            crashes,
+            status.value if status else "taken by another worker",
+        )
         self.wakeups.notify()
 
     async def _run_chunk(self, work: ChunkWork) -> None:
@@ -285,18 +302,19 @@ class Worker:
             log.warning("chunk %s/%d was taken over by another worker", key.batch_id, key.index)
         except Exception:
             log.exception("chunk %s/%d failed; it will be retried", key.batch_id, key.index)
-            await self.store.release_chunk(key, self.id, run.attempt)
+            await self.store.release_chunk(key, self.id, run.attempt, crashed=True)
             await asyncio.sleep(self.settings.poll_interval)
         finally:
             if self.runs.get(key) is run:
                 del self.runs[key]
 
     async def _finalize(self, batch: Batch) -> None:
+        if batch.crashes >= self.settings.max_chunk_attempts:
+            await self._give_up(batch, "finalization", batch.crashes)
+            return
         try:
             await finalize_batch(
                 batch, worker=self.id, store=self.store, blobs=self.blobs, settings=self.settings
             )
-        except Exception:
-            log.exception("finalisation of %s failed; it will be retried", batch.id)
-            await self.store.release_batch(batch.id, self.id)
-            await asyncio.sleep(self.settings.poll_interval)
+        except Exception as exc:
+            await self._crashed(batch, "finalization", exc)

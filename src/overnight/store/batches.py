@@ -191,6 +191,9 @@ class BatchesMixin(StoreBase):
     async def _claim_batch(
         self, status: BatchStatus, worker: WorkerId, now: float, ttl: float
     ) -> Batch | None:
+        """Lease the oldest batch in `status` that nobody holds. A lease
+        that lapsed (its worker died or stalled) counts a crash; the caller
+        fails the batch when they reach their bound."""
         async with self._write() as conn:
             row = (
                 await conn.execute(
@@ -206,12 +209,18 @@ class BatchesMixin(StoreBase):
             ).first()
             if row is None:
                 return None
+            lapsed = row.lease_owner is not None
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == row.id)
-                .values(lease_owner=worker, lease_expires_at=now + ttl)
+                .values(
+                    lease_owner=worker,
+                    lease_expires_at=now + ttl,
+                    crashes=batches.c.crashes + int(lapsed),
+                )
             )
-        return to_batch(row)
+        batch = to_batch(row)
+        return dataclasses.replace(batch, crashes=batch.crashes + 1) if lapsed else batch
 
     async def start_batch(
         self,
@@ -295,6 +304,7 @@ class BatchesMixin(StoreBase):
                     chunks_total=len(chunk_ranges),
                     lease_owner=None,
                     lease_expires_at=None,
+                    crashes=0,  # validation's count; finalisation starts afresh
                 )
             )
             if row.stop_reason is not None:
@@ -306,7 +316,8 @@ class BatchesMixin(StoreBase):
         self, batch_id: BatchId, worker: WorkerId, errors: Sequence[LineError], now: int
     ) -> BatchStatus | None:
         """Edge b: the file is invalid. A batch cancelled meanwhile ends
-        cancelled (edge j), still naming the errors."""
+        cancelled (edge j), still naming the errors. Edge k: a batch whose
+        finalisation kept crashing fails, whatever stopped it."""
         errors_json = _json.dumps([line_error_dict(e) for e in errors]).decode()
         async with self._write() as conn:
             row = (
@@ -320,7 +331,7 @@ class BatchesMixin(StoreBase):
                 return None
             if row.status == BatchStatus.CANCELLING.value:
                 target, stamp = BatchStatus.CANCELLED, "cancelled_at"
-            elif row.status == BatchStatus.VALIDATING.value:
+            elif row.status in (BatchStatus.VALIDATING.value, BatchStatus.FINALIZING.value):
                 target, stamp = BatchStatus.FAILED, "failed_at"
             else:
                 return None
@@ -339,12 +350,20 @@ class BatchesMixin(StoreBase):
             )
         return target
 
-    async def release_batch(self, batch_id: BatchId, worker: WorkerId) -> None:
+    async def release_batch(
+        self, batch_id: BatchId, worker: WorkerId, *, crashed: bool = False
+    ) -> None:
+        """Hand a held batch back; `crashed` (its validation or finalisation
+        raised) counts a crash towards `max_chunk_attempts`."""
         async with self._write() as conn:
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id, batches.c.lease_owner == worker)
-                .values(lease_owner=None, lease_expires_at=None)
+                .values(
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    crashes=batches.c.crashes + int(crashed),
+                )
             )
 
     async def finish_batch(

@@ -127,7 +127,9 @@ class ChunksMixin(StoreBase):
         are considered: a worker that is full still admits a newcomer.
         `running` are the chunks the claiming worker runs now: even if their
         lease lapsed (it stalled), it must not take them a second time.
-        Attempts count up on every claim."""
+        Attempts count up on every claim; crashes count up when the lease
+        had lapsed (whoever held it died or stalled): the caller gives the
+        chunk up when they reach its bound."""
         async with self._write() as conn:
             row = (
                 await conn.execute(
@@ -150,6 +152,7 @@ class ChunksMixin(StoreBase):
                     .with_for_update(skip_locked=True)
                 )
             ).first()
+            lapsed = row is not None
             if row is None:
                 row = await self._next_pending_chunk(conn, now, urgent_within, idle_only)
             if row is None:
@@ -162,6 +165,7 @@ class ChunksMixin(StoreBase):
                     lease_owner=worker,
                     lease_expires_at=now + ttl,
                     attempts=chunks.c.attempts + 1,
+                    crashes=chunks.c.crashes + int(lapsed),
                 )
             )
             batch = (
@@ -180,7 +184,10 @@ class ChunksMixin(StoreBase):
         chunk = to_chunk(row)
         return ChunkWork(
             chunk=dataclasses.replace(
-                chunk, status=ChunkStatus.RUNNING, attempts=chunk.attempts + 1
+                chunk,
+                status=ChunkStatus.RUNNING,
+                attempts=chunk.attempts + 1,
+                crashes=chunk.crashes + int(lapsed),
             ),
             tenant=TenantId(batch.tenant),
             endpoint=batch.endpoint,
@@ -246,7 +253,11 @@ class ChunksMixin(StoreBase):
                 return row
         return None
 
-    async def release_chunk(self, key: ChunkKey, worker: WorkerId, attempt: int) -> None:
+    async def release_chunk(
+        self, key: ChunkKey, worker: WorkerId, attempt: int, *, crashed: bool = False
+    ) -> None:
+        """Hand a held chunk back; `crashed` (the run raised) counts it as a
+        crash towards `max_chunk_attempts`."""
         async with self._write() as conn:
             await conn.execute(
                 update(chunks)
@@ -257,7 +268,12 @@ class ChunksMixin(StoreBase):
                     chunks.c.attempts == attempt,
                     chunks.c.status == ChunkStatus.RUNNING.value,
                 )
-                .values(status=ChunkStatus.PENDING.value, lease_owner=None, lease_expires_at=None)
+                .values(
+                    status=ChunkStatus.PENDING.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    crashes=chunks.c.crashes + int(crashed),
+                )
             )
 
     async def record_progress(

@@ -146,6 +146,7 @@ def to_batch(row: Any) -> Batch:
         cancelling_at=row.cancelling_at,
         cancelled_at=row.cancelled_at,
         output_expires_after=row.output_expires_after,
+        crashes=row.crashes,
     )
 
 
@@ -164,6 +165,7 @@ def to_chunk(row: Any) -> Chunk:
             row.failed,
             Usage(row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens),
         ),
+        crashes=row.crashes,
     )
 
 

@@ -134,6 +134,9 @@ batches = Table(
     Column("lease_expires_at", Float, nullable=True),
     # Seconds the result files are kept after they are made (None: until deleted).
     Column("output_expires_after", BigInteger, nullable=True),
+    # Times a worker died (or raised) validating or finalising it; reset
+    # when validation ends. At `max_chunk_attempts` the batch fails.
+    Column("crashes", Integer, nullable=False, default=0),
     Index("ix_batches_tenant_created", "tenant", "created_us", "id"),
     Index("ix_batches_status", "status"),
     # Quotas count a tenant's unfinished batches.
@@ -158,7 +161,11 @@ chunks = Table(
     Column("created_us", BigInteger, nullable=False),
     Column("lease_owner", String(64), nullable=True),
     Column("lease_expires_at", Float, nullable=True),
+    # Claims, counted up on each: the lease's fencing token.
     Column("attempts", Integer, nullable=False, default=0),
+    # Times a worker died (or raised) running it: its lease lapsed, or its
+    # process exited. At `max_chunk_attempts` its unfinished lines fail.
+    Column("crashes", Integer, nullable=False, default=0),
     Column("completed", Integer, nullable=False, default=0),
     Column("failed", Integer, nullable=False, default=0),
     Column("input_tokens", BigInteger, nullable=False, default=0),

@@ -88,33 +88,50 @@ class WorkersMixin(StoreBase):
             )
             return [WorkerId(r.id) for r in rows]
 
-    async def release_leases(self, worker: WorkerId) -> None:
-        """On shutdown: hand every held chunk and batch back at once."""
+    async def release_leases(self, worker: WorkerId, *, died: bool = False) -> None:
+        """On shutdown: hand every held chunk and batch back at once. When
+        the worker `died` (its process exited unasked), each counts a crash
+        towards `max_chunk_attempts`."""
         async with self._write() as conn:
             await conn.execute(delete(workers).where(workers.c.id == worker))
             await conn.execute(
                 update(chunks)
                 .where(chunks.c.lease_owner == worker, chunks.c.status == ChunkStatus.RUNNING.value)
-                .values(status=ChunkStatus.PENDING.value, lease_owner=None, lease_expires_at=None)
+                .values(
+                    status=ChunkStatus.PENDING.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    crashes=chunks.c.crashes + int(died),
+                )
             )
             await conn.execute(
                 update(batches)
                 .where(batches.c.lease_owner == worker)
-                .values(lease_owner=None, lease_expires_at=None)
+                .values(
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    crashes=batches.c.crashes + int(died),
+                )
             )
 
     async def release_all_leases(self) -> None:
         """At start-up of the only process on a SQLite store: every lease
         belongs to a process that is gone, so there is no need to wait for
-        them to expire."""
+        them to expire. A clean shutdown hands its leases back, so whatever
+        is still held was held when its process died: each counts a crash."""
         async with self._write() as conn:
             await conn.execute(
                 update(chunks)
                 .where(chunks.c.status == ChunkStatus.RUNNING.value)
-                .values(status=ChunkStatus.PENDING.value, lease_owner=None, lease_expires_at=None)
+                .values(
+                    status=ChunkStatus.PENDING.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    crashes=chunks.c.crashes + 1,
+                )
             )
             await conn.execute(
                 update(batches)
                 .where(batches.c.lease_owner.is_not(None))
-                .values(lease_owner=None, lease_expires_at=None)
+                .values(lease_owner=None, lease_expires_at=None, crashes=batches.c.crashes + 1)
             )
