@@ -390,6 +390,27 @@ for field, wrong in {
     )
 
 
+#: JSON bodies that the body parser cannot read although their syntax holds.
+UNREADABLE_JSON = {
+    "nested 5,000 deep": b'{"metadata": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5000 + b"}",
+    "with a 5,000-digit integer": b'{"completion_window": ' + b"9" * 5000 + b"}",
+    "with invalid UTF-8": b'{"input_file_id": "file-\xff\xfe"}',
+}
+for route in (
+    "/v1/batches",
+    "/v1/uploads",
+    "/v1/uploads/upload_x/complete",
+    "/together/v1/batches",
+    "/together/v1/files/multipart/complete",
+):
+    for what, raw in UNREADABLE_JSON.items():
+        case(f"a body {what} to {route}", 400, "invalid_json")(
+            lambda ctx, route=route, raw=raw: ctx.http.post(
+                route, content=raw, headers={"Content-Type": "application/json"}
+            )
+        )
+
+
 @case("a wrong type inside metadata", 400, "invalid_value", "metadata.team")
 def _(ctx: Context) -> Answer:
     return create(ctx, metadata={"team": 7})

@@ -8,12 +8,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 import together
 
+from overnight.api.app import create_app
+from overnight.settings import Settings
 from overnight.testing.fake_upstream import FakeUpstream
 
 from helpers import ServerProcess, fake_model, keyed_server
@@ -119,3 +122,17 @@ def test_health_and_unknown_keys_are_not_counted(limited: str) -> None:
             for _ in range(BURST * 2)
         }
         assert wrong == {401}
+
+
+async def test_single_user_local_mode_has_no_limit(tmp_path: Path) -> None:
+    """With no keys configured there is one user and no one to protect:
+    a script polling as fast as it can is never refused."""
+    app = create_app(
+        Settings(data_dir=tmp_path, worker=False, rate_limit_per_second=5, rate_limit_burst=5)
+    )
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        answers = Counter([(await client.get("/v1/batches")).status_code for _ in range(50)])
+    assert answers == Counter({200: 50})

@@ -119,6 +119,10 @@ async def handle_validation_error(request: Request, exc: Exception) -> Response:
     return error_response(request, InvalidRequest(message, param=param, code=code))
 
 
+#: FastAPI's detail when parsing a JSON body raised anything but a syntax error.
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
 async def handle_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -130,6 +134,15 @@ async def handle_http_error(request: Request, exc: Exception) -> Response:
             f"{request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
         )
         error.status_code = 405
+    elif exc.status_code == 400 and exc.detail == _FASTAPI_BODY_ERROR:
+        # FastAPI's word for a JSON body its parser choked on beyond a syntax
+        # error: nested too deeply, an integer of too many digits, bytes
+        # that are not UTF-8. All are bodies that are not JSON we can read.
+        error = InvalidRequest(
+            "The request body is not valid JSON (nested too deeply, a number out of range, "
+            "or not UTF-8).",
+            code="invalid_json",
+        )
     else:
         error = OvernightError(str(exc.detail), code="http_error")
         error.status_code = exc.status_code

@@ -9,10 +9,11 @@ first) saying when a token will be there. The SDKs retry such a 429 on
 their own after that wait.
 
 Whose bucket: the API key's (by its SHA-256, so no key is held in the
-clear). In single-user local mode, where any key or none is accepted, the
-client's address is the caller instead, so that made-up keys cannot mint
-fresh buckets. Paths served without a key (health, metrics, signed upload
-URLs) are not limited. Buckets live in the API process's memory.
+clear). Single-user local mode has no limit: it has one user and no one
+else to protect, and a limit there would only surprise a script or a
+benchmark on the user's own machine. Paths served without a key (health,
+metrics, signed upload URLs) are not limited. Buckets live in the API
+process's memory.
 """
 
 from __future__ import annotations
@@ -76,12 +77,11 @@ class RateLimits:
         self._buckets = {k: b for k, b in self._buckets.items() if b.updated > full}
 
 
-def caller_key(request: Request) -> str:
-    """The bucket a request draws from."""
+def caller_key(request: Request) -> str | None:
+    """The bucket a request draws from; None in local mode: no limit."""
     if runtime_of(request).tenants.local_mode:
-        client = request.client
-        return f"address:{client.host if client else ''}"
-    return f"key:{key_digest(api_key_of(request) or '')}"
+        return None
+    return key_digest(api_key_of(request) or "")
 
 
 class LimitRate:
@@ -97,7 +97,8 @@ class LimitRate:
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        wait = self.limits.take(caller_key(request))
+        caller = caller_key(request)
+        wait = 0.0 if caller is None else self.limits.take(caller)
         if wait > 0:
             error = RateLimited(
                 f"Too many requests: this key may send {self.limits.rate:g} per second "
