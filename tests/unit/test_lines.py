@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from overnight.domain.batch import LineError
-from overnight.domain.lines import LineRules, Request, Unreadable, check_line, read_requests
+from overnight.domain.lines import (
+    LineRules,
+    Request,
+    Unreadable,
+    check_fields,
+    check_line,
+    read_requests,
+)
 
 from .strategies import json_values
 
@@ -176,3 +183,35 @@ def test_a_line_read_back_that_fails_the_rule_is_returned_not_dropped() -> None:
             "line-3", LineError("invalid_json_line", "Line 3 is not valid JSON (invalid JSON).", 3)
         )
     ]
+
+
+maybe = st.one_of(st.none(), st.just(...), json_values)
+
+
+@given(
+    custom_id=st.one_of(maybe, st.sampled_from(["a", "", "x" * 513])),
+    method=st.one_of(maybe, st.sampled_from(["POST", "GET"])),
+    url=st.one_of(maybe, st.sampled_from(["/v1/chat/completions", "/v1/embeddings"])),
+    body=st.one_of(
+        maybe,
+        st.fixed_dictionaries(
+            {"model": st.one_of(maybe, st.sampled_from(["m", "other", ""]))},
+            optional={"stream": st.one_of(st.booleans(), json_values), "x": json_values},
+        ),
+    ),
+    rules=st.sampled_from(
+        [RULES, LineRules("/v1/chat/completions", models=None, require_method_and_url=False)]
+    ),
+)
+def test_the_fast_path_accepts_exactly_what_the_precise_checks_accept(
+    custom_id: Any, method: Any, url: Any, body: Any, rules: LineRules
+) -> None:
+    """`check_line` passes a valid line in one inline expression and sends
+    everything else to `check_fields`; the two must agree on every line."""
+    fields = {"custom_id": custom_id, "method": method, "url": url, "body": body}
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if v is not ...}
+        fields["body"] = body
+    raw = json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
+    present = {k: (None if v is ... else v) for k, v in fields.items()}
+    assert check_line(raw, 4, rules) == check_fields(**present, line=4, rules=rules)
