@@ -11,16 +11,17 @@
     ├── LimitExceeded               429  a tenant quota (pending batches, enqueued requests)
     ├── RateLimited                 429  a key sent requests faster than its rate limit
     ├── HeadersTooLarge             431  the request line and headers are over the limit
-    ├── StorageError                500  the database refused an operation (a bug, a broken constraint)
-    │   └── StorageUnavailable      503  the database cannot be reached, or gave a transaction up
-    │                                    (a lock, a deadlock, a lost connection): the same call may
-    │                                    succeed in a moment; also an Unavailable
+    ├── StorageError                500  the database failed an operation (a bug, a broken constraint)
+    │   └── StorageUnavailable      503  the database is out of reach or gave a transaction up
+    │                                    (a lock, a deadlock, a lost connection): a retry may
+    │                                    pass; also an Unavailable
     └── Unavailable                 503  the service cannot take this right now
 
 Dialects render these in their own envelope (`api/errors.py`); foreign errors
 (database, HTTP client) are translated into them once, at the edge where
-they arise: every database error becomes a `StorageError` inside `store/`. `code` and `param` follow the OpenAI convention so that every
-dialect can pass them through.
+they arise: every database error becomes a `StorageError` inside `store/`.
+`code` and `param` follow the OpenAI convention so that every dialect can
+pass them through.
 """
 
 from __future__ import annotations
