@@ -13,7 +13,7 @@ from overnight.domain.keys import tenant_name_problem
 from overnight.domain.quotas import QuotaOverrides, Quotas, TenantUsage
 from overnight.errors import InvalidRequest, NotFound
 from overnight.settings import Settings
-from overnight.store.sql import SqlStore
+from overnight.store.contracts import AdminStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,7 @@ class TenantOverview:
 
 
 class Admin:
-    def __init__(self, store: SqlStore, settings: Settings) -> None:
+    def __init__(self, store: AdminStore, settings: Settings) -> None:
         self.store = store
         self.settings = settings
 

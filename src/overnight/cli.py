@@ -19,7 +19,7 @@ from overnight import __version__
 
 if TYPE_CHECKING:
     from overnight.settings import Settings
-    from overnight.store.sql import SqlStore
+    from overnight.store.contracts import Store
 
 T = TypeVar("T")
 
@@ -356,7 +356,7 @@ def keys_revoke(
         typer.echo(f"revoked {key.id} ({key.shown}...)")
 
 
-def _run_on_store(settings: Settings, use: Callable[[SqlStore], Awaitable[T]]) -> T:
+def _run_on_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
     """Open the store the settings name, run one use case on it, close it;
     a refused request ends the command with its message."""
     import uvloop

@@ -11,12 +11,17 @@
     ├── LimitExceeded               429  a tenant quota (pending batches, enqueued requests)
     ├── RateLimited                 429  a key sent requests faster than its rate limit
     ├── HeadersTooLarge             431  the request line and headers are over the limit
+    ├── StorageError                500  the database failed an operation (a bug, a broken constraint)
+    │   └── StorageUnavailable      503  the database is out of reach or gave a transaction up
+    │                                    (a lock, a deadlock, a lost connection): a retry may
+    │                                    pass; also an Unavailable
     └── Unavailable                 503  the service cannot take this right now
 
 Dialects render these in their own envelope (`api/errors.py`); foreign errors
 (database, HTTP client) are translated into them once, at the edge where
-they arise. `code` and `param` follow the OpenAI convention so that every
-dialect can pass them through.
+they arise: every database error becomes a `StorageError` inside `store/`.
+`code` and `param` follow the OpenAI convention so that every dialect can
+pass them through.
 """
 
 from __future__ import annotations
@@ -108,3 +113,20 @@ class HeadersTooLarge(OvernightError):
 class Unavailable(OvernightError):
     status_code = 503
     default_code = "unavailable"
+
+
+class StorageError(OvernightError):
+    """The database failed an operation. Raised from inside `store/` only,
+    chained to the driver's error (`__cause__`) for the logs; the message a
+    client sees names no table, statement or path."""
+
+    default_code = "storage_error"
+
+
+class StorageUnavailable(StorageError, Unavailable):
+    """The database is out of reach or gave a transaction up: a moment
+    later the same call may well succeed. Loops that run for ever (the
+    heartbeat, the flusher's counts) log it and go round again."""
+
+    status_code = 503
+    default_code = "storage_unavailable"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from overnight.domain.idempotency import IdempotencyRecord, Verdict, key_problem
 from overnight.errors import Conflict, ConflictInProgress, InvalidRequest, OvernightError
-from overnight.store.sql import SqlStore
+from overnight.store.contracts import IdempotencyStore
 from overnight.types import TenantId
 
 #: The header, as the SDKs and the IETF draft spell it.
@@ -21,7 +21,7 @@ HEADER = "Idempotency-Key"
 
 
 class IdempotencyKeys:
-    def __init__(self, store: SqlStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: IdempotencyStore, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
 

@@ -23,7 +23,8 @@ from overnight.runner.wakeups import Wakeups
 from overnight.runner.worker import Worker
 from overnight.service import Service
 from overnight.settings import Settings
-from overnight.store.sql import SqlStore, open_store
+from overnight.store.contracts import Store
+from overnight.store.sql import open_store
 from overnight.tenants import Tenants
 from overnight.types import WorkerId
 
@@ -52,7 +53,7 @@ class Runtime:
         self.models = Models(settings.served_models)
         self._lock: IO[str] | None = None
         self._worker_task: asyncio.Task[None] | None = None
-        self.store: SqlStore
+        self.store: Store
         self.blobs: BlobStore
         self.service: Service
         self.tenants: Tenants

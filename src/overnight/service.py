@@ -30,7 +30,7 @@ from overnight.domain.windows import window_seconds
 from overnight.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from overnight.runner.wakeups import Wakeups
 from overnight.settings import MAX_EXPIRY_SECONDS, Settings
-from overnight.store.sql import SqlStore
+from overnight.store.contracts import ApiStore
 from overnight.types import FileId, TenantId, TenantScope
 
 T = TypeVar("T")
@@ -95,7 +95,7 @@ class Service:
     def __init__(
         self,
         *,
-        store: SqlStore,
+        store: ApiStore,
         blobs: BlobStore,
         settings: Settings,
         model_names: frozenset[str],

@@ -33,7 +33,8 @@ from overnight.domain.keys import (
 )
 from overnight.errors import InvalidRequest, NotFound
 from overnight.settings import Settings
-from overnight.store.sql import SqlStore, open_store
+from overnight.store.contracts import KeyStore
+from overnight.store.sql import open_store
 from overnight.types import TenantId
 
 LOCAL_TENANT = TenantId("default")
@@ -49,7 +50,7 @@ class Caller:
 
 
 class Tenants:
-    def __init__(self, settings: Settings, store: SqlStore) -> None:
+    def __init__(self, settings: Settings, store: KeyStore) -> None:
         self.store = store
         self._configured = {
             **{key_digest(key): TenantId(t.name) for t in settings.tenants for key in t.api_keys},
@@ -97,7 +98,7 @@ class NewKey:
     secret: str
 
 
-async def create_key(store: SqlStore, *, tenant: str | None, admin: bool = False) -> NewKey:
+async def create_key(store: KeyStore, *, tenant: str | None, admin: bool = False) -> NewKey:
     """Make a key for `tenant`, or an admin key (which belongs to no tenant)."""
     if admin:
         if tenant is not None:
@@ -124,7 +125,7 @@ async def create_key(store: SqlStore, *, tenant: str | None, admin: bool = False
 
 
 async def revoke_keys(
-    store: SqlStore, *, key_id: str | None = None, tenant: str | None = None
+    store: KeyStore, *, key_id: str | None = None, tenant: str | None = None
 ) -> list[ApiKey]:
     """Revoke one key (by id or shown prefix), or every key of a tenant."""
     if key_id is None and tenant is None:

@@ -17,7 +17,7 @@ import re
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from overnight.api.errors import error_response
+from overnight.api.errors import error_response, log_server_error
 from overnight.api.responses import runtime_of
 from overnight.domain.keys import tenant_name_problem
 from overnight.errors import AuthenticationFailed, Forbidden, InvalidRequest, OvernightError
@@ -73,6 +73,7 @@ class Authenticate:
         try:
             caller = await authenticate(request)
         except OvernightError as error:
+            log_server_error(request, error)
             await error_response(request, error)(scope, receive, send)
             return
         scope.setdefault("state", {})["caller"] = caller

@@ -96,9 +96,22 @@ def error_response(request: Request, error: OvernightError) -> Response:
 
 async def handle_overnight_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OvernightError)
-    if exc.status_code >= 500:
-        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    log_server_error(request, exc)
     return error_response(request, exc)
+
+
+def log_server_error(request: Request, error: OvernightError) -> None:
+    """Log an error that is ours, not the client's; with the traceback of
+    the foreign error it was translated from (a database's, say), which
+    the client is never shown."""
+    if error.status_code >= 500:
+        log.error(
+            "%s %s failed: %s",
+            request.method,
+            request.url.path,
+            error.message,
+            exc_info=error if error.__cause__ is not None else None,
+        )
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> Response:

@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from overnight import _json
-from overnight.api.errors import error_response
+from overnight.api.errors import error_response, log_server_error
 from overnight.api.multipart import MAX_PART_HEADER_BYTES
 from overnight.api.responses import runtime_of
 from overnight.domain.idempotency import IdempotencyRecord, Verdict, verdict
@@ -79,6 +79,7 @@ class HonourIdempotencyKeys:
         try:
             record, ours = await keys.claim(caller.tenant, key, route)
         except OvernightError as error:
+            log_server_error(request, error)
             await error_response(request, error)(scope, receive, send)
             return
         if ours:

@@ -38,7 +38,7 @@ from overnight.runner.flushing import Flusher
 from overnight.runner.models import Models, ServedModel
 from overnight.runner.parts import ChunkParts
 from overnight.settings import Settings
-from overnight.store.sql import SqlStore
+from overnight.store.contracts import RunnerStore
 from overnight.testing.crash import CRASH_MARKER, crash_if_marked
 from overnight.types import WorkerId
 
@@ -67,7 +67,7 @@ class ChunkRun:
         work: ChunkWork,
         *,
         worker: WorkerId,
-        store: SqlStore,
+        store: RunnerStore,
         blobs: BlobStore,
         models: Models,
         settings: Settings,

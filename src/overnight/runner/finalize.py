@@ -28,14 +28,14 @@ from overnight.domain.status import BatchStatus, StopReason
 from overnight.runner.parts import part_key
 from overnight.runner.reading import lines_with_offsets
 from overnight.settings import Settings
-from overnight.store.sql import SqlStore
+from overnight.store.contracts import RunnerStore
 from overnight.types import FileId, WorkerId
 
 log = logging.getLogger("overnight.runner")
 
 
 async def finalize_batch(
-    batch: Batch, *, worker: WorkerId, store: SqlStore, blobs: BlobStore, settings: Settings
+    batch: Batch, *, worker: WorkerId, store: RunnerStore, blobs: BlobStore, settings: Settings
 ) -> bool:
     started = time.monotonic()
     output_id, error_id = result_file_id(batch.id, "output"), result_file_id(batch.id, "error")
@@ -77,7 +77,7 @@ async def finalize_batch(
 
 
 async def _assemble(
-    batch: Batch, *, store: SqlStore, blobs: BlobStore, output: BlobWriter, errors: BlobWriter
+    batch: Batch, *, store: RunnerStore, blobs: BlobStore, output: BlobWriter, errors: BlobWriter
 ) -> int:
     """Concatenate the parts; write never-ran lines for skipped chunks.
     Returns how many lines never ran."""

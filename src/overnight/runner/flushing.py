@@ -23,11 +23,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import SQLAlchemyError
-
+from overnight.errors import StorageError
 from overnight.runner.parts import write_parts
 from overnight.settings import Settings
-from overnight.store.sql import SqlStore
+from overnight.store.contracts import RunnerStore
 from overnight.types import WorkerId
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ log = logging.getLogger("overnight.runner")
 
 
 class Flusher:
-    def __init__(self, store: SqlStore, worker: WorkerId, settings: Settings) -> None:
+    def __init__(self, store: RunnerStore, worker: WorkerId, settings: Settings) -> None:
         self.store = store
         self.worker = worker
         self.settings = settings
@@ -108,7 +107,7 @@ class Flusher:
             self._count_due.clear()
             try:
                 await self.store_counts()
-            except SQLAlchemyError:  # a deadlock, a lost connection: the next write retries
+            except StorageError:  # a deadlock, a lost connection: the next write retries
                 log.warning("could not store progress; will retry", exc_info=True)
 
     async def flush(self) -> None:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from overnight.blobs import BlobStore
-from overnight.store.sql import SqlStore
+from overnight.store.contracts import RetentionStore
 
 log = logging.getLogger("overnight.runner")
 
@@ -38,7 +38,7 @@ class Swept:
     idempotency_keys: int = 0
 
 
-async def sweep_once(store: SqlStore, blobs: BlobStore, now: int) -> Swept:
+async def sweep_once(store: RetentionStore, blobs: BlobStore, now: int) -> Swept:
     """Delete every file expired by `now` and drop expired uploads' parts."""
     deleted = 0
     while True:
@@ -59,7 +59,7 @@ async def sweep_once(store: SqlStore, blobs: BlobStore, now: int) -> Swept:
     return Swept(deleted, len(uploads), keys)
 
 
-async def sweep_forever(store: SqlStore, blobs: BlobStore, interval: float) -> None:
+async def sweep_forever(store: RetentionStore, blobs: BlobStore, interval: float) -> None:
     """The worker's side task: sweep, then sleep `interval` seconds. A
     failed sweep is logged and retried at the next turn; a store that stays
     down shows in the worker's other loops."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from overnight._ids import new_worker_id
 from overnight.settings import Settings
-from overnight.store.sql import SqlStore
+from overnight.store.contracts import RunnerStore
 from overnight.types import WorkerId
 
 log = logging.getLogger("overnight.supervisor")
@@ -54,7 +54,7 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, store: SqlStore) -> None:
+    def __init__(self, settings: Settings, store: RunnerStore) -> None:
         self.settings = settings
         self.store = store
         self.children: list[Child] = []

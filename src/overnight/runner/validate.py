@@ -18,7 +18,7 @@ from overnight.domain.validation import DuplicateFinder, FileValidator
 from overnight.runner.hash_spill import SpilledHashes
 from overnight.runner.reading import lines_with_offsets
 from overnight.settings import Settings
-from overnight.store.sql import SqlStore
+from overnight.store.contracts import RunnerStore
 from overnight.types import WorkerId
 
 log = logging.getLogger("overnight.runner")
@@ -28,7 +28,7 @@ async def validate_batch(
     batch: Batch,
     *,
     worker: WorkerId,
-    store: SqlStore,
+    store: RunnerStore,
     blobs: BlobStore,
     settings: Settings,
     model_names: frozenset[str],

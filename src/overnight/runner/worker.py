@@ -23,12 +23,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from overnight._ids import new_worker_id
 from overnight.blobs import BlobStore
 from overnight.domain.batch import Batch, LineError
 from overnight.domain.chunk import ChunkKey, ChunkWork
+from overnight.errors import StorageError
 from overnight.runner.executor import ChunkRun, LeaseLost
 from overnight.runner.finalize import finalize_batch
 from overnight.runner.flushing import Flusher
@@ -37,7 +36,7 @@ from overnight.runner.retention import sweep_forever
 from overnight.runner.validate import validate_batch
 from overnight.runner.wakeups import Wakeups
 from overnight.settings import Settings
-from overnight.store.sql import SqlStore
+from overnight.store.contracts import RunnerStore
 from overnight.types import WorkerId
 
 log = logging.getLogger("overnight.runner")
@@ -52,7 +51,7 @@ class Worker:
     def __init__(
         self,
         *,
-        store: SqlStore,
+        store: RunnerStore,
         blobs: BlobStore,
         models: Models,
         settings: Settings,
@@ -118,7 +117,7 @@ class Worker:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
                 await self._beat()
-            except SQLAlchemyError:  # transient (a deadlock, a lost connection): beat again
+            except StorageError:  # transient (a deadlock, a lost connection): beat again
                 log.warning("heartbeat failed; retrying", exc_info=True)
 
     async def _wait_to_be_counted(self) -> None:

@@ -3,6 +3,8 @@
 This is the one place that knows SQLite from PostgreSQL at connection time:
 the pools, the SQLite pragmas, and the read and write connections that each
 operation (in the mixins beside this module) runs its one transaction on.
+Those connections are also where database errors are translated into the
+project's (`_errors.translated`), so no operation can let one out raw.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any, Self
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from overnight.store._errors import translated
 
 
 def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
@@ -59,10 +63,12 @@ class StoreBase:
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.write_engine.begin() as conn:
-            yield conn
+        with translated():
+            async with self.write_engine.begin() as conn:
+                yield conn
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.read_engine.connect() as conn:
-            yield conn
+        with translated():
+            async with self.read_engine.connect() as conn:
+                yield conn

@@ -12,10 +12,13 @@ row means someone else moved first.
 This module only assembles `SqlStore` from one mixin per kind of record
 (`files`, `tenants`, `batches`, `chunks`, `workers`, `idempotency`), over
 the engines of `_base`; rows are converted in `rows` and shared query
-fragments live in `queries`.
+fragments live in `queries`. What consumers may ask of it is written down
+in `contracts`, one Protocol per consumer; `SqlStore` meets them all.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from overnight.store import migrate
 from overnight.store.batches import BatchesMixin
@@ -30,6 +33,14 @@ __all__ = ["SqlStore", "open_store"]
 
 class SqlStore(FilesMixin, TenantsMixin, BatchesMixin, ChunksMixin, WorkersMixin, IdempotencyMixin):
     """Every store operation, each one transaction."""
+
+
+if TYPE_CHECKING:
+    from overnight.store.contracts import Store
+
+    def _meets_every_contract(store: SqlStore) -> Store:
+        """mypy fails here when SqlStore drifts from a consumer's Protocol."""
+        return store
 
 
 async def open_store(url: str) -> SqlStore:

@@ -1,0 +1,342 @@
+"""What each part of overnight may ask of the store: one Protocol per consumer.
+
+Consumers type against these, never against `SqlStore`, so each names only
+the operations it uses, and a second implementation (an in-memory one for
+unit tests, say) has a written contract to meet. `SqlStore` satisfies every
+one structurally; `sql.py` has mypy check it, and `tests/store/` runs the
+contract suite against SQLite and PostgreSQL.
+
+    ApiStore        service.py, signed_uploads.py: files, uploads, grants, batches
+      IdempotencyStore  idempotency.py: Idempotency-Key claims and answers
+    KeyStore        tenants.py: API keys (by SHA-256)
+      AdminStore      admin.py: tenants, their quotas and usage
+    RunnerStore     runner/: claims, leases, progress, finishing
+      RetentionStore  runner/retention.py: what has expired
+    Store           all of the above, and opening and closing: runtime.py, cli.py
+
+The rules every operation keeps: each is one transaction; `tenant` None
+means every tenant (the runner, an admin), otherwise a caller sees only its
+tenant's rows; a guard that finds the row moved by someone else is an
+answer (None, False, Conflict), never a silent write; and a database
+failure raises `StorageError` (`StorageUnavailable` when a retry may pass),
+never a driver's or SQLAlchemy's exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from typing import Protocol
+
+from overnight.domain.batch import Batch, LineError
+from overnight.domain.chunk import Chunk, ChunkKey, ChunkWork, Tally
+from overnight.domain.files import FilePurpose, FileRecord, Upload, UploadPart, UploadStatus
+from overnight.domain.grants import UploadGrant
+from overnight.domain.idempotency import IdempotencyRecord
+from overnight.domain.keys import ApiKey
+from overnight.domain.quotas import QuotaOverrides, Quotas, TenantUsage
+from overnight.domain.status import BatchStatus, StopReason
+from overnight.domain.validation import ChunkRange
+from overnight.types import BatchId, FileId, TenantId, WorkerId
+
+__all__ = [
+    "AdminStore",
+    "ApiStore",
+    "IdempotencyStore",
+    "KeyStore",
+    "RetentionStore",
+    "RunnerStore",
+    "Store",
+]
+
+
+class IdempotencyStore(Protocol):
+    async def claim_idempotency_key(
+        self, tenant: TenantId, key: str, route: str, now: int
+    ) -> IdempotencyRecord | None:
+        """None if this call claimed the key, else the holder's record."""
+        ...
+
+    async def answer_idempotency_key(
+        self,
+        claimed: IdempotencyRecord,
+        *,
+        request_hash: str,
+        status_code: int,
+        body: bytes,
+        object_id: str | None,
+    ) -> None:
+        """Store the answer, only on the claim this request made."""
+        ...
+
+    async def release_idempotency_key(self, claimed: IdempotencyRecord) -> None: ...
+
+
+class ApiStore(IdempotencyStore, Protocol):
+    # -- files
+    async def insert_file(self, record: FileRecord, created_us: int) -> None: ...
+
+    async def get_file(
+        self, tenant: TenantId | None, file_id: str, *, live_at: int | None = None
+    ) -> FileRecord | None:
+        """`live_at` hides files that expired by then."""
+        ...
+
+    async def list_files(
+        self,
+        tenant: TenantId | None,
+        *,
+        purpose: str | None,
+        newest_first: bool,
+        after: str | None,
+        limit: int,
+        live_at: int | None = None,
+    ) -> list[FileRecord] | None:
+        """A page after the cursor `after`; None if the cursor names no file
+        this caller can see."""
+        ...
+
+    async def delete_file(
+        self, tenant: TenantId | None, file_id: str, *, live_at: int | None = None
+    ) -> FileRecord | None:
+        """The deleted record, or None; Conflict while a batch reads it."""
+        ...
+
+    async def find_file_by_checksum(
+        self, tenant: TenantId, sha256: str, purpose: FilePurpose, *, live_at: int
+    ) -> FileRecord | None: ...
+
+    async def set_line_count(self, file_id: FileId, line_count: int) -> None: ...
+
+    # -- uploads and their parts
+    async def insert_upload(self, upload: Upload) -> None: ...
+
+    async def get_upload(self, tenant: TenantId | None, upload_id: str) -> Upload | None: ...
+
+    async def insert_part(self, part: UploadPart) -> None:
+        """Conflict unless the upload is pending."""
+        ...
+
+    async def list_parts(self, upload_id: str) -> list[UploadPart]: ...
+
+    async def complete_upload(self, upload_id: str, record: FileRecord, created_us: int) -> None:
+        """Complete a pending upload and create its file; Conflict otherwise."""
+        ...
+
+    async def set_upload_status(
+        self, upload_id: str, status: UploadStatus, *, expected: UploadStatus
+    ) -> bool:
+        """True if the upload was `expected` and is now `status`."""
+        ...
+
+    async def delete_parts(self, upload_id: str) -> None: ...
+
+    # -- upload grants (one-time URLs, stored as hashes)
+    async def insert_grants(
+        self, grants: Sequence[UploadGrant], *, forget_before: int, upload: Upload | None = None
+    ) -> None: ...
+
+    async def use_grant(self, token_hash: str, now: int) -> tuple[bool, UploadGrant | None]:
+        """(True, grant) for the one call that spends it."""
+        ...
+
+    # -- batches
+    async def insert_batch(
+        self,
+        batch: Batch,
+        created_us: int,
+        *,
+        default_quotas: Quotas | None = None,
+        adding: int = 0,
+    ) -> None:
+        """With `default_quotas`, LimitExceeded if the tenant would exceed them."""
+        ...
+
+    async def get_batch(self, tenant: TenantId | None, batch_id: str) -> Batch | None: ...
+
+    async def list_batches(
+        self,
+        tenant: TenantId | None,
+        *,
+        after: str | None,
+        limit: int,
+        newest_first: bool = True,
+    ) -> list[Batch] | None:
+        """A page after the cursor `after`; None if it names no visible batch."""
+        ...
+
+    async def request_cancel(
+        self, tenant: TenantId | None, batch_id: str, now: int
+    ) -> Batch | None:
+        """The batch, cancelled or cancelling; None if there is none;
+        Conflict if it already ended otherwise."""
+        ...
+
+
+class KeyStore(Protocol):
+    async def insert_api_key(self, key: ApiKey) -> None: ...
+
+    async def find_api_key(self, digest: str) -> ApiKey | None:
+        """The active key with this SHA-256."""
+        ...
+
+    async def has_api_keys(self) -> bool:
+        """Whether any key was ever made, revoked ones included."""
+        ...
+
+    async def list_api_keys(
+        self, tenant: str | None = None, *, include_revoked: bool = False
+    ) -> list[ApiKey]: ...
+
+    async def revoke_api_keys(
+        self, now: int, *, key_id: str | None = None, tenant: str | None = None
+    ) -> list[ApiKey]:
+        """The keys this call revoked."""
+        ...
+
+
+class AdminStore(KeyStore, Protocol):
+    async def quota_overrides(self, tenant: str) -> QuotaOverrides: ...
+
+    async def set_quota_overrides(
+        self, tenant: str, overrides: QuotaOverrides, now: int
+    ) -> None: ...
+
+    async def tenant_usage(self, tenant: str) -> TenantUsage: ...
+
+    async def known_tenants(self) -> set[str]:
+        """Every tenant with a key, a quota, a file or a batch."""
+        ...
+
+
+class RetentionStore(Protocol):
+    async def expired_files(self, now: int, limit: int) -> list[FileRecord]:
+        """Expired files that no unfinished batch reads."""
+        ...
+
+    async def delete_expired_file(self, file_id: FileId, now: int) -> bool:
+        """True if this call deleted it (no batch started reading it meanwhile)."""
+        ...
+
+    async def expire_uploads(self, now: int) -> list[Upload]:
+        """The pending uploads this call marked expired."""
+        ...
+
+    async def delete_parts(self, upload_id: str) -> None: ...
+
+    async def delete_expired_idempotency_keys(self, now: int) -> int: ...
+
+
+class RunnerStore(RetentionStore, Protocol):
+    """Every write to held work is fenced: by `worker` on a batch's lease,
+    by `worker` and `attempt` on a chunk's. A fenced write that finds the
+    lease gone changes nothing and says so (None, False, or a smaller set)."""
+
+    # -- workers and leases
+    async def heartbeat(
+        self, worker: WorkerId, now: float, ttl: float, running: Collection[ChunkKey] = ()
+    ) -> int:
+        """Renew what `worker` holds; the number of live workers."""
+        ...
+
+    async def counted_by_all(self, worker: WorkerId, now: float, ttl: float) -> bool: ...
+
+    async def release_leases(self, worker: WorkerId, *, died: bool = False) -> None: ...
+
+    # -- batches
+    async def expire_due(self, now: int) -> list[BatchId]: ...
+
+    async def claim_validation(self, worker: WorkerId, now: float, ttl: float) -> Batch | None: ...
+
+    async def claim_finalization(
+        self, worker: WorkerId, now: float, ttl: float
+    ) -> Batch | None: ...
+
+    async def start_batch(
+        self,
+        batch_id: BatchId,
+        worker: WorkerId,
+        *,
+        requests: int,
+        model: str | None,
+        chunk_ranges: Sequence[ChunkRange],
+        now: int,
+    ) -> BatchStatus | None: ...
+
+    async def fail_batch(
+        self, batch_id: BatchId, worker: WorkerId, errors: Sequence[LineError], now: int
+    ) -> BatchStatus | None: ...
+
+    async def release_batch(
+        self, batch_id: BatchId, worker: WorkerId, *, crashed: bool = False
+    ) -> None: ...
+
+    async def finish_batch(
+        self,
+        batch_id: BatchId,
+        worker: WorkerId,
+        *,
+        status: BatchStatus,
+        output: FileRecord | None,
+        errors: FileRecord | None,
+        never_ran: int,
+        now: int,
+        created_us: int,
+    ) -> bool: ...
+
+    async def stop_reasons(self, batch_ids: Iterable[BatchId]) -> dict[BatchId, StopReason]: ...
+
+    async def get_file(
+        self, tenant: TenantId | None, file_id: str, *, live_at: int | None = None
+    ) -> FileRecord | None: ...
+
+    # -- chunks
+    async def claim_chunk(
+        self,
+        worker: WorkerId,
+        now: float,
+        ttl: float,
+        *,
+        urgent_within: float = 3600.0,
+        idle_only: bool = False,
+        running: Collection[ChunkKey] = (),
+    ) -> ChunkWork | None: ...
+
+    async def release_chunk(
+        self, key: ChunkKey, worker: WorkerId, attempt: int, *, crashed: bool = False
+    ) -> None: ...
+
+    async def record_progress(
+        self,
+        key: ChunkKey,
+        worker: WorkerId,
+        attempt: int,
+        tally: Tally,
+        previous: Tally,
+        *,
+        done: bool,
+        now: int,
+    ) -> bool | None:
+        """None if the lease is lost, else whether the batch is now finalizing."""
+        ...
+
+    async def record_progress_many(
+        self, worker: WorkerId, moves: Sequence[tuple[ChunkKey, int, Tally, Tally]]
+    ) -> set[ChunkKey]:
+        """The chunks whose lease the worker still held (only those moved)."""
+        ...
+
+    async def chunks_of(self, batch_id: BatchId) -> list[Chunk]: ...
+
+
+class Store(ApiStore, AdminStore, RunnerStore, Protocol):
+    """The whole store, for whoever opens it and hands its parts out."""
+
+    async def close(self) -> None: ...
+
+    async def release_all_leases(self) -> None:
+        """At start-up of the only process on a SQLite store."""
+        ...
+
+    async def live_workers(self, now: float, ttl: float) -> list[WorkerId]: ...
+
+    async def count_batches_by_status(self) -> dict[str, int]: ...
