@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 from overnight import _ids
 from overnight.blobs import BlobStore, BlobWriter
 from overnight.domain.batch import Batch
+from overnight.domain.dialects import OPENAI, Dialect
 from overnight.domain.files import (
     BATCH_INPUT_PURPOSES,
     UPLOADABLE_PURPOSES,
@@ -409,7 +410,7 @@ class Service:
         endpoint: str,
         completion_window: str | None = None,
         metadata: dict[str, str] | None = None,
-        dialect: str = "openai",
+        dialect: Dialect = OPENAI,
         priority: int = 0,
         model: str | None = None,
         output_expires_after: int | None = None,

@@ -8,6 +8,7 @@ import pytest
 
 from overnight.domain.batch import Usage
 from overnight.domain.chunk import ChunkStatus, Tally
+from overnight.domain.dialects import OPENAI
 from overnight.domain.status import BatchStatus
 from overnight.store import Store
 
@@ -34,7 +35,7 @@ async def test_a_claim_leases_the_next_chunk_with_what_running_it_needs(store: S
     assert (first.tenant, first.endpoint, first.dialect, first.input_blob_key) == (
         ACME,
         batch.endpoint,
-        "openai",
+        OPENAI,
         input_file.blob_key,
     )
     assert first.stop_reason is None

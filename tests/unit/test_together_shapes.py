@@ -13,9 +13,9 @@ from overnight.api.together import (
     file_type,
     iso,
     together_purpose,
-    together_status,
 )
 from overnight.domain.batch import Batch, LineError, RequestCounts
+from overnight.domain.dialects import TOGETHER
 from overnight.domain.files import FilePurpose, LineCounter
 from overnight.domain.grants import UploadGrant, hash_token, new_token, refusal
 from overnight.domain.status import BatchStatus, StopReason
@@ -45,7 +45,7 @@ def batch(status: BatchStatus, **changes: object) -> Batch:
         "status": status,
         "created_at": 1_800_000_000,
         "expires_at": 1_800_086_400,
-        "dialect": "together",
+        "dialect": TOGETHER,
         **changes,
     }
     return Batch(**fields)  # type: ignore[arg-type]
@@ -53,16 +53,16 @@ def batch(status: BatchStatus, **changes: object) -> Batch:
 
 @pytest.mark.parametrize("status", list(BatchStatus))
 def test_every_status_is_one_sdk1_knows(status: BatchStatus) -> None:
-    assert together_status(batch(status)) in SDK1_STATUSES
+    assert TOGETHER.status_of(batch(status)) in SDK1_STATUSES
 
 
 def test_finalizing_shows_as_in_progress_unless_a_cancel_is_draining() -> None:
-    assert together_status(batch(BatchStatus.FINALIZING)) == "IN_PROGRESS"
+    assert TOGETHER.status_of(batch(BatchStatus.FINALIZING)) == "IN_PROGRESS"
     expiring = batch(BatchStatus.FINALIZING, stop_reason=StopReason.EXPIRED)
-    assert together_status(expiring) == "IN_PROGRESS"
+    assert TOGETHER.status_of(expiring) == "IN_PROGRESS"
     cancelling = batch(BatchStatus.FINALIZING, stop_reason=StopReason.CANCELLED)
-    assert together_status(cancelling) == "CANCELING"
-    assert together_status(batch(BatchStatus.CANCELLING)) == "CANCELING"
+    assert TOGETHER.status_of(cancelling) == "CANCELING"
+    assert TOGETHER.status_of(batch(BatchStatus.CANCELLING)) == "CANCELING"
 
 
 @pytest.mark.parametrize("purpose", list(FilePurpose))

@@ -17,6 +17,7 @@ from overnight.api.auth import scope_of, tenant_of
 from overnight.api.multipart import read_form
 from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runtime_of
 from overnight.domain.batch import Batch
+from overnight.domain.dialects import OPENAI
 from overnight.domain.files import UPLOADABLE_PURPOSES, FileRecord, Upload, UploadPart
 from overnight.errors import InvalidRequest
 from overnight.service import Page
@@ -86,7 +87,7 @@ def batch_object(batch: Batch) -> dict[str, Any]:
         else None,
         "input_file_id": batch.input_file_id,
         "completion_window": batch.completion_window,
-        "status": batch.status.value,
+        "status": OPENAI.status_of(batch),
         "output_file_id": batch.output_file_id,
         "error_file_id": batch.error_file_id,
         "created_at": batch.created_at,
@@ -322,7 +323,7 @@ async def create_batch(request: Request, body: CreateBatchBody) -> JSONBytes:
         endpoint=body.endpoint,
         completion_window=body.completion_window,
         metadata=body.metadata,
-        dialect="openai",
+        dialect=OPENAI,
         priority=_priority(body.metadata),
         output_expires_after=expiry.seconds if expiry else None,
     )

@@ -17,15 +17,15 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from starlette.responses import Response, StreamingResponse
 
-from overnight._ids import batch_uuid
 from overnight.api import schemas
 from overnight.api.auth import scope_of, tenant_of
 from overnight.api.errors import openai_error_body
 from overnight.api.multipart import MAX_FIELD_BYTES, read_form
 from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runtime_of
 from overnight.domain.batch import Batch
+from overnight.domain.dialects import TOGETHER
 from overnight.domain.files import UPLOADABLE_PURPOSES, FilePurpose, FileRecord
-from overnight.domain.status import BatchStatus, StopReason
+from overnight.domain.status import BatchStatus
 from overnight.errors import InvalidRequest, PayloadTooLarge
 from overnight.signed_uploads import DuplicateFile, SignedUploads
 
@@ -47,19 +47,6 @@ QUOTED_ERRORS = 5
 
 # ------------------------------------------------------------------ rendering
 
-_STATUS = {
-    BatchStatus.VALIDATING: "VALIDATING",
-    BatchStatus.IN_PROGRESS: "IN_PROGRESS",
-    # Together has no FINALIZING (SDK 1.x's enum would reject it): the
-    # result files are still being written, so the job is still in progress.
-    BatchStatus.FINALIZING: "IN_PROGRESS",
-    BatchStatus.COMPLETED: "COMPLETED",
-    BatchStatus.FAILED: "FAILED",
-    BatchStatus.EXPIRED: "EXPIRED",
-    BatchStatus.CANCELLING: "CANCELING",
-    BatchStatus.CANCELLED: "CANCELLED",
-}
-
 #: SDK 1.x accepts only these four purposes; every other purpose (OpenAI's
 #: `batch`, the results' `batch_output`, `user_data`...) shows as `batch-api`.
 _PURPOSES = {
@@ -69,12 +56,6 @@ _PURPOSES = {
     FilePurpose.EVALS: "eval",
     FilePurpose.EVAL_OUTPUT: "eval-output",
 }
-
-
-def together_status(batch: Batch) -> str:
-    if batch.status is BatchStatus.FINALIZING and batch.stop_reason is StopReason.CANCELLED:
-        return "CANCELING"  # a cancel still draining into the result files
-    return _STATUS[batch.status]
 
 
 def together_purpose(purpose: FilePurpose) -> str:
@@ -107,11 +88,11 @@ def batch_error(batch: Batch) -> str | None:
 
 def batch_job(batch: Batch) -> dict[str, Any]:
     return {
-        "id": batch_uuid(batch.id),
+        "id": TOGETHER.show_batch_id(batch.id),
         "user_id": batch.tenant,
         "input_file_id": batch.input_file_id,
         "file_size_bytes": batch.input_bytes,
-        "status": together_status(batch),
+        "status": TOGETHER.status_of(batch),
         "job_deadline": iso(batch.expires_at),
         "created_at": iso(batch.created_at),
         "endpoint": batch.endpoint,
@@ -455,7 +436,7 @@ async def create_batch(request: Request, body: CreateBatchBody) -> JSONBytes:
         input_file_id=body.input_file_id,
         endpoint=body.endpoint,
         completion_window=body.completion_window,
-        dialect="together",
+        dialect=TOGETHER,
         priority=body.priority or 0,
         model=body.model_id,
     )

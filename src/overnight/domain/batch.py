@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from overnight.domain.dialects import OPENAI, Dialect
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.types import BatchId, FileId, TenantId
 
@@ -93,7 +94,7 @@ class Batch:
     status: BatchStatus
     created_at: int
     expires_at: int
-    dialect: str = "openai"
+    dialect: Dialect = OPENAI
     model: str | None = None
     priority: int = 0
     metadata: dict[str, str] | None = None

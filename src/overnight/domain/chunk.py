@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from overnight.domain.batch import ZERO_USAGE, Usage
+from overnight.domain.dialects import Dialect
 from overnight.domain.status import StopReason
 from overnight.types import BatchId, TenantId
 
@@ -91,6 +92,6 @@ class ChunkWork:
     chunk: Chunk
     tenant: TenantId
     endpoint: str
-    dialect: str
+    dialect: Dialect
     input_blob_key: str
     stop_reason: StopReason | None

@@ -2,7 +2,8 @@
 
 The runner appends rendered lines to a chunk's output or error part as
 results arrive, so finalising a batch is a byte-for-byte concatenation.
-The shape is fixed when the batch is created (its dialect).
+The shape is fixed when the batch is created: its dialect's `render`
+(domain/dialects.py).
 """
 
 from __future__ import annotations
@@ -99,10 +100,5 @@ def _upstream_message(body: Any) -> str:
     return "The model server returned an error."
 
 
+#: One result line from one outcome; each `Dialect` carries its own.
 Renderer = Callable[[Outcome], bytes]
-
-RENDERERS: dict[str, Renderer] = {"openai": render_openai, "together": render_together}
-
-
-def renderer_for(dialect: str) -> Renderer:
-    return RENDERERS.get(dialect, render_openai)

@@ -31,7 +31,7 @@ from overnight.blobs import BlobStore
 from overnight.domain.batch import Usage
 from overnight.domain.chunk import ChunkWork, Tally
 from overnight.domain.lines import LineRules, Request, Unreadable, read_requests
-from overnight.domain.results import Outcome, renderer_for
+from overnight.domain.results import Outcome
 from overnight.domain.status import StopReason
 from overnight.runner.dispatch import send_with_retries
 from overnight.runner.flushing import Flusher
@@ -82,7 +82,7 @@ class ChunkRun:
         #: The fencing token: every write to the chunk row names it.
         self.attempt = work.chunk.attempts
         self.parts = ChunkParts(settings.data_dir / "staging", blobs, work.chunk.key, self.attempt)
-        self.render = renderer_for(work.dialect)
+        self.render = work.dialect.render
         #: Its workers kept dying on it: send nothing, fail what is left.
         self.given_up = work.chunk.crashes >= settings.max_chunk_attempts
         self.stop_reason: StopReason | None = work.stop_reason

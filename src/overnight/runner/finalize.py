@@ -23,7 +23,7 @@ from overnight.domain.batch import Batch
 from overnight.domain.chunk import ChunkStatus
 from overnight.domain.files import FilePurpose, FileRecord
 from overnight.domain.lines import LineRules, Unreadable, read_requests
-from overnight.domain.results import Outcome, renderer_for
+from overnight.domain.results import Outcome
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.runner.parts import part_key
 from overnight.runner.reading import lines_with_offsets
@@ -81,7 +81,7 @@ async def _assemble(
 ) -> int:
     """Concatenate the parts; write never-ran lines for skipped chunks.
     Returns how many lines never ran."""
-    render = renderer_for(batch.dialect)
+    render = batch.dialect.render
     reason = batch.stop_reason or StopReason.CANCELLED
     message = (
         "The batch was cancelled before this request ran."

@@ -44,7 +44,7 @@ async def validate_batch(
     rules = LineRules(
         endpoint=batch.endpoint,
         models=model_names,
-        require_method_and_url=batch.dialect != "together",
+        require_method_and_url=batch.dialect.require_method_and_url,
         max_custom_id_length=settings.max_custom_id_length,
         max_line_bytes=settings.max_line_bytes,
     )

@@ -55,7 +55,7 @@ class BatchesMixin(StoreBase):
                     input_file_id=batch.input_file_id,
                     completion_window=batch.completion_window,
                     status=batch.status.value,
-                    dialect=batch.dialect,
+                    dialect=batch.dialect.name,
                     model=batch.model,
                     priority=batch.priority,
                     metadata_json=_json.dumps(batch.metadata).decode()

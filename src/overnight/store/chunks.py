@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from overnight.domain.chunk import Chunk, ChunkKey, ChunkStatus, ChunkWork, Tally
+from overnight.domain.dialects import dialect_named
 from overnight.domain.scheduling import Candidate, schedule_order
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.store._base import StoreBase
@@ -191,7 +192,7 @@ class ChunksMixin(StoreBase):
             ),
             tenant=TenantId(batch.tenant),
             endpoint=batch.endpoint,
-            dialect=batch.dialect,
+            dialect=dialect_named(batch.dialect),
             input_blob_key=batch.blob_key,
             stop_reason=StopReason(batch.stop_reason) if batch.stop_reason else None,
         )

@@ -12,6 +12,7 @@ from typing import Any
 from overnight import _json
 from overnight.domain.batch import Batch, LineError, RequestCounts, Usage
 from overnight.domain.chunk import Chunk, ChunkStatus, Tally
+from overnight.domain.dialects import dialect_named
 from overnight.domain.files import FilePurpose, FileRecord, Upload, UploadStatus
 from overnight.domain.grants import UploadGrant
 from overnight.domain.keys import ApiKey, KeyRole
@@ -127,7 +128,7 @@ def to_batch(row: Any) -> Batch:
         status=BatchStatus(row.status),
         created_at=row.created_at,
         expires_at=row.expires_at,
-        dialect=row.dialect,
+        dialect=dialect_named(row.dialect),
         model=row.model,
         priority=row.priority,
         metadata=_json.loads(row.metadata_json) if row.metadata_json else None,
