@@ -8,9 +8,9 @@ import dataclasses
 
 import pytest
 
-from overnight.domain.batch import LineError
 from overnight.domain.chunk import ChunkStatus, Tally
 from overnight.domain.files import FilePurpose
+from overnight.domain.lines import LineError
 from overnight.domain.quotas import QuotaOverrides, Quotas
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.errors import Conflict, LimitExceeded

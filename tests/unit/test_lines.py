@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overnight.domain.batch import LineError
 from overnight.domain.lines import (
+    LineError,
     LineRules,
     Request,
     Unreadable,

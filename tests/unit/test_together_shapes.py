@@ -14,10 +14,11 @@ from overnight.api.together import (
     iso,
     together_purpose,
 )
-from overnight.domain.batch import Batch, LineError, RequestCounts
+from overnight.domain.batch import Batch, RequestCounts
 from overnight.domain.dialects import TOGETHER
 from overnight.domain.files import FilePurpose, LineCounter
 from overnight.domain.grants import UploadGrant, hash_token, new_token, refusal
+from overnight.domain.lines import LineError
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.types import BatchId, FileId, TenantId
 

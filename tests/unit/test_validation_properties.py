@@ -21,8 +21,14 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from overnight.domain.batch import LineError
-from overnight.domain.lines import LineRules, Request, Unreadable, check_line, read_requests
+from overnight.domain.lines import (
+    LineError,
+    LineRules,
+    Request,
+    Unreadable,
+    check_line,
+    read_requests,
+)
 from overnight.domain.validation import DuplicateFinder, FileValidator, ValidationReport
 from overnight.runner.reading import lines_with_offsets
 

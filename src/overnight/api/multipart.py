@@ -9,7 +9,8 @@ its callbacks only collect events, which are then handled asynchronously.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class Form:
     files: dict[str, tuple[str, FileSink]] = field(default_factory=dict)
 
     async def abort(self) -> None:
+        """Drop every file's bytes not yet committed (committed ones stay)."""
         for _, sink in self.files.values():
             await sink.abort()
 
@@ -146,6 +148,20 @@ async def read_form(request: Request, new_sink: Callable[[str], FileSink | None]
         await form.abort()
         raise
     return form
+
+
+@asynccontextmanager
+async def open_form(
+    request: Request, new_sink: Callable[[str], FileSink | None]
+) -> AsyncIterator[Form]:
+    """`read_form` for a handler that hands the form's files on: when the
+    block ends, however it ends, every sink it did not commit is aborted,
+    so no error path can leave an upload's bytes behind."""
+    form = await read_form(request, new_sink)
+    try:
+        yield form
+    finally:
+        await form.abort()
 
 
 def _bound_header(text: bytearray) -> None:

@@ -14,7 +14,7 @@ from starlette.responses import StreamingResponse
 
 from overnight.api import schemas
 from overnight.api.auth import scope_of, tenant_of
-from overnight.api.multipart import read_form
+from overnight.api.multipart import open_form
 from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runtime_of
 from overnight.domain.batch import Batch
 from overnight.domain.dialects import OPENAI
@@ -144,33 +144,28 @@ _FILE_FORM = schemas.multipart_body(
 async def create_file(request: Request) -> JSONBytes:
     service = runtime_of(request).service
     tenant = tenant_of(request)
-    form = await read_form(
+    async with open_form(
         request, lambda name: service.new_file_sink() if name == "file" else None
-    )
-    if "file" not in form.files:
-        await form.abort()
-        raise InvalidRequest(
-            "The form has no 'file' part.", param="file", code="missing_required_parameter"
+    ) as form:
+        if "file" not in form.files:
+            raise InvalidRequest(
+                "The form has no 'file' part.", param="file", code="missing_required_parameter"
+            )
+        filename, sink = form.files["file"]
+        purpose = form.fields.get("purpose")
+        if purpose is None:
+            raise InvalidRequest(
+                "The form has no 'purpose' field.",
+                param="purpose",
+                code="missing_required_parameter",
+            )
+        record = await service.create_file(
+            tenant,
+            sink,
+            filename=filename,
+            purpose=purpose,
+            expires_after=_expires_after(form.fields),
         )
-    filename, sink = form.files["file"]
-    purpose = form.fields.get("purpose")
-    if purpose is None:
-        await form.abort()
-        raise InvalidRequest(
-            "The form has no 'purpose' field.", param="purpose", code="missing_required_parameter"
-        )
-    try:
-        expires_after = _expires_after(form.fields)
-    except InvalidRequest:
-        await form.abort()
-        raise
-    record = await service.create_file(
-        tenant,
-        sink,
-        filename=filename,
-        purpose=purpose,
-        expires_after=expires_after,
-    )
     return JSONBytes(file_object(record))
 
 
@@ -274,15 +269,14 @@ async def add_upload_part(request: Request, upload_id: str) -> JSONBytes:
     service = runtime_of(request).service
     tenant = scope_of(request)
     upload = await service.pending_upload(tenant, upload_id)
-    form = await read_form(
+    async with open_form(
         request, lambda name: service.new_part_sink(upload) if name == "data" else None
-    )
-    if "data" not in form.files:
-        await form.abort()
-        raise InvalidRequest(
-            "The form has no 'data' part.", param="data", code="missing_required_parameter"
-        )
-    part = await service.add_upload_part(tenant, upload_id, form.files["data"][1])
+    ) as form:
+        if "data" not in form.files:
+            raise InvalidRequest(
+                "The form has no 'data' part.", param="data", code="missing_required_parameter"
+            )
+        part = await service.add_upload_part(tenant, upload_id, form.files["data"][1])
     return JSONBytes(part_object(part))
 
 

@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from overnight.api import schemas
 from overnight.api.auth import scope_of, tenant_of
 from overnight.api.errors import openai_error_body
-from overnight.api.multipart import MAX_FIELD_BYTES, read_form
+from overnight.api.multipart import MAX_FIELD_BYTES, open_form, read_form
 from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runtime_of
 from overnight.domain.batch import Batch
 from overnight.domain.dialects import TOGETHER
@@ -250,10 +250,9 @@ async def upload_file(request: Request) -> JSONBytes:
     multipart `file` part, streamed to storage like OpenAI's `POST /files`."""
     service = runtime_of(request).service
     tenant = tenant_of(request)
-    form = await read_form(
+    async with open_form(
         request, lambda name: service.new_file_sink() if name == "file" else None
-    )
-    try:
+    ) as form:
         if "file" not in form.files:
             raise InvalidRequest(
                 "The form has no 'file' part.", param="file", code="missing_required_parameter"
@@ -261,12 +260,9 @@ async def upload_file(request: Request) -> JSONBytes:
         _file_type(form.fields.get("file_type"))
         purpose = _required(form.fields, "purpose")
         filename = form.fields.get("file_name") or form.files["file"][0]
-    except InvalidRequest:
-        await form.abort()
-        raise
-    record = await service.create_file(
-        tenant, form.files["file"][1], filename=filename, purpose=purpose
-    )
+        record = await service.create_file(
+            tenant, form.files["file"][1], filename=filename, purpose=purpose
+        )
     return JSONBytes(file_response(record))
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from overnight.domain.dialects import OPENAI, Dialect
+from overnight.domain.lines import LineError
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.types import BatchId, FileId, TenantId
 
@@ -72,16 +73,6 @@ ZERO_USAGE = Usage()
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
-@dataclass(frozen=True, slots=True)
-class LineError:
-    """One problem with one line of an input file. Line numbers start at 1."""
-
-    code: str
-    message: str
-    line: int | None = None
-    param: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,14 +17,22 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from overnight._ids import batch_uuid
 from overnight.domain.results import Renderer, render_openai, render_together
 from overnight.domain.status import BatchStatus, StopReason
 
-if TYPE_CHECKING:
-    from overnight.domain.batch import Batch
+
+class HasStatus(Protocol):
+    """What naming a status needs of a batch (domain/batch.py's `Batch`,
+    which imports this module)."""
+
+    @property
+    def status(self) -> BatchStatus: ...
+
+    @property
+    def stop_reason(self) -> StopReason | None: ...
 
 
 #: The width of the store's `batches.dialect` column.
@@ -60,7 +68,7 @@ class Dialect:
         if not 0 < len(self.name) <= NAME_LENGTH:
             raise ValueError(f"a dialect's name has 1 to {NAME_LENGTH} characters: {self.name!r}")
 
-    def status_of(self, batch: Batch) -> str:
+    def status_of(self, batch: HasStatus) -> str:
         if (
             self.draining_cancel_name is not None
             and batch.status is BatchStatus.FINALIZING

@@ -28,13 +28,21 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from overnight.domain.batch import LineError
-
 MAX_CUSTOM_ID_LENGTH = 512
 #: Deepest nesting of arrays and objects a line may have, the line itself
 #: counting as one level. serde_json (behind several model servers) stops
 #: at 128 as well.
 MAX_NESTING = 128
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    """One problem with one line of an input file. Line numbers start at 1."""
+
+    code: str
+    message: str
+    line: int | None = None
+    param: str | None = None
 
 
 class Request(msgspec.Struct, frozen=True):

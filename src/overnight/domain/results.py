@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 
 from overnight._ids import new_request_id
+from overnight.domain.lines import Unreadable
+from overnight.domain.status import StopReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,17 @@ class Outcome:
     @classmethod
     def never_ran(cls, custom_id: str, code: str, message: str) -> Outcome:
         return cls(custom_id, error_code=code, error_message=message)
+
+    @classmethod
+    def unreadable(cls, line: Unreadable) -> Outcome:
+        """A line of a chunk that no longer reads as a request."""
+        return cls.never_ran(line.custom_id, line.error.code, line.error.message)
+
+    @classmethod
+    def stopped(cls, custom_id: str, reason: StopReason) -> Outcome:
+        """A line the batch's cancel or expiry kept from running: the one
+        never-ran line of execution (cut off) and finalisation (skipped)."""
+        return cls.never_ran(custom_id, reason.error_code, reason.never_ran_message)
 
 
 def render_openai(outcome: Outcome) -> bytes:

@@ -84,3 +84,9 @@ class StopReason(StrEnum):
     @property
     def final_status(self) -> BatchStatus:
         return BatchStatus.CANCELLED if self is StopReason.CANCELLED else BatchStatus.EXPIRED
+
+    @property
+    def never_ran_message(self) -> str:
+        """The error message of a line this stop kept from running."""
+        verb = "was cancelled" if self is StopReason.CANCELLED else "expired"
+        return f"The batch {verb} before this request ran."

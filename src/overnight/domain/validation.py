@@ -20,8 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
-from overnight.domain.batch import LineError
 from overnight.domain.lines import (
+    LineError,
     LineRules,
     Request,
     check_line,

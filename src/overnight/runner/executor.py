@@ -29,14 +29,15 @@ from typing import Any
 from overnight.backends.base import UpstreamRequest, UpstreamResult
 from overnight.blobs import BlobStore
 from overnight.domain.batch import Usage
-from overnight.domain.chunk import ChunkWork, Tally
-from overnight.domain.lines import LineRules, Request, Unreadable, read_requests
+from overnight.domain.chunk import ChunkKey, ChunkWork, Tally
+from overnight.domain.lines import Request, Unreadable
 from overnight.domain.results import Outcome
 from overnight.domain.status import StopReason
 from overnight.runner.dispatch import send_with_retries
-from overnight.runner.flushing import Flusher
+from overnight.runner.flushing import Flusher, Snapshot
 from overnight.runner.models import Models, ServedModel
 from overnight.runner.parts import ChunkParts
+from overnight.runner.reading import chunk_requests
 from overnight.settings import Settings
 from overnight.store.contracts import RunnerStore
 from overnight.testing.crash import CRASH_MARKER, crash_if_marked
@@ -54,14 +55,10 @@ class ChunkOutcome:
     finalizing: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    results: int
-    tally: Tally
-    pending: dict[str, bytes]
-
-
 class ChunkRun:
+    """One chunk being run; the worker's Flusher writes and counts its
+    results through the `FlushedRun` protocol (runner/flushing.py)."""
+
     def __init__(
         self,
         work: ChunkWork,
@@ -97,7 +94,6 @@ class ChunkRun:
         # What the parts hold (written or not), as plain ints: this runs per result.
         self._completed = self._failed = 0
         self._tokens = [0, 0, 0, 0]  # input, cached, output, reasoning
-        self.uploaded_at = time.monotonic()
         self._lost = False
         self._dispatch: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -113,6 +109,10 @@ class ChunkRun:
             for lane in list(self._waiting):
                 lane.cancel()
 
+    @property
+    def key(self) -> ChunkKey:
+        return self.work.chunk.key
+
     def lease_lost(self) -> None:
         """A flush found another worker owns this chunk now: stop at once."""
         self._lost = True
@@ -124,6 +124,12 @@ class ChunkRun:
         one instant, so the counts stored never exceed the bytes written."""
         results = self.parts.buffered
         return Snapshot(results, self._tally, self.parts.take())
+
+    def wrote(self, tally: Tally) -> None:
+        self.written = tally
+
+    def counted(self, tally: Tally) -> None:
+        self.stored = tally
 
     async def run(self) -> ChunkOutcome:
         done_ids, held = await self.parts.open()
@@ -176,14 +182,18 @@ class ChunkRun:
         request, and the model's limiter (first come, first served) shares
         the slots between the lanes of every running chunk."""
         todo: list[Request] = []
-        for read in await self._requests():
-            if read.custom_id in done_ids:
-                continue
-            if isinstance(read, Unreadable):
-                log.error("%s: %s", self.work.chunk.key, read.error.message)
-                self._record(Outcome.never_ran(read.custom_id, read.error.code, read.error.message))
-            else:
-                todo.append(read)
+        work = self.work
+        async for reads in chunk_requests(
+            self.blobs, work.input_blob_key, work.chunk, work.endpoint
+        ):
+            for read in reads:
+                if read.custom_id in done_ids:
+                    continue
+                if isinstance(read, Unreadable):
+                    log.error("%s: %s", self.key, read.error.message)
+                    self._record(Outcome.unreadable(read))
+                else:
+                    todo.append(read)
         if self.given_up:
             self._give_up(todo)
             return
@@ -303,11 +313,7 @@ class ChunkRun:
         )
 
     def _never_ran(self, custom_id: str) -> Outcome:
-        reason = self.stop_reason or StopReason.CANCELLED
-        verb = "was cancelled" if reason is StopReason.CANCELLED else "expired"
-        return Outcome.never_ran(
-            custom_id, reason.error_code, f"The batch {verb} before this request ran."
-        )
+        return Outcome.stopped(custom_id, self.stop_reason or StopReason.CANCELLED)
 
     @property
     def _tally(self) -> Tally:
@@ -329,14 +335,6 @@ class ChunkRun:
         else:
             self._failed += 1
         self.flusher.added()
-
-    # -- reading the chunk
-
-    async def _requests(self) -> list[Request | Unreadable]:
-        chunk = self.work.chunk
-        data = await self.blobs.read_bytes(self.work.input_blob_key, chunk.start, chunk.end)
-        rules = LineRules(self.work.endpoint, models=None, require_method_and_url=False)
-        return list(read_requests(data.split(b"\n"), chunk.first_line, rules))
 
     # -- the end of the chunk
 

@@ -22,11 +22,11 @@ from overnight.blobs import BlobStore, BlobWriter
 from overnight.domain.batch import Batch
 from overnight.domain.chunk import ChunkStatus
 from overnight.domain.files import FilePurpose, FileRecord
-from overnight.domain.lines import LineRules, Unreadable, read_requests
+from overnight.domain.lines import Unreadable
 from overnight.domain.results import Outcome
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.runner.parts import part_key
-from overnight.runner.reading import lines_with_offsets
+from overnight.runner.reading import chunk_requests
 from overnight.settings import Settings
 from overnight.store.contracts import RunnerStore
 from overnight.types import FileId, WorkerId
@@ -83,11 +83,6 @@ async def _assemble(
     Returns how many lines never ran."""
     render = batch.dialect.render
     reason = batch.stop_reason or StopReason.CANCELLED
-    message = (
-        "The batch was cancelled before this request ran."
-        if reason is StopReason.CANCELLED
-        else "The batch expired before this request ran."
-    )
     input_file = await store.get_file(None, batch.input_file_id)
     never_ran = 0
     for chunk in await store.chunks_of(batch.id):
@@ -98,21 +93,15 @@ async def _assemble(
                     async for piece in blobs.read(key):
                         await writer.write(piece)
         elif chunk.status is ChunkStatus.SKIPPED and input_file is not None:
-            rules = LineRules(batch.endpoint, models=None, require_method_and_url=False)
-            line_no = chunk.first_line
-            async for lines in lines_with_offsets(
-                blobs, input_file.blob_key, chunk.start, chunk.end
-            ):
-                rendered = []
-                for read in read_requests((raw for raw, _ in lines), line_no, rules):
-                    if isinstance(read, Unreadable):
-                        outcome = Outcome.never_ran(
-                            read.custom_id, read.error.code, read.error.message
-                        )
-                    else:
-                        outcome = Outcome.never_ran(read.custom_id, reason.error_code, message)
-                    rendered.append(render(outcome))
-                line_no += len(lines)
+            async for reads in chunk_requests(blobs, input_file.blob_key, chunk, batch.endpoint):
+                rendered = [
+                    render(
+                        Outcome.unreadable(read)
+                        if isinstance(read, Unreadable)
+                        else Outcome.stopped(read.custom_id, reason)
+                    )
+                    for read in reads
+                ]
                 never_ran += len(rendered)
                 await errors.write(b"".join(rendered))
     return never_ran

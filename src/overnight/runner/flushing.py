@@ -21,18 +21,70 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
+from overnight.domain.chunk import ChunkKey, Tally
 from overnight.errors import StorageError
-from overnight.runner.parts import write_parts
+from overnight.runner.parts import ChunkParts, write_parts
 from overnight.settings import Settings
 from overnight.store.contracts import RunnerStore
 from overnight.types import WorkerId
 
-if TYPE_CHECKING:
-    from overnight.runner.executor import ChunkRun
-
 log = logging.getLogger("overnight.runner")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A run's results taken for one write, and the counts they make."""
+
+    results: int
+    tally: Tally
+    pending: dict[str, bytes]
+
+
+class FlushedRun(Protocol):
+    """What the Flusher needs of a running chunk (runner/executor.py's
+    `ChunkRun`, which imports this module, not the other way round). The
+    Flusher reads a run's counts and tells it what it wrote and stored;
+    the run keeps its own fields."""
+
+    @property
+    def key(self) -> ChunkKey: ...
+
+    @property
+    def attempt(self) -> int:
+        """The fencing token every write to the chunk row names."""
+        ...
+
+    @property
+    def parts(self) -> ChunkParts: ...
+
+    @property
+    def written(self) -> Tally:
+        """The counts of what the part files hold."""
+        ...
+
+    @property
+    def stored(self) -> Tally:
+        """The counts the database holds for the chunk."""
+        ...
+
+    def snapshot(self) -> Snapshot:
+        """Take the results held, with their counts, at one instant."""
+        ...
+
+    def wrote(self, tally: Tally) -> None:
+        """A write left the part files holding `tally`."""
+        ...
+
+    def counted(self, tally: Tally) -> None:
+        """A transaction stored `tally` as the chunk's counts."""
+        ...
+
+    def lease_lost(self) -> None:
+        """Another worker owns the chunk now: stop at once."""
+        ...
 
 
 class Flusher:
@@ -42,7 +94,8 @@ class Flusher:
         self.settings = settings
         self.flush_lines = settings.flush_lines
         self.count = 0  # results held in memory, across every chunk
-        self.runs: set[ChunkRun] = set()
+        #: The running chunks, each with when its parts were last uploaded.
+        self.runs: dict[FlushedRun, float] = {}
         self._due = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -76,15 +129,14 @@ class Flusher:
 
     # -- the chunks it flushes
 
-    def register(self, run: ChunkRun) -> None:
-        self.runs.add(run)
+    def register(self, run: FlushedRun) -> None:
+        self.runs[run] = time.monotonic()
 
-    def unregister(self, run: ChunkRun) -> None:
+    def unregister(self, run: FlushedRun) -> None:
         """A run that leaves takes its unwritten results with it (lost, and
         run again on resume): stop counting them."""
-        self.runs.discard(run)
-        self._written(run.parts.buffered)
-        run.parts.take()
+        self.runs.pop(run, None)
+        self._written(run.snapshot().results)
 
     # -- flushing
 
@@ -125,7 +177,7 @@ class Flusher:
             if pending:
                 await asyncio.to_thread(write_parts, pending)
             for run, snap in taken:
-                run.written = snap.tally
+                run.wrote(snap.tally)
             self._written(sum(snap.results for _, snap in taken))
             self._count_due.set()
 
@@ -152,23 +204,28 @@ class Flusher:
                 return
             kept = await self.store.record_progress_many(
                 self.worker,
-                [(run.work.chunk.key, run.attempt, tally, run.stored) for run, tally in moved],
+                [(run.key, run.attempt, tally, run.stored) for run, tally in moved],
             )
             held = []
             for run, tally in moved:
-                if run.work.chunk.key in kept:
-                    run.stored = tally
+                if run.key in kept:
+                    run.counted(tally)
                     held.append(run)
                 else:
                     run.lease_lost()
             await self._upload_snapshots(held)
 
-    async def _upload_snapshots(self, held: list[ChunkRun]) -> None:
+    async def _upload_snapshots(self, held: list[FlushedRun]) -> None:
         """With remote storage, copy running chunks' parts to the bucket every
         `part_upload_interval`, so a takeover from a lost machine re-runs
         little. Only runs whose lease this flush just confirmed do it."""
         now = time.monotonic()
         for run in held:
-            if run.blobs.remote and now - run.uploaded_at >= self.settings.part_upload_interval:
-                run.uploaded_at = now
+            uploaded_at = self.runs.get(run)
+            if (
+                uploaded_at is not None
+                and run.parts.blobs.remote
+                and now - uploaded_at >= self.settings.part_upload_interval
+            ):
+                self.runs[run] = now
                 await run.parts.upload_snapshot()

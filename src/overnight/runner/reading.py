@@ -1,4 +1,6 @@
-"""Reading an input file as lines with their byte offsets, in bounded memory."""
+"""Reading an input file in bounded memory: as lines with their byte
+offsets (validation), or a chunk's byte range as requests (execution and
+finalisation)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from itertools import accumulate
 from operator import add
 
 from overnight.blobs import BlobStore
+from overnight.domain.chunk import Chunk
+from overnight.domain.lines import LineRules, Request, Unreadable, read_requests
 
 
 async def lines_with_offsets(
@@ -56,3 +60,17 @@ async def lines_with_offsets(
             yield out
     if carry:
         yield [(carry, carry_offset)]
+
+
+async def chunk_requests(
+    blobs: BlobStore, key: str, chunk: Chunk, endpoint: str
+) -> AsyncIterator[list[Request | Unreadable]]:
+    """The chunk reader of execution and finalisation: a chunk's requests
+    (and any line that no longer reads as one), a list per piece read, each
+    checked by the rule validation applied (`read_requests`) and numbered
+    by its physical line in the file, blank lines skipped."""
+    rules = LineRules(endpoint, models=None, require_method_and_url=False)
+    line = chunk.first_line
+    async for lines in lines_with_offsets(blobs, key, chunk.start, chunk.end):
+        yield list(read_requests((raw for raw, _ in lines), line, rules))
+        line += len(lines)

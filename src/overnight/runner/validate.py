@@ -11,8 +11,8 @@ import logging
 import time
 
 from overnight.blobs import BlobStore
-from overnight.domain.batch import Batch, LineError
-from overnight.domain.lines import LineRules
+from overnight.domain.batch import Batch
+from overnight.domain.lines import LineError, LineRules
 from overnight.domain.status import BatchStatus
 from overnight.domain.validation import DuplicateFinder, FileValidator
 from overnight.runner.hash_spill import SpilledHashes

@@ -25,8 +25,9 @@ from typing import Any, TypeVar
 
 from overnight._ids import new_worker_id
 from overnight.blobs import BlobStore
-from overnight.domain.batch import Batch, LineError
+from overnight.domain.batch import Batch
 from overnight.domain.chunk import ChunkKey, ChunkWork
+from overnight.domain.lines import LineError
 from overnight.errors import StorageError
 from overnight.runner.executor import ChunkRun, LeaseLost
 from overnight.runner.finalize import finalize_batch

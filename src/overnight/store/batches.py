@@ -14,9 +14,10 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from overnight import _json
-from overnight.domain.batch import Batch, LineError
+from overnight.domain.batch import Batch
 from overnight.domain.chunk import ChunkStatus
 from overnight.domain.files import FileRecord
+from overnight.domain.lines import LineError
 from overnight.domain.quotas import Quotas
 from overnight.domain.status import BatchStatus, StopReason, sources_of
 from overnight.domain.validation import ChunkRange

@@ -27,12 +27,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol
 
-from overnight.domain.batch import Batch, LineError
+from overnight.domain.batch import Batch
 from overnight.domain.chunk import Chunk, ChunkKey, ChunkWork, Tally
 from overnight.domain.files import FilePurpose, FileRecord, Upload, UploadPart, UploadStatus
 from overnight.domain.grants import UploadGrant
 from overnight.domain.idempotency import IdempotencyRecord
 from overnight.domain.keys import ApiKey
+from overnight.domain.lines import LineError
 from overnight.domain.quotas import QuotaOverrides, Quotas, TenantUsage
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.domain.validation import ChunkRange

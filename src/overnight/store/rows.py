@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from overnight import _json
-from overnight.domain.batch import Batch, LineError, RequestCounts, Usage
+from overnight.domain.batch import Batch, RequestCounts, Usage
 from overnight.domain.chunk import Chunk, ChunkStatus, Tally
 from overnight.domain.dialects import dialect_named
 from overnight.domain.files import FilePurpose, FileRecord, Upload, UploadStatus
 from overnight.domain.grants import UploadGrant
 from overnight.domain.keys import ApiKey, KeyRole
+from overnight.domain.lines import LineError
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.types import BatchId, FileId, TenantId, UploadId
 
