@@ -164,6 +164,18 @@ async def open_form(
         await form.abort()
 
 
+@asynccontextmanager
+async def open_file_form(request: Request, new_sink: Callable[[], FileSink]) -> AsyncIterator[Form]:
+    """`open_form` for a file upload: its `file` part streams into a sink
+    from `new_sink`, and a form without one is refused."""
+    async with open_form(request, lambda name: new_sink() if name == "file" else None) as form:
+        if "file" not in form.files:
+            raise InvalidRequest(
+                "The form has no 'file' part.", param="file", code="missing_required_parameter"
+            )
+        yield form
+
+
 def _bound_header(text: bytearray) -> None:
     """A part's headers are held in memory until they end: bound them."""
     if len(text) > MAX_PART_HEADER_BYTES:

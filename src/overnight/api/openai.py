@@ -14,7 +14,7 @@ from starlette.responses import StreamingResponse
 
 from overnight.api import schemas
 from overnight.api.auth import scope_of, tenant_of
-from overnight.api.multipart import open_form
+from overnight.api.multipart import open_file_form, open_form
 from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runtime_of
 from overnight.domain.batch import Batch
 from overnight.domain.dialects import OPENAI
@@ -144,13 +144,7 @@ _FILE_FORM = schemas.multipart_body(
 async def create_file(request: Request) -> JSONBytes:
     service = runtime_of(request).service
     tenant = tenant_of(request)
-    async with open_form(
-        request, lambda name: service.new_file_sink() if name == "file" else None
-    ) as form:
-        if "file" not in form.files:
-            raise InvalidRequest(
-                "The form has no 'file' part.", param="file", code="missing_required_parameter"
-            )
+    async with open_file_form(request, service.new_file_sink) as form:
         filename, sink = form.files["file"]
         purpose = form.fields.get("purpose")
         if purpose is None:

@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 from overnight.api import schemas
 from overnight.api.auth import scope_of, tenant_of
 from overnight.api.errors import openai_error_body
-from overnight.api.multipart import MAX_FIELD_BYTES, open_form, read_form
+from overnight.api.multipart import MAX_FIELD_BYTES, open_file_form, read_form
 from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runtime_of
 from overnight.domain.batch import Batch
 from overnight.domain.dialects import TOGETHER
@@ -250,13 +250,7 @@ async def upload_file(request: Request) -> JSONBytes:
     multipart `file` part, streamed to storage like OpenAI's `POST /files`."""
     service = runtime_of(request).service
     tenant = tenant_of(request)
-    async with open_form(
-        request, lambda name: service.new_file_sink() if name == "file" else None
-    ) as form:
-        if "file" not in form.files:
-            raise InvalidRequest(
-                "The form has no 'file' part.", param="file", code="missing_required_parameter"
-            )
+    async with open_file_form(request, service.new_file_sink) as form:
         _file_type(form.fields.get("file_type"))
         purpose = _required(form.fields, "purpose")
         filename = form.fields.get("file_name") or form.files["file"][0]
