@@ -308,7 +308,11 @@ def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
                 fake_model(upstream.url, name="replicated", base_urls=[slow.url]),
                 fake_model(dead, name="dead-model", max_attempts=2),
                 fake_model(upstream.url, name="half-dead", base_urls=[dead], eject_after=2),
-            ]
+            ],
+            # Requests are counted exactly below: a lease lapsing on a busy
+            # machine (the test default is 5 s) would re-send a chunk's
+            # unfinished lines, which is correct but not what this counts.
+            env={"OVERNIGHT_LEASE_TTL": "120"},
         )
         with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
             # Least outstanding requests: both replicas work, the fast one more.
