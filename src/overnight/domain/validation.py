@@ -118,37 +118,48 @@ class FileValidator:
         C-level decode and a few field checks) and a few integer updates;
         errors and blank lines take the slower path."""
         rules = self.rules
-        hashes = self._hashes
+        append_hash = self._hashes.append
         chunk_lines, chunk_bytes = self.chunk_lines, self.chunk_bytes
         max_requests = self.max_requests or 1 << 62
         single_model = self.require_single_model
-        line = self._line
+        valid = Request
+        # Counters live in locals for the loop (attribute writes cost as
+        # much as the rest of a line's bookkeeping), and go back to `self`
+        # around the slow path and at the end.
+        line, requests, model = self._line, self.requests, self.model
         chunk = self._open
+        in_chunk, chunk_start = chunk.requests, chunk.start
         for raw, offset in lines:
             line += 1
             checked = check_line(raw, line, rules)
             if (
-                type(checked) is Request
-                and self.requests < max_requests
-                and (self.model is None or checked.model == self.model or not single_model)
+                type(checked) is valid
+                and requests < max_requests
+                and (model is None or checked.model == model or not single_model)
             ):
                 counted = True
-                self.requests += 1
-                hashes.append(hash(checked.custom_id))
-                if self.model is None:
-                    self.model = checked.model
+                requests += 1
+                append_hash(hash(checked.custom_id))
+                if model is None:
+                    model = checked.model
             else:
                 counted = not is_blank(strip_bom(raw, line))
                 if counted:
+                    self.requests, self.model = requests, model
                     self._count(checked, line)
-            if chunk.requests and (
-                chunk.requests >= chunk_lines or offset + len(raw) + 1 - chunk.start > chunk_bytes
+                    requests, model = self.requests, self.model
+            if in_chunk and (
+                in_chunk >= chunk_lines or offset + len(raw) + 1 - chunk_start > chunk_bytes
             ):
+                chunk.requests = in_chunk
                 self._close_chunk(offset)
                 chunk = self._open
                 chunk.start, chunk.first_line = offset, line
+                in_chunk, chunk_start = 0, offset
             if counted:
-                chunk.requests += 1
+                in_chunk += 1
+        self.requests, self.model = requests, model
+        chunk.requests = in_chunk
         self._line = line
         if self.hash_sink is not None and len(self._hashes) >= self.spill_every:
             self._hand_over_hashes(self.hash_sink)
