@@ -3,8 +3,9 @@ repeat a name, clients that hang up or trickle their headers, and a `Host`
 header that is not the server's address.
 
 Most cases run the app in-process (httpx over ASGI, a temporary SQLite data
-directory, no worker): the answer is the point. Hang-ups and slow headers
-need a real `overnight serve`, since its log and its sockets are the point.
+directory, no worker): the answer is the point. Hang-ups, slow headers and
+huge headers need a real `overnight serve`, since its log, its sockets and
+its HTTP protocol are the point.
 """
 
 from __future__ import annotations
@@ -179,6 +180,18 @@ def test_a_client_hanging_up_mid_upload_is_one_log_line(lone_server: ServerProce
         line for line in log.splitlines() if "POST /v1/files: the client went away" in line
     ]
     assert httpx.get(f"{lone_server.url}/v1/files").status_code == 200
+
+
+def test_a_huge_header_is_refused_by_the_protocol(lone_server: ServerProcess) -> None:
+    """From the hostile-input catalogue: the server's HTTP protocol counts
+    the head as it parses it, so this case needs the real server."""
+    answer = httpx.get(f"{lone_server.url}/v1/files", headers={"x-padding": "a" * 1_000_000})
+    assert answer.status_code == 431, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["param"]) == ("request_header_fields_too_large", None)
+    assert error["message"]
+    assert answer.headers["x-request-id"]
+    assert httpx.get(f"{lone_server.url}/health").status_code == 200
 
 
 async def trickle(port: int, started: float) -> float:
