@@ -21,6 +21,7 @@ the fast loops tests use (tests/helpers.py FAST_ENV) in this process.
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -30,7 +31,9 @@ from typing import Any, TypeVar
 import httpx
 import openai
 import pytest
+import requests
 import together
+import urllib3
 from fastapi import FastAPI
 
 from overnight.api.app import create_app
@@ -196,6 +199,15 @@ class BackgroundApi:
             base_url=f"{BASE_URL}/v1", api_key=key, max_retries=0, http_client=self.client()
         )
 
+    def requests_session(self) -> requests.Session:
+        """A `requests` session whose every URL reaches this app (what
+        schemathesis sends its cases through)."""
+        session = requests.Session()
+        adapter = _RequestsToApp(self.client())
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        return session
+
 
 class _ThreadedAsgi(httpx.BaseTransport):
     """A sync transport that hands each request to the app's loop thread."""
@@ -216,3 +228,29 @@ class _ThreadedAsgi(httpx.BaseTransport):
 
         status, headers, content = self.background.call(send())
         return httpx.Response(status, headers=headers, content=content, request=request)
+
+
+class _RequestsToApp(requests.adapters.HTTPAdapter):
+    """A `requests` adapter that sends through an in-process httpx client."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        super().__init__()
+        self.client = client
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        body = request.body
+        answer = self.client.request(
+            str(request.method),
+            str(request.url),
+            headers=dict(request.headers),
+            content=body.encode() if isinstance(body, str) else body,
+        )
+        raw = urllib3.HTTPResponse(
+            body=io.BytesIO(answer.content),
+            headers=urllib3.HTTPHeaderDict(answer.headers.multi_items()),
+            status=answer.status_code,
+            reason=answer.reason_phrase,
+            version=11,
+            preload_content=False,
+        )
+        return self.build_response(request, raw)
