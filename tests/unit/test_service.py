@@ -12,7 +12,6 @@ import pytest
 
 from overnight.errors import Conflict, InvalidRequest, NotFound, OvernightError, PayloadTooLarge
 from overnight.service import (
-    FileSink,
     Service,
     check_expiry,
     clean_filename,
@@ -115,9 +114,7 @@ async def test_bytes_that_miss_their_checksum_are_dropped(
     sink = service.new_file_sink()
     await sink.write(LINES)
     with pytest.raises(InvalidRequest) as caught:
-        await service.create_file(
-            tenant, sink, filename="x", purpose="batch", checksum="0" * 64
-        )
+        await service.create_file(tenant, sink, filename="x", purpose="batch", checksum="0" * 64)
     refused(caught, "checksum_mismatch", "checksum")
     assert storage.blob_keys(sink.key) == []
     assert (await service.list_files(tenant)).items == []
@@ -412,4 +409,3 @@ async def test_purposes_and_expiries() -> None:
     with pytest.raises(InvalidRequest) as caught:
         check_expiry(10 * 366 * 24 * 3600, "p")
     assert caught.value.param == "p"
-
