@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,6 +39,10 @@ from fastapi import FastAPI
 from overnight.api.app import create_app
 from overnight.runtime import Runtime
 from overnight.settings import Settings
+from overnight.testing.fake_upstream import FakeUpstream
+
+from backends import Backend
+from helpers import fake_model
 
 BASE_URL = "http://overnight.test"
 
@@ -199,6 +203,11 @@ class BackgroundApi:
             base_url=f"{BASE_URL}/v1", api_key=key, max_retries=0, http_client=self.client()
         )
 
+    def together(self, key: str = "test-key") -> together.Together:
+        return together.Together(
+            base_url=f"{BASE_URL}/together", api_key=key, max_retries=0, http_client=self.client()
+        )
+
     def requests_session(self) -> requests.Session:
         """A `requests` session whose every URL reaches this app (what
         schemathesis sends its cases through)."""
@@ -207,6 +216,28 @@ class BackgroundApi:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
+
+
+@pytest.fixture(scope="module")
+def app_server(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, backend: Backend
+) -> Iterator[BackgroundApi]:
+    """The in-process twin of conftest's `server`: one app per test module
+    and backend, with its worker, serving `fake-model` (and `fake-small`,
+    one request at a time), in local mode (any key)."""
+    root = tmp_path_factory.mktemp("app")
+    settings = api_settings(
+        root / "data",
+        worker=True,
+        models=[
+            fake_model(upstream.url),
+            fake_model(upstream.url, name="fake-small", max_concurrency=1),
+        ],
+        chunk_lines=10,
+        **backend.settings(),
+    )
+    with BackgroundApi(settings) as app:
+        yield app
 
 
 class _ThreadedAsgi(httpx.BaseTransport):
