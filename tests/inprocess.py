@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -55,6 +56,8 @@ FAST_LOOPS: dict[str, Any] = {
 }
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def api_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -170,12 +173,19 @@ class BackgroundApi:
         self.api = self.call(self._context.__aenter__())
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30) -> None:
+        """Runs the lifespan's shutdown. One that does not finish in
+        `timeout` is left behind on its daemon thread, as `ServerProcess`
+        kills a server that does not stop: the test's answers are in."""
         for client in self._clients:
             client.close()
         if self._context is not None:
-            self.call(self._context.__aexit__(None, None, None))
-            self._context = None
+            context, self._context = self._context, None
+            try:
+                self.call(context.__aexit__(None, None, None), timeout)
+            except TimeoutError:
+                log.warning("the in-process app did not stop in %s s; left behind", timeout)
+                return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
@@ -190,11 +200,14 @@ class BackgroundApi:
     def runtime(self) -> Runtime:
         return self.api.runtime
 
+    def transport(self) -> httpx.BaseTransport:
+        """A sync transport to this app, for clients built by hand."""
+        return _ThreadedAsgi(self)
+
     def client(self, key: str | None = None, **kwargs: Any) -> httpx.Client:
         headers = {**bearer(key), **kwargs.pop("headers", {})}
-        client = httpx.Client(
-            transport=_ThreadedAsgi(self), base_url=BASE_URL, headers=headers, **kwargs
-        )
+        transport = kwargs.pop("transport", None) or self.transport()
+        client = httpx.Client(transport=transport, base_url=BASE_URL, headers=headers, **kwargs)
         self._clients.append(client)
         return client
 
