@@ -16,7 +16,7 @@ from overnight.testing.fake_upstream import FakeUpstream
 
 from helpers import ServerProcess, fake_model, write_config
 
-pytest_plugins = ["backends"]
+pytest_plugins = ["backends", "inprocess"]
 
 if TYPE_CHECKING:
     from backends import Backend

@@ -1,13 +1,21 @@
-"""The embedded default: a real (small) model, no model server, no config."""
+"""The embedded default: a real (small) model, no model server, no config
+(so SQLite and a local data directory, the defaults, only)."""
 
 from __future__ import annotations
 
 import openai
 import pytest
 
+from backends import Backend
 from helpers import jsonl, read_jsonl, wait_for_batch
 
 pytestmark = pytest.mark.embedded
+
+
+@pytest.fixture(scope="module")
+def backend() -> Backend:
+    return Backend("sqlite")
+
 
 MODEL = "smollm2-135m-instruct"
 

@@ -3,8 +3,9 @@ repeat a name, clients that hang up or trickle their headers, and a `Host`
 header that is not the server's address.
 
 Most cases run the app in-process (httpx over ASGI, a temporary SQLite data
-directory, no worker): the answer is the point. Hang-ups and slow headers
-need a real `overnight serve`, since its log and its sockets are the point.
+directory, no worker): the answer is the point. Hang-ups, slow headers and
+huge headers need a real `overnight serve`, since its log, its sockets and
+its HTTP protocol are the point.
 """
 
 from __future__ import annotations
@@ -12,52 +13,37 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
-from overnight.api.app import create_app
 from overnight.settings import Settings
 
 from helpers import ServerProcess, chat_lines, jsonl, write_config
+from inprocess import ApiFactory, InProcess
 
 DATA = jsonl(chat_lines(2))
 INJECTION = "x.jsonl\"; filename*=UTF-8''evil.html; x=\""
 
 
-@asynccontextmanager
-async def in_process(tmp_path: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app with its lifespan run, called through httpx in-process."""
-    app = create_app(Settings(data_dir=tmp_path / "data", worker=False, **settings))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://overnight.test") as client,
-    ):
-        yield client
-
-
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with in_process(tmp_path) as client:
-        yield client
+def http(api: InProcess) -> httpx.AsyncClient:
+    """The shared in-process app (tests/inprocess.py), over raw httpx."""
+    return api.http()
 
 
-async def together_upload(api: httpx.AsyncClient, file_name: str) -> str:
+async def together_upload(http: httpx.AsyncClient, file_name: str) -> str:
     """Together's three steps; form-urlencoded, so the name arrives as is."""
-    announced = await api.post(
+    announced = await http.post(
         "/together/v1/files",
         data={"purpose": "batch-api", "file_name": file_name, "file_type": "jsonl"},
     )
     assert announced.status_code == 302, announced.text
-    assert (await api.put(announced.headers["location"], content=DATA)).status_code == 200
+    assert (await http.put(announced.headers["location"], content=DATA)).status_code == 200
     file_id = announced.headers["x-together-file-id"]
-    assert (await api.post(f"/together/v1/files/{file_id}/preprocess")).status_code == 200
+    assert (await http.post(f"/together/v1/files/{file_id}/preprocess")).status_code == 200
     return file_id
 
 
@@ -67,10 +53,10 @@ async def together_upload(api: httpx.AsyncClient, file_name: str) -> str:
 @pytest.mark.parametrize("name", ["данные.jsonl", "数据.jsonl", "🔥.jsonl", INJECTION])
 @pytest.mark.parametrize("prefix", ["/v1", "/together/v1"])
 async def test_a_download_names_any_file_exactly_and_adds_nothing(
-    api: httpx.AsyncClient, name: str, prefix: str
+    http: httpx.AsyncClient, name: str, prefix: str
 ) -> None:
-    file_id = await together_upload(api, name)
-    download = await api.get(f"{prefix}/files/{file_id}/content")
+    file_id = await together_upload(http, name)
+    download = await http.get(f"{prefix}/files/{file_id}/content")
     assert download.status_code == 200, download.text
     assert download.content == DATA
     assert download.headers["x-content-type-options"] == "nosniff"
@@ -84,15 +70,15 @@ async def test_a_download_names_any_file_exactly_and_adds_nothing(
     assert fallback.isascii() and not set(fallback) & set('"\\;%')
 
 
-async def test_every_answer_forbids_sniffing(api: httpx.AsyncClient) -> None:
-    for answer in (await api.get("/v1/files"), await api.get("/v1/files/file-nope")):
+async def test_every_answer_forbids_sniffing(http: httpx.AsyncClient) -> None:
+    for answer in (await http.get("/v1/files"), await http.get("/v1/files/file-nope")):
         assert answer.headers["x-content-type-options"] == "nosniff"
 
 
 # ---------------------------------------------------------------- forms
 
 
-async def test_a_form_may_not_repeat_one_name_ten_thousand_times(api: httpx.AsyncClient) -> None:
+async def test_a_form_may_not_repeat_one_name_ten_thousand_times(http: httpx.AsyncClient) -> None:
     boundary = "hardening"
     repeated = f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
     body = (
@@ -101,49 +87,49 @@ async def test_a_form_may_not_repeat_one_name_ten_thousand_times(api: httpx.Asyn
         "Content-Type: application/jsonl\r\n\r\n"
     ).encode()
     body += DATA + b"\r\n" + repeated.encode() * 10_000 + f"--{boundary}--\r\n".encode()
-    answer = await api.post(
+    answer = await http.post(
         "/v1/files",
         content=body,
         headers={"content-type": f"multipart/form-data; boundary={boundary}"},
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == "invalid_multipart"
-    assert (await api.get("/v1/files")).json()["data"] == []
+    assert (await http.get("/v1/files")).json()["data"] == []
 
 
 # ------------------------------------------------------------ public URL
 
 
-async def test_upload_urls_use_public_url_whatever_the_host_header(tmp_path: Path) -> None:
+async def test_upload_urls_use_public_url_whatever_the_host_header(start_api: ApiFactory) -> None:
     public = "https://batch.example.com/overnight"
-    async with in_process(tmp_path, public_url=public) as api:
-        forged = {"host": "attacker.example"}
-        announced = await api.post(
-            "/together/v1/files",
-            data={"purpose": "batch-api", "file_name": "in.jsonl"},
-            headers=forged,
-        )
-        assert announced.status_code == 302
-        location = announced.headers["location"]
-        assert location.startswith(f"{public}/together/v1/files/upload/")
-        initiated = await api.post(
-            "/together/v1/files/multipart/initiate",
-            json={
-                "file_name": "big.jsonl",
-                "file_size": 20 * 1024 * 1024,
-                "num_parts": 2,
-                "purpose": "batch-api",
-                "file_type": "jsonl",
-            },
-            headers=forged,
-        )
-        assert initiated.status_code == 200, initiated.text
-        urls = [part["URL"] for part in initiated.json()["parts"]]
-        assert len(urls) == 2
-        assert all(u.startswith(f"{public}/together/v1/files/upload/") for u in urls)
-        # The proxy strips its prefix; the token works on this server.
-        path = location.removeprefix(public)
-        assert (await api.put(path, content=DATA)).status_code == 200
+    http = (await start_api(public_url=public)).http()
+    forged = {"host": "attacker.example"}
+    announced = await http.post(
+        "/together/v1/files",
+        data={"purpose": "batch-api", "file_name": "in.jsonl"},
+        headers=forged,
+    )
+    assert announced.status_code == 302
+    location = announced.headers["location"]
+    assert location.startswith(f"{public}/together/v1/files/upload/")
+    initiated = await http.post(
+        "/together/v1/files/multipart/initiate",
+        json={
+            "file_name": "big.jsonl",
+            "file_size": 20 * 1024 * 1024,
+            "num_parts": 2,
+            "purpose": "batch-api",
+            "file_type": "jsonl",
+        },
+        headers=forged,
+    )
+    assert initiated.status_code == 200, initiated.text
+    urls = [part["URL"] for part in initiated.json()["parts"]]
+    assert len(urls) == 2
+    assert all(u.startswith(f"{public}/together/v1/files/upload/") for u in urls)
+    # The proxy strips its prefix; the token works on this server.
+    path = location.removeprefix(public)
+    assert (await http.put(path, content=DATA)).status_code == 200
 
 
 def test_public_url_must_be_a_plain_http_url() -> None:
@@ -194,6 +180,18 @@ def test_a_client_hanging_up_mid_upload_is_one_log_line(lone_server: ServerProce
         line for line in log.splitlines() if "POST /v1/files: the client went away" in line
     ]
     assert httpx.get(f"{lone_server.url}/v1/files").status_code == 200
+
+
+def test_a_huge_header_is_refused_by_the_protocol(lone_server: ServerProcess) -> None:
+    """From the hostile-input catalogue: the server's HTTP protocol counts
+    the head as it parses it, so this case needs the real server."""
+    answer = httpx.get(f"{lone_server.url}/v1/files", headers={"x-padding": "a" * 1_000_000})
+    assert answer.status_code == 431, answer.text
+    error = answer.json()["error"]
+    assert (error["code"], error["param"]) == ("request_header_fields_too_large", None)
+    assert error["message"]
+    assert answer.headers["x-request-id"]
+    assert httpx.get(f"{lone_server.url}/health").status_code == 200
 
 
 async def trickle(port: int, started: float) -> float:

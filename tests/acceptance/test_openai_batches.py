@@ -1,4 +1,8 @@
-"""Batches through the real `openai` SDK, run against the fake upstream."""
+"""Batches through the real `openai` SDK, run against the fake upstream.
+
+Most run the app and its worker in-process (tests/inprocess.py) on both
+storage backends; the two that start servers of their own (many chunks in
+flight, model replicas) still run `overnight serve`."""
 
 from __future__ import annotations
 
@@ -6,13 +10,23 @@ import time
 from collections import Counter
 from typing import Any
 
-import httpx
 import openai
 import pytest
 
 from overnight.testing.fake_upstream import FakeUpstream
 
 from helpers import chat_lines, fake_model, jsonl, read_jsonl, wait_for_batch
+from inprocess import BackgroundApi
+
+
+@pytest.fixture
+def server(app_server: BackgroundApi) -> BackgroundApi:
+    return app_server
+
+
+@pytest.fixture
+def client(app_server: BackgroundApi) -> openai.OpenAI:
+    return app_server.openai()
 
 
 def submit(client: openai.OpenAI, lines: list[dict[str, Any]], **kwargs: Any) -> Any:
@@ -178,12 +192,14 @@ def test_a_cancel_amid_many_running_chunks_loses_no_line(start_server) -> None: 
     )
 
 
-def test_cancelling_a_completed_batch_is_a_409_not_to_retry(client: openai.OpenAI, server) -> None:  # type: ignore[no-untyped-def]
+def test_cancelling_a_completed_batch_is_a_409_not_to_retry(
+    client: openai.OpenAI, server: BackgroundApi
+) -> None:
     batch = wait_for_batch(client, submit(client, chat_lines(2)).id)
     with pytest.raises(openai.ConflictError) as caught:
         client.batches.cancel(batch.id)
     assert caught.value.message.endswith("Cannot cancel a batch with status 'completed'.")
-    response = httpx.post(f"{server.url}/v1/batches/{batch.id}/cancel")
+    response = server.client().post(f"/v1/batches/{batch.id}/cancel")
     assert response.status_code == 409
     assert response.headers["x-should-retry"] == "false"
 
@@ -280,15 +296,15 @@ def test_retrieving_an_unknown_batch_is_404(client: openai.OpenAI) -> None:
         client.batches.retrieve("batch_nope")
 
 
-def test_a_bad_create_body_names_the_field(server) -> None:  # type: ignore[no-untyped-def]
-    response = httpx.post(
-        f"{server.url}/v1/batches",
+def test_a_bad_create_body_names_the_field(server: BackgroundApi) -> None:
+    response = server.client().post(
+        "/v1/batches",
         json={"input_file_id": 5, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
     )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "input_file_id"
-    response = httpx.post(
-        f"{server.url}/v1/batches", content=b"{nope", headers={"content-type": "application/json"}
+    response = server.client().post(
+        "/v1/batches", content=b"{nope", headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"

@@ -1,15 +1,27 @@
-"""Files and Uploads through the real `openai` SDK against a real server."""
+"""Files and Uploads through the real `openai` SDK, against the app
+in-process (tests/inprocess.py) on both storage backends: the answers and
+the stored bytes are the point, not the process."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from helpers import chat_lines, jsonl
+from inprocess import BackgroundApi
+
+
+@pytest.fixture
+def server(app_server: BackgroundApi) -> BackgroundApi:
+    return app_server
+
+
+@pytest.fixture
+def client(app_server: BackgroundApi) -> openai.OpenAI:
+    return app_server.openai()
 
 
 def test_upload_a_file_and_read_it_back(client: openai.OpenAI, tmp_path: Path) -> None:
@@ -149,8 +161,8 @@ def test_cancelled_upload_takes_no_more_parts(client: openai.OpenAI) -> None:
         client.uploads.complete(upload_id=upload.id, part_ids=[])
 
 
-def test_errors_use_the_openai_envelope_with_request_ids(server) -> None:  # type: ignore[no-untyped-def]
-    response = httpx.get(f"{server.url}/v1/files/file-nope")
+def test_errors_use_the_openai_envelope_with_request_ids(server: BackgroundApi) -> None:
+    response = server.client().get("/v1/files/file-nope")
     assert response.status_code == 404
     assert response.headers["x-request-id"].startswith("req_")
     assert response.headers["x-should-retry"] == "false"
@@ -160,9 +172,9 @@ def test_errors_use_the_openai_envelope_with_request_ids(server) -> None:  # typ
     assert error["code"] == "file_not_found"
 
 
-def test_a_multipart_body_without_a_boundary_is_refused(server) -> None:  # type: ignore[no-untyped-def]
-    response = httpx.post(
-        f"{server.url}/v1/files",
+def test_a_multipart_body_without_a_boundary_is_refused(server: BackgroundApi) -> None:
+    response = server.client().post(
+        "/v1/files",
         content=b"purpose=batch",
         headers={"content-type": "multipart/form-data"},
     )
@@ -170,15 +182,17 @@ def test_a_multipart_body_without_a_boundary_is_refused(server) -> None:  # type
     assert response.json()["error"]["code"] == "invalid_multipart"
 
 
-def test_a_truncated_multipart_body_leaves_no_file(server, client: openai.OpenAI) -> None:  # type: ignore[no-untyped-def]
+def test_a_truncated_multipart_body_leaves_no_file(
+    server: BackgroundApi, client: openai.OpenAI
+) -> None:
     before = {f.id for f in client.files.list()}
     body = (
         b'--xyz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
         b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n\r\n'
         b'{"custom_id": "a"}\n'
     )
-    response = httpx.post(
-        f"{server.url}/v1/files",
+    response = server.client().post(
+        "/v1/files",
         content=body,
         headers={"content-type": "multipart/form-data; boundary=xyz"},
     )

@@ -1,8 +1,10 @@
-"""Conformance with Together's published OpenAPI spec and tools, against a
-real server: batch ids in UUID form (either form accepted, in both
-dialects), the one-request `POST /files/upload`, the model lists, and
-Together's own CLI (`tg`, shipped with SDK 3.x), which asks
-`GET /v3/whoami` before every command."""
+"""Conformance with Together's published OpenAPI spec and tools: batch ids
+in UUID form (either form accepted, in both dialects), the one-request
+`POST /files/upload`, the model lists, and Together's own CLI (`tg`,
+shipped with SDK 3.x), which asks `GET /v3/whoami` before every command.
+The CLI runs as its own process against a real server on SQLite (the
+conversation is the point, not the storage); the rest run the app
+in-process (tests/inprocess.py) on both backends."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 import together
@@ -23,17 +24,24 @@ import together
 from conftest import openai_client
 from overnight.testing.fake_upstream import FakeUpstream
 
-from helpers import ServerProcess, chat_lines, jsonl, read_jsonl, wait_for_batch
+from helpers import (
+    ServerProcess,
+    chat_lines,
+    fake_model,
+    jsonl,
+    read_jsonl,
+    wait_for_batch,
+    write_config,
+)
+from inprocess import BackgroundApi
 
 ENDPOINT = "/v1/chat/completions"
 TG = Path(sys.executable).parent / "tg"
 
 
 @pytest.fixture
-def tclient(server: ServerProcess) -> Iterator[together.Together]:
-    with together.Together(
-        base_url=f"{server.url}/together", api_key="test-key", max_retries=0
-    ) as sdk:
+def tclient(app_server: BackgroundApi) -> Iterator[together.Together]:
+    with app_server.together() as sdk:
         yield sdk
 
 
@@ -42,9 +50,9 @@ def is_uuid(text: str | None) -> bool:
 
 
 def test_together_shows_batch_ids_as_uuids_and_both_dialects_take_either_form(
-    tclient: together.Together, server: ServerProcess, upstream: FakeUpstream
+    tclient: together.Together, app_server: BackgroundApi, upstream: FakeUpstream
 ) -> None:
-    with openai_client(server) as oclient:
+    with app_server.openai() as oclient:
         file = oclient.files.create(file=("u.jsonl", jsonl(chat_lines(2))), purpose="batch")
         job = tclient.batches.create(input_file_id=file.id, endpoint=ENDPOINT).job
         assert job is not None and is_uuid(job.id)
@@ -70,11 +78,11 @@ def test_together_shows_batch_ids_as_uuids_and_both_dialects_take_either_form(
 
 
 def test_files_upload_takes_the_whole_file_in_one_multipart_request(
-    server: ServerProcess, tclient: together.Together
+    app_server: BackgroundApi, tclient: together.Together
 ) -> None:
     body = jsonl([{"custom_id": c["custom_id"], "body": c["body"]} for c in chat_lines(3)])
-    response = httpx.post(
-        f"{server.url}/together/v1/files/upload",
+    response = app_server.client().post(
+        "/together/v1/files/upload",
         headers={"Authorization": "Bearer test-key"},
         data={"purpose": "batch-api", "file_name": "direct.jsonl", "file_type": "jsonl"},
         files={"file": ("ignored.jsonl", body, "application/octet-stream")},
@@ -96,16 +104,16 @@ def test_files_upload_takes_the_whole_file_in_one_multipart_request(
     job = tclient.batches.create(input_file_id=shown["id"], endpoint=ENDPOINT).job
     assert job is not None and job.id is not None
 
-    missing = httpx.post(
-        f"{server.url}/together/v1/files/upload",
+    missing = app_server.client().post(
+        "/together/v1/files/upload",
         headers={"Authorization": "Bearer test-key"},
         data={"file_name": "x.jsonl", "purpose": "batch-api"},
         files={"nofile": ("x", b"{}\n")},
     )
     assert missing.status_code == 400
     assert missing.json()["error"]["code"] == "missing_required_parameter"
-    bad_type = httpx.post(
-        f"{server.url}/together/v1/files/upload",
+    bad_type = app_server.client().post(
+        "/together/v1/files/upload",
         headers={"Authorization": "Bearer test-key"},
         data={"file_name": "x.jsonl", "purpose": "batch-api", "file_type": "exe"},
         files={"file": ("x", b"{}\n")},
@@ -113,13 +121,13 @@ def test_files_upload_takes_the_whole_file_in_one_multipart_request(
     assert bad_type.status_code == 400 and bad_type.json()["error"]["param"] == "file_type"
 
 
-def test_both_dialects_list_the_served_models(server: ServerProcess) -> None:
-    with openai_client(server) as oclient:
+def test_both_dialects_list_the_served_models(app_server: BackgroundApi) -> None:
+    with app_server.openai() as oclient:
         listed = oclient.models.list()
         assert sorted(m.id for m in listed) == ["fake-model", "fake-small"]
         assert {(m.object, m.owned_by) for m in listed} == {("model", "overnight")}
-    response = httpx.get(
-        f"{server.url}/together/v1/models", headers={"Authorization": "Bearer test-key"}
+    response = app_server.client().get(
+        "/together/v1/models", headers={"Authorization": "Bearer test-key"}
     )
     assert response.status_code == 200
     models = response.json()
@@ -134,6 +142,14 @@ def test_whoami_answers_with_the_tenant(tclient: together.Together) -> None:
 
 
 # ---------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def cli_server(tmp_path: Path, upstream: FakeUpstream) -> Iterator[ServerProcess]:
+    config = write_config(tmp_path / "config.toml", [fake_model(upstream.url)], chunk_lines=10)
+    server = ServerProcess(tmp_path / "data", config=config).start()
+    yield server
+    server.stop()
 
 
 def tg(server: ServerProcess, home: Path, *args: str) -> Any:
@@ -160,7 +176,7 @@ def tg(server: ServerProcess, home: Path, *args: str) -> Any:
 
 @pytest.mark.skipif(not TG.exists(), reason="the together SDK 3.x's `tg` is not installed")
 def test_the_together_cli_uploads_submits_lists_gets_and_downloads(
-    server: ServerProcess, tmp_path: Path
+    cli_server: ServerProcess, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -168,29 +184,29 @@ def test_the_together_cli_uploads_submits_lists_gets_and_downloads(
     path.write_bytes(
         jsonl([{"custom_id": c["custom_id"], "body": c["body"]} for c in chat_lines(4)])
     )
-    me = tg(server, home, "whoami")
+    me = tg(cli_server, home, "whoami")
     assert me["project"]["id"] == "default"
 
-    uploaded = tg(server, home, "files", "upload", str(path), "--purpose", "batch-api")
+    uploaded = tg(cli_server, home, "files", "upload", str(path), "--purpose", "batch-api")
     assert uploaded["id"].startswith("file-") and uploaded["purpose"] == "batch-api"
 
-    submitted = tg(server, home, "batches", "submit", uploaded["id"], "chat.completions")
+    submitted = tg(cli_server, home, "batches", "submit", uploaded["id"], "chat.completions")
     batch_id = submitted["job"]["id"]
     assert is_uuid(batch_id)
-    assert batch_id in [job["id"] for job in tg(server, home, "batches", "list")]
+    assert batch_id in [job["id"] for job in tg(cli_server, home, "batches", "list")]
 
-    with openai_client(server) as oclient:
+    with openai_client(cli_server) as oclient:
         wait_for_batch(oclient, batch_id)
-    got = tg(server, home, "batches", "get", batch_id)
+    got = tg(cli_server, home, "batches", "get", batch_id)
     assert (got["id"], got["status"]) == (batch_id, "COMPLETED")
 
     out = tmp_path / "results"
     out.mkdir()
-    saved = tg(server, home, "batches", "download", batch_id, "--output", str(out))
+    saved = tg(cli_server, home, "batches", "download", batch_id, "--output", str(out))
     [output] = [f for f in saved["files"] if f["kind"] == "output"]
     rows = read_jsonl(Path(output["path"]).read_text())
     assert sorted(r["custom_id"] for r in rows) == [f"req-{i}" for i in range(4)]
 
     # Submitting a local path uploads it first, as the CLI's help says.
-    from_path = tg(server, home, "batches", "submit", str(path), "chat.completions")
+    from_path = tg(cli_server, home, "batches", "submit", str(path), "chat.completions")
     assert is_uuid(from_path["job"]["id"])

@@ -1,5 +1,6 @@
-"""The seed's workflow through the real `together` SDK 3.x, against a real
-server and the fake upstream: upload with purpose `batch-api`, create, poll
+"""The seed's workflow through the real `together` SDK 3.x, against the
+app and its worker in-process (tests/inprocess.py, both backends) and the
+fake upstream: upload with purpose `batch-api`, create, poll
 to COMPLETED, download, list, cancel. SDK 1.x runs the same flow from its
 own virtualenv in test_together1_sdk.py."""
 
@@ -12,16 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 import pytest
 import together
 from together.lib.resources.files import FileAlreadyExistsError
 
-from conftest import openai_client
 from overnight.testing.fake_upstream import FakeUpstream
 
-from helpers import ServerProcess, chat_lines, jsonl, read_jsonl, wait_for_batch
+from helpers import chat_lines, jsonl, read_jsonl, wait_for_batch
+from inprocess import BackgroundApi
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("COMPLETED", "FAILED", "EXPIRED", "CANCELLED")
@@ -35,14 +35,14 @@ def together_lines(n: int, *, model: str = "fake-model", prefix: str = "req") ->
     ]
 
 
-def together_client(server: ServerProcess) -> together.Together:
-    # SDK 3.x appends /v1 itself.
-    return together.Together(base_url=f"{server.url}/together", api_key="test-key", max_retries=0)
+@pytest.fixture
+def server(app_server: BackgroundApi) -> BackgroundApi:
+    return app_server
 
 
 @pytest.fixture
-def tclient(server: ServerProcess) -> Iterator[together.Together]:
-    with together_client(server) as sdk:
+def tclient(server: BackgroundApi) -> Iterator[together.Together]:
+    with server.together() as sdk:
         yield sdk
 
 
@@ -156,7 +156,7 @@ def test_cancel_shows_canceling_then_cancelled_and_keeps_partial_output(
 
 
 def test_a_repeated_checksum_is_deduplicated_with_409(
-    tclient: together.Together, server: ServerProcess, tmp_path: Path
+    tclient: together.Together, server: BackgroundApi, tmp_path: Path
 ) -> None:
     path = tmp_path / "same.jsonl"
     first = upload(tclient, path, together_lines(3, prefix="dedupe"))
@@ -173,14 +173,14 @@ def test_a_repeated_checksum_is_deduplicated_with_409(
         "file_type": "jsonl",
         "checksum": checksum,
     }
-    response = httpx.post(f"{server.url}/together/v1/files", data=form)
+    response = server.client().post("/together/v1/files", data=form)
     assert response.status_code == 409
     assert response.headers["x-should-retry"] == "false"  # 3.x would retry a bare 409
     assert response.json()["file_id"] == first.id
     assert response.json()["error"]["code"] == "file_exists"
     # Another purpose is another file.
     form["purpose"] = "fine-tune"
-    assert httpx.post(f"{server.url}/together/v1/files", data=form).status_code == 302
+    assert server.client().post("/together/v1/files", data=form).status_code == 302
 
 
 def test_a_failed_batch_reports_its_lines_in_one_error_string(
@@ -221,16 +221,16 @@ def test_priority_and_completion_window_are_accepted_and_kept(
 
 
 def test_errors_use_the_envelope_the_sdks_parse(
-    tclient: together.Together, server: ServerProcess
+    tclient: together.Together, server: BackgroundApi
 ) -> None:
     with pytest.raises(together.NotFoundError) as caught:
         tclient.batches.retrieve("batch_nope")
     assert caught.value.body["error"]["code"] == "batch_not_found"  # type: ignore[index]
     for response in (
-        httpx.get(f"{server.url}/together/v1/files/file-nope"),
-        httpx.post(f"{server.url}/together/v1/batches", json={"endpoint": ENDPOINT}),
-        httpx.post(f"{server.url}/together/v1/files", data={"purpose": "batch-api"}),
-        httpx.patch(f"{server.url}/together/v1/batches"),
+        server.client().get("/together/v1/files/file-nope"),
+        server.client().post("/together/v1/batches", json={"endpoint": ENDPOINT}),
+        server.client().post("/together/v1/files", data={"purpose": "batch-api"}),
+        server.client().patch("/together/v1/batches"),
     ):
         assert response.status_code in (400, 404, 405)
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
@@ -239,9 +239,9 @@ def test_errors_use_the_envelope_the_sdks_parse(
 
 
 def test_files_and_batches_are_shared_with_the_openai_dialect(
-    tclient: together.Together, server: ServerProcess, tmp_path: Path
+    tclient: together.Together, server: BackgroundApi, tmp_path: Path
 ) -> None:
-    with openai_client(server) as oclient:
+    with server.openai() as oclient:
         # Uploaded through OpenAI, batched through Together: Together's shapes.
         ofile = oclient.files.create(
             file=("o.jsonl", jsonl(chat_lines(3, prefix="o2t"))), purpose="batch"

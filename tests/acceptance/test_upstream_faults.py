@@ -1,6 +1,7 @@
 """A model server that misbehaves: every line still ends in exactly one
 file, the API stays quick, and the concurrency limit follows the server's
-health."""
+health. On SQLite only: the upstream's faults are the point, not the
+storage (both backends run whole batches in test_openai_batches.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,17 @@ from collections import Counter
 
 import httpx
 import openai
+import pytest
 
 from overnight.testing.fake_upstream import FakeUpstream
 
+from backends import Backend
 from helpers import chat_lines, fake_model, jsonl, read_jsonl, wait_for_batch
+
+
+@pytest.fixture(scope="module")
+def backend() -> Backend:
+    return Backend("sqlite")
 
 
 def limit_gauge(server_url: str) -> float:

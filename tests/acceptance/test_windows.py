@@ -1,51 +1,42 @@
-"""Completion windows: the grammar, and a batch that runs out of time."""
+"""Completion windows: the grammar, and a batch that runs out of time; the
+app and its worker in-process (tests/inprocess.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
 
 from overnight.testing.fake_upstream import FakeUpstream
 
-from helpers import (
-    ServerProcess,
-    chat_lines,
-    fake_model,
-    jsonl,
-    read_jsonl,
-    wait_for_batch,
-    write_config,
-)
+from helpers import chat_lines, fake_model, jsonl, read_jsonl, wait_for_batch
+from inprocess import BackgroundApi, api_settings
 
 
 @pytest.fixture(scope="module")
 def short_windows(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream
-) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("windows")
-    config = write_config(
-        root / "config.toml",
-        [fake_model(upstream.url, name="slow", max_concurrency=1, adaptive=False)],
+) -> Iterator[BackgroundApi]:
+    settings = api_settings(
+        tmp_path_factory.mktemp("windows") / "data",
+        worker=True,
+        models=[fake_model(upstream.url, name="slow", max_concurrency=1, adaptive=False)],
         min_completion_window="1s",
         max_completion_window="2d",
         stop_grace=1,
     )
-    server = ServerProcess(root / "data", config=config).start()
-    yield server
-    server.stop()
+    with BackgroundApi(settings) as app:
+        yield app
 
 
 def test_a_batch_that_runs_out_of_time_expires_with_partial_results(
-    short_windows,
-    upstream: FakeUpstream,  # type: ignore[no-untyped-def]
+    short_windows: BackgroundApi, upstream: FakeUpstream
 ) -> None:
     upstream.configure(latency=0.05)
     lines = chat_lines(200, model="slow")
-    with openai.OpenAI(base_url=f"{short_windows.url}/v1", api_key="k", max_retries=0) as client:
+    with short_windows.openai("k") as client:
         file = client.files.create(file=("w.jsonl", jsonl(lines)), purpose="batch")
         created = client.batches.create(
             input_file_id=file.id,
@@ -74,8 +65,10 @@ def test_a_batch_that_runs_out_of_time_expires_with_partial_results(
 
 
 @pytest.mark.parametrize("window", ["0h", "24", "1w", "3d", "1.5h", "0s"])
-def test_windows_outside_the_grammar_or_range_are_refused(short_windows, window: str) -> None:  # type: ignore[no-untyped-def]
-    with openai.OpenAI(base_url=f"{short_windows.url}/v1", api_key="k", max_retries=0) as client:
+def test_windows_outside_the_grammar_or_range_are_refused(
+    short_windows: BackgroundApi, window: str
+) -> None:
+    with short_windows.openai("k") as client:
         file = client.files.create(
             file=("w.jsonl", jsonl(chat_lines(1, model="slow"))), purpose="batch"
         )
@@ -88,13 +81,13 @@ def test_windows_outside_the_grammar_or_range_are_refused(short_windows, window:
     assert caught.value.body["param"] == "completion_window"  # type: ignore[index]
 
 
-def test_the_default_window_is_24h(short_windows) -> None:  # type: ignore[no-untyped-def]
-    with openai.OpenAI(base_url=f"{short_windows.url}/v1", api_key="k", max_retries=0) as client:
+def test_the_default_window_is_24h(short_windows: BackgroundApi) -> None:
+    with short_windows.openai("k") as client:
         file = client.files.create(
             file=("w.jsonl", jsonl(chat_lines(1, model="slow"))), purpose="batch"
         )
-    response = httpx.post(
-        f"{short_windows.url}/v1/batches",
+    response = short_windows.client().post(
+        "/v1/batches",
         json={"input_file_id": file.id, "endpoint": "/v1/chat/completions"},
     )
     batch = response.json()

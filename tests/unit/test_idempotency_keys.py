@@ -6,45 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from overnight.api.app import create_app
 from overnight.api.idempotency import RequestDigest
 from overnight.domain.idempotency import ABANDONED_AFTER, KEPT_FOR, IdempotencyRecord
-from overnight.runtime import Runtime
-from overnight.settings import Settings
 from overnight.types import TenantId
 
 from backends import Backend
+from inprocess import ApiFactory, InProcess
 
 LINE = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
 
 
 class Api:
-    """One app in-process, and a client per tenant."""
+    """The shared in-process app (tests/inprocess.py), and a client per tenant."""
 
-    def __init__(self, app: Any, runtime: Runtime) -> None:
-        self.runtime = runtime
-        transport = httpx.ASGITransport(app=app)
-        self.alpha = httpx.AsyncClient(
-            transport=transport, base_url="http://api", headers=_bearer("key-alpha")
-        )
-        self.beta = httpx.AsyncClient(
-            transport=transport, base_url="http://api", headers=_bearer("key-beta")
-        )
-
-    async def close(self) -> None:
-        await self.alpha.aclose()
-        await self.beta.aclose()
-
-
-def _bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+    def __init__(self, api: InProcess) -> None:
+        self.runtime = api.runtime
+        self.alpha = api.http("key-alpha")
+        self.beta = api.http("key-beta")
 
 
 def _key(value: str) -> dict[str, str]:
@@ -52,28 +35,19 @@ def _key(value: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, backend: Backend) -> Settings:
-    return Settings(
-        data_dir=tmp_path,
-        worker=False,
-        tenants=[
-            {"name": "alpha", "api_keys": ["key-alpha"]},
-            {"name": "beta", "api_keys": ["key-beta"]},
-        ],
-        **backend.settings(),
-    )
+def storage(backend: Backend) -> dict[str, Any]:
+    """A new database and bucket on the module's backend (made outside the
+    test's event loop)."""
+    return backend.settings()
 
 
 @pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[Api]:
-    runtime = Runtime(settings)
-    app = create_app(settings, runtime)
-    async with app.router.lifespan_context(app):
-        client = Api(app, runtime)
-        try:
-            yield client
-        finally:
-            await client.close()
+async def api(start_api: ApiFactory, storage: dict[str, Any]) -> Api:
+    tenants = [
+        {"name": "alpha", "api_keys": ["key-alpha"]},
+        {"name": "beta", "api_keys": ["key-beta"]},
+    ]
+    return Api(await start_api(tenants=tenants, **storage))
 
 
 async def upload(client: httpx.AsyncClient, data: bytes = LINE, **headers: str) -> httpx.Response:
