@@ -312,29 +312,29 @@ def test_a_bad_create_body_names_the_field(server: BackgroundApi) -> None:
 
 def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
     start_server,  # type: ignore[no-untyped-def]
-    upstream: FakeUpstream,
 ) -> None:
     from helpers import fake_model, free_port
 
-    with FakeUpstream(latency=0.05) as slow:
-        upstream.reset_stats()
+    # Upstreams of its own: requests are counted exactly, and the module's
+    # shared upstream may still get stragglers from earlier tests' servers.
+    with FakeUpstream() as fast, FakeUpstream(latency=0.05) as slow:
         dead = f"http://127.0.0.1:{free_port()}/v1"
         server = start_server(
             [
-                fake_model(upstream.url, name="replicated", base_urls=[slow.url]),
+                fake_model(fast.url, name="replicated", base_urls=[slow.url]),
                 fake_model(dead, name="dead-model", max_attempts=2),
-                fake_model(upstream.url, name="half-dead", base_urls=[dead], eject_after=2),
+                fake_model(fast.url, name="half-dead", base_urls=[dead], eject_after=2),
             ],
-            # Requests are counted exactly below: a lease lapsing on a busy
-            # machine (the test default is 5 s) would re-send a chunk's
-            # unfinished lines, which is correct but not what this counts.
+            # A lease lapsing on a busy machine (the test default is 5 s)
+            # would re-send a chunk's unfinished lines: correct, but not
+            # what this counts.
             env={"OVERNIGHT_LEASE_TTL": "120"},
         )
         with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
             # Least outstanding requests: both replicas work, the fast one more.
             batch = wait_for_batch(client, submit(client, chat_lines(60, model="replicated")).id)
             assert batch.request_counts.completed == 60
-            fast_count, slow_count = upstream.stats()["requests"], slow.stats()["requests"]
+            fast_count, slow_count = fast.stats()["requests"], slow.stats()["requests"]
             assert fast_count + slow_count == 60
             assert slow_count >= 1 and fast_count > slow_count
 
@@ -350,10 +350,10 @@ def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
                 assert row["error"]["code"] == "upstream_unreachable"
 
             # One dead replica of two: it is taken out, retries land on the other.
-            upstream.reset_stats()
+            fast.reset_stats()
             batch = wait_for_batch(client, submit(client, chat_lines(40, model="half-dead")).id)
             assert batch.request_counts.model_dump() == {"total": 40, "completed": 40, "failed": 0}
-            assert upstream.stats()["requests"] == 40
+            assert fast.stats()["requests"] == 40
 
 
 def test_priority_comes_from_metadata_and_must_be_an_integer(client: openai.OpenAI) -> None:
