@@ -21,9 +21,9 @@ The rule, in full:
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -70,6 +70,34 @@ class LineRules:
     max_custom_id_length: int = MAX_CUSTOM_ID_LENGTH
     #: Longest line in bytes (newline excluded); None: no limit (re-reading).
     max_line_bytes: int | None = None
+    #: Decodes a line whose known fields already meet these rules (made
+    #: once per rules: see `_valid_line_decoder`).
+    decode_valid: Callable[[bytes], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        decoder = _valid_line_decoder(
+            self.endpoint, self.max_custom_id_length, self.require_method_and_url
+        )
+        object.__setattr__(self, "decode_valid", decoder)
+
+
+def _valid_line_decoder(
+    endpoint: str, max_custom_id_length: int, require_method_and_url: bool
+) -> Callable[[bytes], Any]:
+    """A msgspec decoder that accepts only lines whose `custom_id`,
+    `method`, `url` and `body` meet the rules, checked in C while decoding:
+    most of what makes a line valid costs nothing beyond the decode."""
+    method: Any = Literal["POST"]
+    url: Any = Literal[endpoint]
+    fields: list[Any] = [
+        ("custom_id", Annotated[str, msgspec.Meta(min_length=1, max_length=max_custom_id_length)]),
+        ("body", dict[str, Any]),
+    ]
+    if require_method_and_url:
+        fields += [("method", method), ("url", url)]
+    else:
+        fields += [("method", method | None, None), ("url", url | None, None)]
+    return msgspec.json.Decoder(msgspec.defstruct("ValidLine", fields)).decode
 
 
 def is_blank(raw: bytes) -> bool:
@@ -144,27 +172,32 @@ def check_line(raw: bytes, line: int, rules: LineRules) -> Request | LineError:
             line,
         )
     try:
-        value = _decode_line(raw)
+        valid = rules.decode_valid(raw)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return _why_not_json(raw, line)
-    custom_id, method, url, body = value.custom_id, value.method, value.url, value.body
-    # The common case, a valid line, in one expression: this runs for every
-    # line of every file. Anything it does not pass goes to `check_fields`,
-    # which accepts nothing more (a property test holds the two together)
-    # and names what is wrong.
+        return _check_precisely(raw, line, rules)
+    # What the decoder could not check: the model, and streaming. This runs
+    # for every line of every file, so it is one expression; anything it
+    # does not pass goes to `check_fields`, which accepts nothing more (a
+    # property test holds the two together) and names what is wrong.
+    body = valid.body
     if (
-        type(custom_id) is str
-        and 0 < len(custom_id) <= rules.max_custom_id_length
-        and type(body) is dict
-        and type(model := body.get("model")) is str
+        type(model := body.get("model")) is str
         and model
-        and (method == "POST" or (method is None and not rules.require_method_and_url))
-        and (url == rules.endpoint or (url is None and not rules.require_method_and_url))
         and (rules.models is None or model in rules.models)
         and body.get("stream") is not True
     ):
-        return Request(custom_id, model, body)
-    return check_fields(custom_id, method, url, body, line, rules)
+        return Request(valid.custom_id, model, body)
+    return check_fields(valid.custom_id, valid.method, valid.url, body, line, rules)
+
+
+def _check_precisely(raw: bytes, line: int, rules: LineRules) -> Request | LineError:
+    """A line the rules' decoder refused: decode it loosely to name what
+    is wrong (or why it is not JSON at all)."""
+    try:
+        value = _decode_line(raw)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return _why_not_json(raw, line)
+    return check_fields(value.custom_id, value.method, value.url, value.body, line, rules)
 
 
 def _why_not_json(raw: bytes, line: int) -> LineError:
