@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -83,11 +83,23 @@ def test_a_hammering_key_is_refused_while_another_key_is_served(limited: str) ->
     assert calm_statuses and set(calm_statuses) == {200}
 
 
+def until_refused(send: Callable[[], httpx.Response], most: int = 1000) -> list[httpx.Response]:
+    """Send until a 429 comes (the bucket holds BURST, so it comes after
+    about that many on a machine answering faster than RATE a second; on a
+    loaded one it takes a few more), at most `most` times."""
+    answers = []
+    for _ in range(most):
+        answers.append(send())
+        if answers[-1].status_code == 429:
+            break
+    return answers
+
+
 def test_the_429_says_when_to_retry_in_each_dialect(limited: str) -> None:
     headers = {"Authorization": f"Bearer {HAMMER}"}
     with httpx.Client(headers=headers) as client:
         for path in ("/v1/batches", "/together/v1/batches"):
-            answers = [client.get(f"{limited}{path}") for _ in range(BURST + 5)]
+            answers = until_refused(lambda path=path: client.get(f"{limited}{path}"))
             refused = [r for r in answers if r.status_code == 429]
             assert refused, path
             error = refused[0].json()["error"]
@@ -103,7 +115,7 @@ def test_the_sdks_wait_and_retry_on_their_own(limited: str) -> None:
         openai.OpenAI(base_url=f"{limited}/v1", api_key=HAMMER, max_retries=0) as strict,
         pytest.raises(openai.RateLimitError),
     ):
-        for _ in range(BURST + 5):
+        for _ in range(1000):  # about BURST, a few more on a loaded machine
             strict.models.list()
     with openai.OpenAI(base_url=f"{limited}/v1", api_key=HAMMER, max_retries=5) as patient:
         for _ in range(BURST + 5):
