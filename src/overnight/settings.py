@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from overnight.domain.keys import SHA256_HEX_PATTERN, TENANT_NAME_PATTERN
+from overnight.domain.lines import CUSTOM_ID_LENGTH_CEILING, MAX_CUSTOM_ID_LENGTH
 from overnight.domain.quotas import Quotas
 from overnight.domain.windows import window_seconds
 
@@ -242,7 +243,7 @@ class Settings(BaseSettings):
     #: Longest line of a batch input file, in bytes (newline excluded).
     max_line_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     #: Longest `custom_id`, in characters.
-    max_custom_id_length: int = Field(512, ge=1, le=65536)
+    max_custom_id_length: int = Field(MAX_CUSTOM_ID_LENGTH, ge=1, le=CUSTOM_ID_LENGTH_CEILING)
     #: Batch metadata: most pairs, longest key, longest value (characters).
     max_metadata_pairs: int = Field(16, ge=0, le=1024)
     max_metadata_key_length: int = Field(64, ge=1, le=65536)

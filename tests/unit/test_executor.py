@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
+import orjson
 import pytest
 
 from overnight.domain.status import StopReason
@@ -14,7 +16,7 @@ from overnight.runner.executor import LeaseLost
 from overnight.runner.parts import part_key
 from overnight.testing.fake_upstream import FakeUpstream
 from overnight.types import WorkerId
-from unit.pipeline import Pipeline, jsonl, request_line
+from unit.pipeline import Pipeline, jsonl, open_pipeline, pipeline_settings, request_line
 
 
 async def test_a_chunk_sends_its_lines_and_counts_their_results(pipeline: Pipeline) -> None:
@@ -136,3 +138,22 @@ async def test_a_run_whose_chunk_was_taken_over_stops(pipeline: Pipeline) -> Non
     with pytest.raises(LeaseLost):
         await run.run()
     assert pipeline.flusher.runs == {}
+
+
+async def test_every_line_validation_accepted_is_sent_whatever_the_configuration(
+    tmp_path: Path, upstream: FakeUpstream
+) -> None:
+    """Validation under this deployment's rules (custom_ids up to 1,024
+    characters) and the run's re-reading must agree: a long id, an integer
+    past 64 bits and brackets in a string are sent, not refused on re-read."""
+    settings = pipeline_settings(tmp_path, upstream.url, max_custom_id_length=1024)
+    long_id = "x" * 1000
+    odd = orjson.loads(request_line("odd"))
+    raw_odd = orjson.dumps(odd)[:-2] + b', "n": 123456789012345678901234567890, "s": "[[[["}}'
+    async for pipeline in open_pipeline(settings):
+        batch = await pipeline.add_batch([request_line(long_id), raw_odd])
+        await pipeline.run_all_chunks()
+        (chunk,) = await pipeline.chunks(batch.id)
+        assert (chunk.tally.completed, chunk.tally.failed) == (2, 0)
+        output = jsonl(await pipeline.blob(part_key(chunk.key, chunk.attempts, "output")))
+        assert {o["custom_id"] for o in output} == {long_id, "odd"}

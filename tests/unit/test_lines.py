@@ -215,3 +215,24 @@ def test_the_fast_path_accepts_exactly_what_the_precise_checks_accept(
     raw = json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
     present = {k: (None if v is ... else v) for k, v in fields.items()}
     assert check_line(raw, 4, rules) == check_fields(**present, line=4, rules=rules)
+
+
+def test_re_reading_accepts_every_line_any_configuration_validated() -> None:
+    """A deployment may allow `custom_id`s up to 65,536 characters; a line
+    its validation accepted must not fail when a chunk is re-read to run."""
+    configured = LineRules("/v1/chat/completions", models={"m"}, max_custom_id_length=65536)
+    raw = line(custom_id="x" * 65536, method=..., url=...)
+    together = LineRules(
+        "/v1/chat/completions",
+        models={"m"},
+        require_method_and_url=False,
+        max_custom_id_length=65536,
+    )
+    assert isinstance(check_line(line(custom_id="x" * 65536), 3, configured), Request)
+    assert isinstance(check_line(raw, 3, together), Request)
+    reread = list(
+        read_requests(
+            [line(custom_id="x" * 65536), raw], 3, LineRules.rereading("/v1/chat/completions")
+        )
+    )
+    assert [type(r) for r in reread] == [Request, Request]

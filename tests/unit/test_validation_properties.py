@@ -304,7 +304,7 @@ def test_every_line_validation_accepts_is_read_back_as_a_request_to_send(
     if not report.ok:
         assert {e.code for e in report.errors} <= {"invalid_json_line", "line_too_long"}
         return
-    rules = LineRules("/v1/chat/completions", models=None, require_method_and_url=False)
+    rules = LineRules.rereading("/v1/chat/completions")
     read: list[Request | Unreadable] = []
     for chunk in report.chunks:
         read.extend(

@@ -29,6 +29,8 @@ import msgspec
 import numpy as np
 
 MAX_CUSTOM_ID_LENGTH = 512
+#: The longest `custom_id` any configuration may allow (the setting's bound).
+CUSTOM_ID_LENGTH_CEILING = 65536
 #: Deepest nesting of arrays and objects a line may have, the line itself
 #: counting as one level. serde_json (behind several model servers) stops
 #: at 128 as well.
@@ -80,6 +82,19 @@ class LineRules:
         )
         object.__setattr__(self, "decode_valid", decoder)
 
+    @classmethod
+    def rereading(cls, endpoint: str) -> LineRules:
+        """The rules for re-reading a validated file: they accept every line
+        that any batch's rules accepted (any model, `method` and `url`
+        optional, any `custom_id` length a configuration may allow, no line
+        limit), so a line never passes validation and fails on re-reading."""
+        return cls(
+            endpoint,
+            models=None,
+            require_method_and_url=False,
+            max_custom_id_length=CUSTOM_ID_LENGTH_CEILING,
+        )
+
 
 def _valid_line_decoder(
     endpoint: str, max_custom_id_length: int, require_method_and_url: bool
@@ -111,8 +126,9 @@ def strip_bom(raw: bytes, line: int) -> bytes:
 
 
 class _Line(msgspec.Struct):
-    """A line's shape. The body is decoded whole, so every value in it is
-    checked; it has to be, since it is what gets sent."""
+    """A line's shape, any field of any type: the loose decode that names
+    what is wrong with a line the rules' decoder refused. The body is still
+    decoded whole, so a line it passes holds only values that can be sent."""
 
     custom_id: Any = None
     body: Any = None
@@ -133,8 +149,6 @@ def nesting_depth(raw: bytes) -> int:
     """How deep arrays and objects nest in `raw` (JSON text), strings'
     contents not counted. Linear in C: no recursion, whatever the depth."""
     bare = _STRING.sub(b"", raw)
-    if not bare:
-        return 0
     return int(np.cumsum(_STEP[np.frombuffer(bare, dtype=np.uint8)]).max(initial=0))
 
 
@@ -165,7 +179,7 @@ def check_line(raw: bytes, line: int, rules: LineRules) -> Request | LineError:
         )
     if line == 1:
         raw = strip_bom(raw, line)
-    if len(raw) > _DEEP_LINE and too_deep(raw):  # the length test inline: it runs per line
+    if too_deep(raw):
         return LineError(
             "invalid_json_line",
             f"Line {line} nests arrays or objects more than {MAX_NESTING} levels deep.",
@@ -215,19 +229,6 @@ def _why_not_json(raw: bytes, line: int) -> LineError:
     else:
         reason = "not a JSON object"
     return LineError("invalid_json_line", f"Line {line} is not valid JSON ({reason}).", line)
-
-
-def check_request(value: dict[str, Any], line: int, rules: LineRules) -> Request | LineError:
-    """Check a line already decoded into a dict (the Anthropic dialect's
-    requests arrive this way)."""
-    return check_fields(
-        value.get("custom_id"),
-        value.get("method"),
-        value.get("url"),
-        value.get("body"),
-        line,
-        rules,
-    )
 
 
 def check_fields(

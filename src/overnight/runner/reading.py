@@ -69,7 +69,7 @@ async def chunk_requests(
     (and any line that no longer reads as one), a list per piece read, each
     checked by the rule validation applied (`read_requests`) and numbered
     by its physical line in the file, blank lines skipped."""
-    rules = LineRules(endpoint, models=None, require_method_and_url=False)
+    rules = LineRules.rereading(endpoint)
     line = chunk.first_line
     async for lines in lines_with_offsets(blobs, key, chunk.start, chunk.end):
         yield list(read_requests((raw for raw, _ in lines), line, rules))
