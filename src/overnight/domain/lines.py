@@ -20,6 +20,7 @@ The rule, in full:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -96,12 +97,14 @@ class LineRules:
         )
 
 
+@functools.lru_cache(maxsize=64)
 def _valid_line_decoder(
     endpoint: str, max_custom_id_length: int, require_method_and_url: bool
 ) -> Callable[[bytes], Any]:
     """A msgspec decoder that accepts only lines whose `custom_id`,
     `method`, `url` and `body` meet the rules, checked in C while decoding:
-    most of what makes a line valid costs nothing beyond the decode."""
+    most of what makes a line valid costs nothing beyond the decode. Made
+    once per set of rules (every chunk run builds its rules anew)."""
     method: Any = Literal["POST"]
     url: Any = Literal[endpoint]
     fields: list[Any] = [
