@@ -65,3 +65,12 @@ _fast = random.Random(secrets.randbits(128))
 def new_request_id() -> str:
     """An id for one result line; random, so a re-run line never collides."""
     return f"batch_req_{_fast.getrandbits(96):024x}"
+
+
+def new_event_id() -> str:
+    """A webhook event's id, also the `webhook-id` of each of its attempts."""
+    return f"evt_{uuid.uuid4().hex}"
+
+
+def new_webhook_id() -> str:
+    return f"we_{secrets.token_hex(12)}"

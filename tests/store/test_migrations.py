@@ -25,6 +25,9 @@ TABLES = {
     "chunks",
     "workers",
     "idempotency_keys",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "webhook_attempts",
     "alembic_version",
 }
 

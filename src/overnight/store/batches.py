@@ -1,5 +1,7 @@
 """Batches through their lifecycle: created, listed, cancelled, expired,
 claimed for validation and for finalization, started, failed and finished.
+Every move to a terminal status records its webhook event in the same
+transaction (`webhooks.record_batch_event`).
 
 One mixin of `SqlStore`, plus `finalize_if_drained`, the step (edges e and
 f) that recording a chunk's last progress takes as well.
@@ -27,6 +29,7 @@ from overnight.store.queries import page, visible
 from overnight.store.rows import file_values, line_error_dict, to_batch
 from overnight.store.schema import batches, chunks, files
 from overnight.store.tenants import check_quotas
+from overnight.store.webhooks import record_batch_event
 from overnight.types import BatchId, TenantId, WorkerId
 
 
@@ -142,6 +145,7 @@ class BatchesMixin(StoreBase):
                         cancelled_at=now,
                     )
                 )
+                await record_batch_event(conn, BatchId(batch_id), BatchStatus.CANCELLED, now)
             else:
                 await conn.execute(
                     update(batches)
@@ -266,6 +270,7 @@ class BatchesMixin(StoreBase):
                         lease_expires_at=None,
                     )
                 )
+                await record_batch_event(conn, batch_id, BatchStatus.CANCELLED, now)
                 return BatchStatus.CANCELLED
             if chunk_ranges:
                 await conn.execute(
@@ -349,6 +354,7 @@ class BatchesMixin(StoreBase):
                     }
                 )
             )
+            await record_batch_event(conn, batch_id, target, now)
         return target
 
     async def release_batch(
@@ -421,6 +427,7 @@ class BatchesMixin(StoreBase):
                     await conn.execute(
                         insert(files).values(**file_values(record), created_us=created_us)
                     )
+            await record_batch_event(conn, batch_id, status, now)
         return True
 
     # ------------------------------------------------------------- dashboard

@@ -12,6 +12,8 @@ contract suite against SQLite and PostgreSQL.
       AdminStore      admin.py: tenants, their quotas and usage
     RunnerStore     runner/: claims, leases, progress, finishing
       RetentionStore  runner/retention.py: what has expired
+    WebhookStore    webhooks/endpoints.py: endpoints, their secrets, their log
+    DeliveryStore   webhooks/sender.py: claiming deliveries, recording attempts
     Store           all of the above, and opening and closing: runtime.py, cli.py
 
 The rules every operation keeps: each is one transaction; `tenant` None
@@ -37,16 +39,25 @@ from overnight.domain.lines import LineError
 from overnight.domain.quotas import QuotaOverrides, Quotas, TenantUsage
 from overnight.domain.status import BatchStatus, StopReason
 from overnight.domain.validation import ChunkRange
+from overnight.domain.webhooks import (
+    AttemptResult,
+    Delivery,
+    DeliveryAttempt,
+    SigningSecrets,
+    WebhookEndpoint,
+)
 from overnight.types import BatchId, FileId, TenantId, WorkerId
 
 __all__ = [
     "AdminStore",
     "ApiStore",
+    "DeliveryStore",
     "IdempotencyStore",
     "KeyStore",
     "RetentionStore",
     "RunnerStore",
     "Store",
+    "WebhookStore",
 ]
 
 
@@ -329,7 +340,69 @@ class RunnerStore(RetentionStore, Protocol):
     async def chunks_of(self, batch_id: BatchId) -> list[Chunk]: ...
 
 
-class Store(ApiStore, AdminStore, RunnerStore, Protocol):
+class WebhookStore(Protocol):
+    """Endpoints never come back with their secrets: those go in, and only
+    `DeliveryStore.claim_deliveries` reads them, to sign."""
+
+    async def insert_webhook(self, endpoint: WebhookEndpoint, secrets: SigningSecrets) -> None: ...
+
+    async def list_webhooks(self, tenant: str | None = None) -> list[WebhookEndpoint]: ...
+
+    async def get_webhook(self, endpoint_id: str) -> WebhookEndpoint | None: ...
+
+    async def delete_webhook(self, endpoint_id: str) -> WebhookEndpoint | None:
+        """The removed endpoint (its deliveries and log go with it), or None."""
+        ...
+
+    async def rotate_webhook_secret(
+        self, endpoint_id: str, secret: str, *, previous_until: int
+    ) -> WebhookEndpoint | None:
+        """`secret` signs from now on, the replaced one too until `previous_until`."""
+        ...
+
+    async def enable_webhook(self, endpoint_id: str) -> WebhookEndpoint | None: ...
+
+    async def sync_config_webhooks(
+        self, configured: Sequence[tuple[WebhookEndpoint, SigningSecrets]]
+    ) -> None:
+        """The config's endpoints become exactly these."""
+        ...
+
+    async def webhook_attempts(
+        self, endpoint_id: str, *, after: int | None = None, limit: int = 20
+    ) -> list[DeliveryAttempt]:
+        """The delivery log, newest first, before the attempt id `after`."""
+        ...
+
+
+class DeliveryStore(Protocol):
+    """Deliveries are written by the transactions that end batches (the
+    outbox); the sender only claims them and records what happened."""
+
+    async def claim_deliveries(
+        self, worker: WorkerId, now: float, ttl: float, limit: int
+    ) -> list[Delivery]:
+        """Due deliveries of enabled endpoints, each leased for one attempt."""
+        ...
+
+    async def record_attempt(
+        self,
+        delivery: Delivery,
+        worker: WorkerId,
+        result: AttemptResult,
+        *,
+        retry_at: float | None,
+        now: float,
+        disable_after: float,
+    ) -> bool:
+        """Log it; delivered, due at `retry_at`, or (None) failed for good.
+        True if this failure disabled the endpoint."""
+        ...
+
+    async def delete_old_webhook_records(self, before: float) -> int: ...
+
+
+class Store(ApiStore, AdminStore, RunnerStore, WebhookStore, DeliveryStore, Protocol):
     """The whole store, for whoever opens it and hands its parts out."""
 
     async def close(self) -> None: ...

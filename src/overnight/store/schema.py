@@ -233,3 +233,68 @@ idempotency_keys = Table(
     # The retention sweep drops keys older than a day.
     Index("ix_idempotency_keys_created_at", "created_at"),
 )
+
+# Where a tenant's webhook events go (domain/webhooks.py). `secret` signs
+# every attempt and is never listed; `previous_secret` also signs until
+# `previous_until` (NULL: for as long as the config lists it) after a rotation.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False, index=True),
+    Column("url", String(2048), nullable=False),
+    # The event types it listens for, as a JSON list.
+    Column("event_types", Text, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("previous_secret", String(128), nullable=True),
+    Column("previous_until", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    # When the current run of failed attempts began; NULL after a success.
+    Column("failing_since", BigInteger, nullable=True),
+    Column("disabled_at", BigInteger, nullable=True),
+    Column("disabled_reason", Text, nullable=True),
+)
+
+# The outbox: one row per event and endpoint, written in the transaction
+# that ends the batch. `attempts` counts claims and fences the claimer's
+# writes, as a chunk's does; `body` is the exact bytes every attempt signs.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("endpoint_id", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("batch_id", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    # pending -> delivered, or failed once its retry window closed.
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", Float, nullable=True),
+    Column("delivered_at", BigInteger, nullable=True),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id"),
+    Index("ix_webhook_deliveries_owner", "lease_owner"),
+)
+
+# The delivery log: one row per attempt, shown per endpoint by the admin API.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint_id", String(64), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("batch_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Index("ix_webhook_attempts_endpoint", "endpoint_id", "id"),
+    Index("ix_webhook_attempts_at", "at"),
+)

@@ -10,7 +10,8 @@ clauses (`status = :expected`, `lease_owner = :me`); a guard that matches no
 row means someone else moved first.
 
 This module only assembles `SqlStore` from one mixin per kind of record
-(`files`, `tenants`, `batches`, `chunks`, `workers`, `idempotency`), over
+(`files`, `tenants`, `batches`, `chunks`, `workers`, `idempotency`,
+`webhooks`), over
 the engines of `_base`; rows are converted in `rows` and shared query
 fragments live in `queries`. What consumers may ask of it is written down
 in `contracts`, one Protocol per consumer; `SqlStore` meets them all.
@@ -26,12 +27,21 @@ from overnight.store.chunks import ChunksMixin
 from overnight.store.files import FilesMixin
 from overnight.store.idempotency import IdempotencyMixin
 from overnight.store.tenants import TenantsMixin
+from overnight.store.webhooks import WebhooksMixin
 from overnight.store.workers import WorkersMixin
 
 __all__ = ["SqlStore", "open_store"]
 
 
-class SqlStore(FilesMixin, TenantsMixin, BatchesMixin, ChunksMixin, WorkersMixin, IdempotencyMixin):
+class SqlStore(
+    FilesMixin,
+    TenantsMixin,
+    BatchesMixin,
+    ChunksMixin,
+    WorkersMixin,
+    IdempotencyMixin,
+    WebhooksMixin,
+):
     """Every store operation, each one transaction."""
 
 

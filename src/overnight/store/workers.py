@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, insert, select, tuple_, update
 
 from overnight.domain.chunk import ChunkKey, ChunkStatus
 from overnight.store._base import StoreBase
-from overnight.store.schema import batches, chunks, workers
+from overnight.store.schema import batches, chunks, webhook_deliveries, workers
 from overnight.types import WorkerId
 
 
@@ -89,8 +89,9 @@ class WorkersMixin(StoreBase):
             return [WorkerId(r.id) for r in rows]
 
     async def release_leases(self, worker: WorkerId, *, died: bool = False) -> None:
-        """On shutdown: hand every held chunk and batch back at once. When
-        the worker `died` (its process exited unasked), each counts a crash
+        """On shutdown: hand every held chunk, batch and webhook delivery
+        back at once (a delivery cut short is attempted again). When
+        the worker `died` (its process exited unasked), each chunk and batch counts a crash
         towards `max_chunk_attempts`."""
         async with self._write() as conn:
             await conn.execute(delete(workers).where(workers.c.id == worker))
@@ -113,6 +114,11 @@ class WorkersMixin(StoreBase):
                     crashes=batches.c.crashes + int(died),
                 )
             )
+            await conn.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.lease_owner == worker)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
 
     async def release_all_leases(self) -> None:
         """At start-up of the only process on a SQLite store: every lease
@@ -134,4 +140,9 @@ class WorkersMixin(StoreBase):
                 update(batches)
                 .where(batches.c.lease_owner.is_not(None))
                 .values(lease_owner=None, lease_expires_at=None, crashes=batches.c.crashes + 1)
+            )
+            await conn.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.lease_owner.is_not(None))
+                .values(lease_owner=None, lease_expires_at=None)
             )
