@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overnight.settings import ModelSettings, Settings, TenantSettings
+from overnight.settings import ModelSettings, Settings, TenantSettings, WebhookSettings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -24,6 +24,12 @@ def test_every_model_field_is_documented() -> None:
 def test_every_tenant_field_is_documented() -> None:
     text = (DOCS / "configuration.md").read_text()
     missing = [name for name in TenantSettings.model_fields if f"- `{name}`:" not in text]
+    assert missing == []
+
+
+def test_every_webhook_field_is_documented() -> None:
+    text = (DOCS / "configuration.md").read_text()
+    missing = [name for name in WebhookSettings.model_fields if f"- `{name}`:" not in text]
     assert missing == []
 
 

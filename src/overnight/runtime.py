@@ -1,6 +1,7 @@
 """The composition root: everything one overnight process holds, opened in
 order and closed in reverse. `api/app.py` runs it in the ASGI lifespan; the
-CLI's `worker` command runs it without an API."""
+CLI's `worker` command runs it without an API. Whichever process runs a
+worker also runs the webhook sender beside it, under the worker's id."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ from overnight.store.contracts import Store
 from overnight.store.sql import open_store
 from overnight.tenants import Tenants
 from overnight.types import WorkerId
+from overnight.webhooks.endpoints import Webhooks
+from overnight.webhooks.sender import Sender
 
 log = logging.getLogger("overnight")
 
@@ -53,12 +56,15 @@ class Runtime:
         self.models = Models(settings.served_models)
         self._lock: IO[str] | None = None
         self._worker_task: asyncio.Task[None] | None = None
+        self._sender_task: asyncio.Task[None] | None = None
         self.store: Store
         self.blobs: BlobStore
         self.service: Service
         self.tenants: Tenants
         self.admin: Admin
+        self.webhooks: Webhooks
         self.worker: Worker | None = None
+        self.sender: Sender | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -84,6 +90,9 @@ class Runtime:
         self.tenants = Tenants(settings, self.store)
         await self.tenants.load()
         self.admin = Admin(self.store, settings)
+        self.webhooks = Webhooks(self.store, settings)
+        if self.child_worker is None:  # a worker process has its parent's config
+            await self.webhooks.sync_config()
         # Everything built so far lives as long as the process: move it out of
         # the cyclic GC's sight, so collections on the dispatch path do not
         # rescan the whole framework each time.
@@ -107,19 +116,28 @@ class Runtime:
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker")
         self._worker_task.add_done_callback(self._worker_ended)
+        self.sender = Sender(
+            store=self.store, settings=settings, worker=self.worker.id, wakeups=self.wakeups
+        )
+        self._sender_task = asyncio.create_task(self.sender.run(), name="webhooks")
+        self._sender_task.add_done_callback(self._worker_ended)
 
     def _worker_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
             return
         error = task.exception()
         if error is not None:
-            log.critical("the worker stopped: %r", error, exc_info=error)
+            log.critical("the worker stopped (%s): %r", task.get_name(), error, exc_info=error)
             if self.on_failure is not None:
                 self.on_failure(error)
 
     async def stop(self) -> None:
         if self.supervisor is not None:
             await self.supervisor.stop()
+        if self._sender_task is not None:  # first: the worker's end hands its claims back
+            self._sender_task.cancel()
+            await asyncio.gather(self._sender_task, return_exceptions=True)
+            self._sender_task = None
         if self._worker_task is not None:
             self._worker_task.cancel()
             await asyncio.gather(self._worker_task, return_exceptions=True)

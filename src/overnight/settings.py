@@ -26,7 +26,14 @@ from pydantic_settings import (
 from overnight.domain.keys import SHA256_HEX_PATTERN, TENANT_NAME_PATTERN
 from overnight.domain.lines import CUSTOM_ID_LENGTH_CEILING, MAX_CUSTOM_ID_LENGTH
 from overnight.domain.quotas import Quotas
+from overnight.domain.webhooks import (
+    EVENT_TYPES,
+    RetryPolicy,
+    event_types_problem,
+    url_problem,
+)
 from overnight.domain.windows import window_seconds
+from overnight.webhooks.signing import secret_problem
 
 EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
 #: Longest `expires_after` / `output_expires_after` accepted: ten years.
@@ -144,6 +151,34 @@ class TenantSettings(BaseModel):
     api_key_hashes: list[Annotated[str, Field(pattern=SHA256_HEX_PATTERN)]] = Field(
         default_factory=list
     )
+
+
+class WebhookSettings(BaseModel):
+    """One webhook endpoint of a tenant, kept in the config file (the admin
+    API and `overnight webhooks add` keep theirs in the database). Its
+    secret is yours to make (`whsec_` and the base64 of 24 to 64 random
+    bytes); list the old one as `previous_secret` while receivers move to
+    the new one, and both sign."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str = Field(pattern=TENANT_NAME_PATTERN)
+    url: str
+    event_types: list[str] = Field(default_factory=lambda: [e.value for e in EVENT_TYPES])
+    secret: str
+    previous_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _usable(self) -> WebhookSettings:
+        if problem := url_problem(self.url):
+            raise ValueError(f"webhook {self.url!r} {problem}")
+        if problem := event_types_problem(self.event_types):
+            raise ValueError(f"webhook {self.url!r} {problem}")
+        for name in ("secret", "previous_secret"):
+            value = getattr(self, name)
+            if value is not None and (problem := secret_problem(value)):
+                raise ValueError(f"webhook {self.url!r}: {name} {problem}")
+        return self
 
 
 def embedded_model() -> ModelSettings:
@@ -273,6 +308,28 @@ class Settings(BaseSettings):
     #: `output_expires_after`; unset keeps them until deleted.
     default_output_expires_after: int | None = Field(None, ge=1, le=MAX_EXPIRY_SECONDS)
 
+    # -- webhooks (docs/webhooks.md)
+    #: Endpoints kept in the config file, per tenant.
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+    #: Seconds one delivery attempt may take, connecting included.
+    webhook_timeout: float = Field(10.0, gt=0)
+    #: A failed delivery is retried after about this many seconds, then twice
+    #: as long each time (with jitter), up to `webhook_max_retry_delay`...
+    webhook_first_retry: float = Field(5.0, ge=0)
+    webhook_max_retry_delay: float = Field(3600.0, ge=0)
+    #: ...for this many seconds after the event; then it fails for good.
+    webhook_retry_window: float = Field(24 * 3600.0, ge=0)
+    #: An endpoint whose every attempt failed for this many seconds is disabled.
+    webhook_disable_after: float = Field(5 * 24 * 3600.0, gt=0)
+    #: Seconds a rotated-out secret keeps signing beside the new one.
+    webhook_rotation_overlap: int = Field(24 * 3600, ge=0)
+    #: Send to loopback, private, link-local and metadata addresses too.
+    webhook_allow_private_targets: bool = False
+    #: Delivery attempts one worker makes at once.
+    webhook_concurrency: int = Field(16, ge=1)
+    #: Seconds finished deliveries and the delivery log are kept.
+    webhook_log_retention: int = Field(30 * 24 * 3600, ge=1)
+
     # -- Together's signed-URL uploads
     #: Seconds a signed upload URL stays usable; each URL also works only once.
     upload_url_expiry: int = Field(3600, ge=1)
@@ -292,6 +349,10 @@ class Settings(BaseSettings):
             raise ValueError(f"models configured twice: {sorted(duplicates)}")
         if self.public_url is not None and (problem := _url_problem(self.public_url)):
             raise ValueError(f"public_url {self.public_url!r} {problem}")
+        hooks = [(w.tenant, w.url) for w in self.webhooks]
+        duplicates_ = {h for h in hooks if hooks.count(h) > 1}
+        if duplicates_:
+            raise ValueError(f"webhooks configured twice: {sorted(duplicates_)}")
         tenants = [t.name for t in self.tenants]
         duplicates = {n for n in tenants if tenants.count(n) > 1}
         if duplicates:
@@ -314,6 +375,14 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     # -- derived values
+
+    @property
+    def webhook_retries(self) -> RetryPolicy:
+        return RetryPolicy(
+            first_delay=self.webhook_first_retry,
+            max_delay=self.webhook_max_retry_delay,
+            window=self.webhook_retry_window,
+        )
 
     @property
     def min_window_seconds(self) -> int:

@@ -313,8 +313,11 @@ class Worker:
             await self._give_up(batch, "finalization", batch.crashes)
             return
         try:
-            await finalize_batch(
+            finished = await finalize_batch(
                 batch, worker=self.id, store=self.store, blobs=self.blobs, settings=self.settings
             )
         except Exception as exc:
             await self._crashed(batch, "finalization", exc)
+            return
+        if finished:  # its webhook event is due now
+            self.wakeups.notify()
