@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from overnight import __version__
+from overnight.cli_webhooks import webhooks_app
 
 if TYPE_CHECKING:
     from overnight.settings import Settings
@@ -30,6 +31,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
+app.add_typer(webhooks_app, name="webhooks")  # `overnight webhooks ...` (cli_webhooks.py)
 
 ConfigOption = Annotated[
     Path | None,

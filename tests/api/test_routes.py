@@ -522,6 +522,85 @@ async def _(ctx: Ctx) -> None:
     )
 
 
+# ------------------------------------------------------- admin: webhooks
+
+
+async def new_webhook(ctx: Ctx, url: str = "https://hooks.example.com/in") -> dict[str, Any]:
+    made = await ctx.admin.post("/admin/webhooks", json={"tenant": "alpha", "url": url})
+    assert made.status_code == 200, made.text
+    return dict(made.json())
+
+
+@covers("POST /admin/webhooks")
+async def _(ctx: Ctx) -> None:
+    made = await new_webhook(ctx)
+    assert (made["object"], made["tenant"], made["status"]) == (
+        "webhook_endpoint",
+        "alpha",
+        "enabled",
+    )
+    assert made["secret"].startswith("whsec_") and made["id"].startswith("we_")
+    assert len(made["event_types"]) == 4
+    bad = {"tenant": "alpha", "url": "http://x.example.com", "event_types": ["batch.done"]}
+    error_of(await ctx.admin.post("/admin/webhooks", json=bad), 400, "invalid_value", "event_types")
+    ftp = {"tenant": "alpha", "url": "ftp://x.example.com"}
+    error_of(await ctx.admin.post("/admin/webhooks", json=ftp), 400, "invalid_value", "url")
+    error_of(await ctx.alpha.post("/admin/webhooks", json=bad), 403, "admin_only")
+
+
+@covers("GET /admin/webhooks")
+async def _(ctx: Ctx) -> None:
+    made = await new_webhook(ctx)
+    listed = (await ctx.admin.get("/admin/webhooks", params={"tenant": "alpha"})).json()
+    assert listed["object"] == "list" and made["id"] in [e["id"] for e in listed["data"]]
+    assert all("secret" not in e for e in listed["data"])
+    assert (await ctx.admin.get("/admin/webhooks", params={"tenant": "beta"})).json()["data"] == []
+    error_of(await ctx.beta.get("/admin/webhooks"), 403, "admin_only")
+
+
+@covers("GET /admin/webhooks/{endpoint_id}")
+async def _(ctx: Ctx) -> None:
+    made = await new_webhook(ctx)
+    shown = (await ctx.admin.get(f"/admin/webhooks/{made['id']}")).json()
+    assert shown == {k: v for k, v in made.items() if k != "secret"}
+    error_of(await ctx.admin.get("/admin/webhooks/we_nope"), 404, "webhook_not_found")
+
+
+@covers("DELETE /admin/webhooks/{endpoint_id}")
+async def _(ctx: Ctx) -> None:
+    made = await new_webhook(ctx)
+    removed = (await ctx.admin.delete(f"/admin/webhooks/{made['id']}")).json()
+    assert removed == {"id": made["id"], "object": "webhook_endpoint", "deleted": True}
+    error_of(await ctx.admin.delete(f"/admin/webhooks/{made['id']}"), 404, "webhook_not_found")
+
+
+@covers("POST /admin/webhooks/{endpoint_id}/rotate")
+async def _(ctx: Ctx) -> None:
+    made = await new_webhook(ctx)
+    rotated = (await ctx.admin.post(f"/admin/webhooks/{made['id']}/rotate")).json()
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != made["secret"]
+    assert rotated["rotating_until"] > made["created_at"]
+    error_of(await ctx.admin.post("/admin/webhooks/we_nope/rotate"), 404, "webhook_not_found")
+
+
+@covers("POST /admin/webhooks/{endpoint_id}/enable")
+async def _(ctx: Ctx) -> None:
+    made = await new_webhook(ctx)
+    enabled = (await ctx.admin.post(f"/admin/webhooks/{made['id']}/enable")).json()
+    assert (enabled["status"], enabled["disabled_reason"]) == ("enabled", None)
+    error_of(await ctx.alpha.post(f"/admin/webhooks/{made['id']}/enable"), 403, "admin_only")
+
+
+@covers("GET /admin/webhooks/{endpoint_id}/deliveries")
+async def _(ctx: Ctx) -> None:
+    made = await new_webhook(ctx)
+    log = (await ctx.admin.get(f"/admin/webhooks/{made['id']}/deliveries")).json()
+    assert log == {"object": "list", "data": [], "has_more": False}  # no worker sends here
+    too_many = await ctx.admin.get(f"/admin/webhooks/{made['id']}/deliveries?limit=101")
+    assert too_many.status_code == 400, too_many.text
+    error_of(await ctx.admin.get("/admin/webhooks/we_nope/deliveries"), 404, "webhook_not_found")
+
+
 # ----------------------------------------------------------- operations
 
 

@@ -15,7 +15,16 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from overnight import __version__
-from overnight.api import admin, catalog, errors, openai, operations, together, whoami
+from overnight.api import (
+    admin,
+    catalog,
+    errors,
+    openai,
+    operations,
+    together,
+    webhooks,
+    whoami,
+)
 from overnight.api.auth import Authenticate
 from overnight.api.idempotency import HonourIdempotencyKeys
 from overnight.api.limits import LimitBodies
@@ -84,6 +93,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(catalog.together_router, prefix="/together/v1")
     app.include_router(whoami.router, prefix="/together")
     app.include_router(admin.router, prefix="/admin")
+    app.include_router(webhooks.router, prefix="/admin")
     app.include_router(operations.router)
     install_schema(app)
 

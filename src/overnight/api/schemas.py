@@ -317,6 +317,58 @@ class TenantList(BaseModel):
     data: list[TenantObject]
 
 
+class WebhookEndpointObject(BaseModel):
+    object: str
+    id: str
+    tenant: str
+    url: str
+    event_types: list[str]
+    status: str
+    source: str
+    created_at: int
+    rotating_until: int | None
+    failing_since: int | None
+    disabled_at: int | None
+    disabled_reason: str | None
+
+
+class WebhookEndpointWithSecret(WebhookEndpointObject):
+    """Only the answers that make a secret (add, rotate) carry it."""
+
+    secret: str
+
+
+class WebhookEndpointList(BaseModel):
+    object: str
+    data: list[WebhookEndpointObject]
+
+
+class WebhookEndpointDeleted(BaseModel):
+    id: str
+    object: str
+    deleted: bool
+
+
+class WebhookAttemptObject(BaseModel):
+    object: str
+    id: int
+    event_id: str
+    event_type: str
+    batch_id: str
+    attempt: int
+    at: float
+    status_code: int | None
+    latency_ms: int
+    succeeded: bool
+    error: str | None
+
+
+class WebhookAttemptList(BaseModel):
+    object: str
+    data: list[WebhookAttemptObject]
+    has_more: bool
+
+
 # -------------------------------------------------- request bodies by hand
 # Routes that stream their bodies (uploads) read them without FastAPI; their
 # bodies are described here for the schema.

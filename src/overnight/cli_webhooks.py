@@ -1,0 +1,163 @@
+"""`overnight webhooks add|list|remove|rotate`: a tenant's webhook endpoints,
+from the command line, on the store the settings name (as `overnight keys`
+does). Commands parse, call `webhooks.endpoints.Webhooks`, and print; a
+secret is printed once, on stdout, by the command that made it.
+
+Kept apart from cli.py, which registers this group with one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from overnight.settings import Settings
+    from overnight.webhooks.endpoints import Webhooks
+
+T = TypeVar("T")
+
+webhooks_app = typer.Typer(
+    help="Webhook endpoints: where a tenant hears that its batches ended.",
+    no_args_is_help=True,
+)
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML config file (also $OVERNIGHT_CONFIG).", show_default=False
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where the database and files live (default: ./.overnight).",
+        show_default=False,
+    ),
+]
+EndpointArgument = Annotated[str, typer.Argument(help="The endpoint's id (we_...).")]
+
+
+@webhooks_app.command("add")
+def add(
+    url: Annotated[str, typer.Argument(help="Where to POST the events (http:// or https://).")],
+    tenant: Annotated[str, typer.Option("--tenant", help="Whose batches' events it receives.")],
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event",
+            help="An event type to send (repeat for several); default: every batch event.",
+            show_default=False,
+        ),
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Add an endpoint and print its signing secret (only this once)."""
+    made = _run(config, data_dir, lambda hooks: hooks.add(tenant, url, event or None))
+    events = ", ".join(e.value for e in made.endpoint.event_types)
+    console.print(
+        f"created {made.endpoint.id} for tenant {tenant} ({events}); "
+        "keep the signing secret now, it is not shown again:"
+    )
+    typer.echo(made.secret)
+
+
+@webhooks_app.command("list")
+def list_(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Only this tenant's.", show_default=False)
+    ] = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List endpoints (never their secrets)."""
+    endpoints = _run(config, data_dir, lambda hooks: hooks.endpoints(tenant))
+    rows = [("ID", "TENANT", "URL", "EVENTS", "STATUS", "SOURCE", "CREATED")]
+    rows += [
+        (
+            e.id,
+            e.tenant,
+            e.url,
+            ",".join(t.value.removeprefix("batch.") for t in e.event_types),
+            "enabled" if e.enabled else f"disabled {_when(e.disabled_at)}",
+            e.source.value,
+            _when(e.created_at),
+        )
+        for e in endpoints
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    for e in endpoints:
+        if e.disabled_reason:
+            typer.echo(f"{e.id}: {e.disabled_reason}")
+
+
+@webhooks_app.command("remove")
+def remove(
+    endpoint_id: EndpointArgument, data_dir: DataDirOption = None, config: ConfigOption = None
+) -> None:
+    """Remove an endpoint; events not yet delivered to it are dropped."""
+    removed = _run(config, data_dir, lambda hooks: hooks.remove(endpoint_id))
+    typer.echo(f"removed {removed.id} ({removed.url})")
+
+
+@webhooks_app.command("rotate")
+def rotate(
+    endpoint_id: EndpointArgument, data_dir: DataDirOption = None, config: ConfigOption = None
+) -> None:
+    """Make a new signing secret and print it; the old one keeps signing
+    beside it for `webhook_rotation_overlap` seconds."""
+    rotated = _run(config, data_dir, lambda hooks: hooks.rotate(endpoint_id))
+    console.print(
+        f"rotated {rotated.endpoint.id}; the previous secret also signs until "
+        f"{_when(rotated.endpoint.rotating_until)}. The new secret, shown only now:"
+    )
+    typer.echo(rotated.secret)
+
+
+def _run(config: Path | None, data_dir: Path | None, use: Callable[[Webhooks], Awaitable[T]]) -> T:
+    """Open the store the settings name, run one use case, close it; a bad
+    setting or a refused request ends the command with its message."""
+    import uvloop
+
+    from overnight.errors import OvernightError
+    from overnight.settings import load_settings
+    from overnight.store import open_store
+    from overnight.webhooks.endpoints import Webhooks
+
+    try:
+        settings: Settings = load_settings(config, data_dir=data_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+    async def run() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await open_store(settings.resolved_database_url)
+        try:
+            return await use(Webhooks(store, settings))
+        finally:
+            await store.close()
+
+    try:
+        return uvloop.run(run())
+    except OvernightError as exc:
+        console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+
+
+def _when(timestamp: int | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
