@@ -117,9 +117,8 @@ async def test_config_endpoints_are_synced_keeping_their_health(store: Store) ->
     mine = await add_endpoint(store, "mine")
     kept = endpoint("kept", source=EndpointSource.CONFIG)
     gone = endpoint("gone", source=EndpointSource.CONFIG)
-    await store.sync_config_webhooks(
-        [(kept, SigningSecrets(SECRET)), (gone, SigningSecrets(SECRET))]
-    )
+    both = [(kept, SigningSecrets(SECRET)), (gone, SigningSecrets(SECRET))]
+    await asyncio.gather(*(store.sync_config_webhooks(both) for _ in range(3)))  # replicas
     assert await store.list_webhooks() == [gone, kept, mine]  # by creation, then id
     await cancelled_batch(store)
     failing = next(d for d in await claim_all(store) if d.endpoint_id == kept.id)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, insert, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from overnight import _json
@@ -40,6 +41,9 @@ from overnight.store.schema import batches, webhook_attempts, webhook_deliveries
 from overnight.types import BatchId, TenantId, WorkerId
 
 endpoints, deliveries, attempts = webhook_endpoints, webhook_deliveries, webhook_attempts
+
+#: What a config endpoint keeps when the config file changes it.
+_HEALTH_AND_BIRTH = ("id", "created_at", "failing_since", "disabled_at", "disabled_reason")
 
 
 class WebhooksMixin(StoreBase):
@@ -112,8 +116,11 @@ class WebhooksMixin(StoreBase):
         self, configured: Sequence[tuple[WebhookEndpoint, SigningSecrets]]
     ) -> None:
         """Make the config's endpoints exactly `configured`: add the new,
-        update the changed (their health kept), remove those no longer listed."""
+        update the changed (their health kept), remove those no longer
+        listed. Replicas starting at once may all run it: an endpoint
+        another one inserted first is updated instead."""
         wanted = {endpoint.id: (endpoint, secrets) for endpoint, secrets in configured}
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
         async with self._write() as conn:
             stored = {
                 r.id
@@ -124,15 +131,18 @@ class WebhooksMixin(StoreBase):
             await _delete_endpoints(conn, sorted(stored - wanted.keys()))
             for endpoint_id, (endpoint, secrets) in wanted.items():
                 values = _endpoint_values(endpoint, secrets)
-                if endpoint_id in stored:
-                    for kept in ("id", "created_at", "failing_since", "disabled_at"):
-                        del values[kept]
-                    del values["disabled_reason"]
-                    await conn.execute(
-                        update(endpoints).where(endpoints.c.id == endpoint_id).values(**values)
-                    )
-                else:
-                    await conn.execute(insert(endpoints).values(**values))
+                inserted = await conn.execute(
+                    dialect.insert(endpoints)
+                    .values(**values)
+                    .on_conflict_do_nothing(index_elements=["id"])
+                )
+                if inserted.rowcount == 1:
+                    continue
+                for kept in _HEALTH_AND_BIRTH:
+                    del values[kept]
+                await conn.execute(
+                    update(endpoints).where(endpoints.c.id == endpoint_id).values(**values)
+                )
 
     async def webhook_attempts(
         self, endpoint_id: str, *, after: int | None = None, limit: int = 20

@@ -65,11 +65,11 @@ class Sender:
 
     async def run(self) -> None:
         wake = self.wakeups.subscribe()
-        pruned = 0.0
+        pruned: float | None = None
         try:
             while True:
                 try:
-                    if time.monotonic() - pruned > PRUNE_INTERVAL:
+                    if pruned is None or time.monotonic() - pruned > PRUNE_INTERVAL:
                         await self._prune()
                         pruned = time.monotonic()
                     await self._claim_and_start(wake)
