@@ -86,6 +86,11 @@ async def post(
             return AttemptResult(status, elapsed())
     except TimeoutError:
         return AttemptResult(None, elapsed(), f"timed out after {time_limit:g} s")
+    except aiohttp.ClientConnectorCertificateError as exc:
+        why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+        return AttemptResult(
+            None, elapsed(), f"the TLS certificate of {target.host} was refused: {why}"
+        )
     except aiohttp.ClientConnectorError as exc:
         reason = type(exc.os_error).__name__
         where = f"{target.address} port {target.port}"
