@@ -70,4 +70,6 @@ async def test_tls_names_the_endpoints_host_and_checks_its_certificate(tmp_path:
         await server.wait_closed()
     assert named == ["receiver.test"]
     assert result.status_code is None and not result.succeeded
-    assert result.error == "the TLS certificate of receiver.test was refused: self-signed certificate"
+    assert (
+        result.error == "the TLS certificate of receiver.test was refused: self-signed certificate"
+    )
