@@ -6,8 +6,11 @@ database and bucket, dropped at the end of the run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,12 +38,18 @@ async def _admin(statements: list[str]) -> None:
         await conn.close()
 
 
-@dataclass
 class Postgres:
-    """Creates throw-away databases on the machine's PostgreSQL."""
+    """Creates throw-away databases on the machine's PostgreSQL, and drops
+    them again. A drop costs about a second (PostgreSQL checkpoints), so
+    databases a module is done with are dropped by a thread while the next
+    modules run, instead of all at the end of the run."""
 
-    prefix: str = field(default_factory=lambda: f"overnight_test_{secrets.token_hex(4)}")
-    created: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.prefix = f"overnight_test_{secrets.token_hex(4)}"
+        self.created: list[str] = []
+        self._dropped: set[str] = set()
+        self._to_drop: queue.Queue[str | None] = queue.Queue()
+        self._dropper: threading.Thread | None = None
 
     def new_database(self) -> str:
         name = f"{self.prefix}_{len(self.created)}"
@@ -48,8 +57,26 @@ class Postgres:
         self.created.append(name)
         return f"postgresql+asyncpg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
 
+    def drop_later(self, urls: list[str]) -> None:
+        """Hands databases (by URL) to the dropping thread."""
+        if self._dropper is None:
+            self._dropper = threading.Thread(target=self._drop_queued, daemon=True)
+            self._dropper.start()
+        for url in urls:
+            self._to_drop.put(url.rsplit("/", 1)[-1])
+
+    def _drop_queued(self) -> None:
+        while (name := self._to_drop.get()) is not None:
+            with contextlib.suppress(Exception):  # what is left is dropped at the end
+                asyncio.run(_admin([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)']))
+                self._dropped.add(name)
+
     def drop_all(self) -> None:
-        asyncio.run(_admin([f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in self.created]))
+        if self._dropper is not None:
+            self._to_drop.put(None)
+            self._dropper.join()
+        left = [name for name in self.created if name not in self._dropped]
+        asyncio.run(_admin([f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in left]))
 
 
 def postgres_available() -> str | None:
@@ -66,13 +93,15 @@ class Backend:
     name: str
     postgres: Postgres | None = None
     s3_endpoint: str | None = None
+    databases: list[str] = field(default_factory=list)
 
     def settings(self) -> dict[str, Any]:
         """Settings for one new server on this backend."""
         if self.postgres is None or self.s3_endpoint is None:
             return {}
+        self.databases.append(self.postgres.new_database())
         return {
-            "database_url": self.postgres.new_database(),
+            "database_url": self.databases[-1],
             "storage_url": f"s3://overnight-{secrets.token_hex(4)}/data",
             "s3_endpoint_url": self.s3_endpoint,
             "s3_access_key_id": "test",
@@ -111,11 +140,13 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres+s3"])
-def backend(request: pytest.FixtureRequest) -> Backend:
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The module's backend; on PostgreSQL, the databases its servers used
+    are dropped once the module (and so every server on them) is done."""
     if request.param == "sqlite":
-        return Backend("sqlite")
-    return Backend(
-        request.param,
-        postgres=request.getfixturevalue("postgres"),
-        s3_endpoint=request.getfixturevalue("s3_endpoint"),
-    )
+        yield Backend("sqlite")
+        return
+    postgres: Postgres = request.getfixturevalue("postgres")
+    backend = Backend(request.param, postgres, request.getfixturevalue("s3_endpoint"))
+    yield backend
+    postgres.drop_later(backend.databases)

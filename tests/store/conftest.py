@@ -5,7 +5,7 @@ is all a consumer ever sees of it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
@@ -16,11 +16,17 @@ from overnight.store.schema import metadata
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+def store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('store')}/store.db"
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('store')}/store.db"
+        return
     # Skips loudly without PostgreSQL, and fails under OVERNIGHT_REQUIRE_POSTGRES=1.
-    return str(request.getfixturevalue("postgres").new_database())
+    postgres = request.getfixturevalue("postgres")
+    url = str(postgres.new_database())
+    yield url
+    postgres.drop_later([url])
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -156,3 +156,12 @@ def test_one_model_per_batch_when_required() -> None:
     assert mixed.ok and mixed.model == "m"
     _, single = run(data, require_single_model=True)
     assert [(e.line, e.code) for e in single.errors] == [(2, "model_mismatch")]
+
+
+def test_a_file_smaller_than_one_block_opens_no_spill_file(tmp_path: Path) -> None:
+    sink = SpilledHashes(tmp_path / "hashes")
+    _, report = run(b"\n".join(request(f"r-{i}") for i in range(50)) + b"\n", hash_sink=sink)
+    assert report.ok
+    assert not (tmp_path / "hashes").exists()
+    assert sink.repeated() == frozenset()
+    sink.close()

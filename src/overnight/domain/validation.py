@@ -106,6 +106,7 @@ class FileValidator:
     _chunks: list[ChunkRange] = field(default_factory=list)
     _open: _OpenChunk = field(default_factory=_OpenChunk)
     _too_many_reported: bool = False
+    _spilled: bool = False
 
     def feed(self, raw: bytes, offset: int) -> None:
         """One physical line without its trailing newline, at byte `offset`."""
@@ -215,10 +216,12 @@ class FileValidator:
     def _hand_over_hashes(self, sink: HashSink) -> None:
         sink.add(self._hashes)
         self._hashes = array("q")
+        self._spilled = True
 
     def duplicate_candidates(self) -> frozenset[int]:
-        """Hashes seen more than once; empty for almost every valid file."""
-        if self.hash_sink is not None:
+        """Hashes seen more than once; empty for almost every valid file.
+        A file whose hashes all fit in one block never touches the sink."""
+        if self.hash_sink is not None and self._spilled:
             self._hand_over_hashes(self.hash_sink)
             return self.hash_sink.repeated()
         return repeated_hashes(np.frombuffer(self._hashes, dtype=np.int64))

@@ -6,7 +6,9 @@ grows with the file; here the validator hands them over in blocks, which
 are split by their top bits into `BUCKETS` files. A duplicate's two hashes
 are equal, so they land in the same bucket; at the end each bucket is read
 and sorted on its own. Memory: one block plus one bucket (1.25 MB for 10M
-lines), whatever the file size.
+lines), whatever the file size. A bucket's file is opened when its first
+hashes arrive: most files are smaller than one block and spill nothing, so
+they open no file at all.
 """
 
 from __future__ import annotations
@@ -27,10 +29,14 @@ _SHIFT = np.uint64(64 - 6)  # the top 6 bits pick one of 64 buckets
 class SpilledHashes:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self._files: list[BinaryIO] = [
-            (folder / f"{bucket:02d}.bin").open("wb") for bucket in range(BUCKETS)
-        ]
+        self._files: dict[int, BinaryIO] = {}
+
+    def _bucket(self, bucket: int) -> BinaryIO:
+        handle = self._files.get(bucket)
+        if handle is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle = self._files[bucket] = (self.folder / f"{bucket:02d}.bin").open("wb")
+        return handle
 
     def add(self, hashes: array[int]) -> None:
         if not hashes:
@@ -42,20 +48,20 @@ class SpilledHashes:
         start = 0
         for bucket, count in enumerate(np.bincount(buckets, minlength=BUCKETS)):
             if count:
-                handle = self._files[bucket]
+                handle = self._bucket(bucket)
                 handle.write(ordered[start : start + count].tobytes())
                 handle.flush()  # out of this process's memory, too
                 start += int(count)
 
     def repeated(self) -> frozenset[int]:
         found: set[int] = set()
-        for bucket, handle in enumerate(self._files):
+        for bucket, handle in sorted(self._files.items()):
             handle.close()
             found |= repeated_hashes(np.fromfile(self.folder / f"{bucket:02d}.bin", dtype=np.int64))
         return frozenset(found)
 
     def close(self) -> None:
         """Remove the files (the validation is over, or failed)."""
-        for handle in self._files:
+        for handle in self._files.values():
             handle.close()
         shutil.rmtree(self.folder, ignore_errors=True)
