@@ -57,6 +57,10 @@ def bundled_gguf_path() -> Path:
     return Path(str(dist.locate_file(_BUNDLED_GGUF)))
 
 
+#: A request shape a model server may speak (`apis`).
+ApiName = Literal["chat", "messages", "responses"]
+
+
 class ModelSettings(BaseModel):
     """One model that request bodies may name in `"model"`."""
 
@@ -91,6 +95,11 @@ class ModelSettings(BaseModel):
     eject_after: int = Field(5, ge=1)
     #: ...first for this many seconds, doubling while its probes keep failing.
     eject_cooldown: float = Field(5.0, gt=0)
+    #: The request shapes the server speaks: `chat` (chat completions, which
+    #: every model must speak), `messages` (Anthropic's /v1/messages),
+    #: `responses` (OpenAI's /v1/responses). A shape not listed is translated
+    #: to chat completions and back. The embedded model speaks chat only.
+    apis: list[ApiName] = Field(default_factory=lambda: list[ApiName](["chat"]))
     #: llama-cpp: the GGUF file; defaults to the bundled SmolLM2.
     path: Path | None = None
     #: llama-cpp: context length in tokens.
@@ -105,6 +114,15 @@ class ModelSettings(BaseModel):
         for url in self.urls:
             if problem := _url_problem(url):
                 raise ValueError(f"model {self.name!r}: {url!r} {problem}")
+        if "chat" not in self.apis:
+            raise ValueError(
+                f"model {self.name!r}: apis must include 'chat' (other shapes are translated to it)"
+            )
+        if self.backend == "llama-cpp" and set(self.apis) != {"chat"}:
+            raise ValueError(
+                f"model {self.name!r}: the llama-cpp backend speaks chat only; "
+                "messages and responses are translated to it"
+            )
         return self
 
     @property
@@ -275,6 +293,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(8 * 1024**3, ge=1)
     #: Most requests in one batch input file.
     max_requests_per_batch: int = Field(10_000_000, ge=1)
+    #: Anthropic's Message Batches: most requests in one create...
+    max_message_batch_requests: int = Field(100_000, ge=1)
+    #: ...and the largest create body, in bytes (streamed, never held whole).
+    max_message_batch_bytes: int = Field(256 * 1024**2, ge=1024)
     #: Longest line of a batch input file, in bytes (newline excluded).
     max_line_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     #: Longest `custom_id`, in characters.
