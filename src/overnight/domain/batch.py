@@ -16,6 +16,8 @@ class RequestCounts:
     total: int = 0
     completed: int = 0
     failed: int = 0
+    #: Of `failed`, the lines a cancel or an expiry kept from running.
+    stopped: int = 0
 
     @property
     def done(self) -> int:

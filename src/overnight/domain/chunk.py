@@ -28,15 +28,21 @@ class ChunkStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Tally:
-    """Results counted in a chunk's parts."""
+    """Results counted in a chunk's parts. `stopped` counts the failed
+    lines that a cancel or an expiry kept from running (Anthropic's
+    `canceled` and `expired` results); the rest of `failed` ran and erred."""
 
     completed: int = 0
     failed: int = 0
     usage: Usage = ZERO_USAGE
+    stopped: int = 0
 
     def __add__(self, other: Tally) -> Tally:
         return Tally(
-            self.completed + other.completed, self.failed + other.failed, self.usage + other.usage
+            self.completed + other.completed,
+            self.failed + other.failed,
+            self.usage + other.usage,
+            self.stopped + other.stopped,
         )
 
     def __sub__(self, other: Tally) -> Tally:
@@ -50,6 +56,7 @@ class Tally:
                 u.output_tokens - o.output_tokens,
                 u.reasoning_tokens - o.reasoning_tokens,
             ),
+            self.stopped - other.stopped,
         )
 
     @property

@@ -17,6 +17,7 @@ import orjson
 from overnight._ids import new_request_id
 from overnight.domain.lines import Unreadable
 from overnight.domain.status import StopReason
+from overnight.translate import messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,51 @@ def render_together(outcome: Outcome) -> bytes:
             "error": {"message": outcome.error_message, "code": outcome.error_code},
         }
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+
+#: Never-ran codes that are the request's own fault; the rest are ours.
+_INVALID_REQUEST_CODES = frozenset({"model_not_found", "invalid_json_line", "invalid_request"})
+_STOP_RESULTS = {
+    StopReason.CANCELLED.error_code: "canceled",
+    StopReason.EXPIRED.error_code: "expired",
+}
+
+
+def render_anthropic(outcome: Outcome) -> bytes:
+    """Anthropic: `{"custom_id", "result": {...}}`, the result one of
+    `{"type": "succeeded", "message"}`, `{"type": "errored", "error"}`
+    (an error response, `{"type": "error", "error": {type, message}}`),
+    `{"type": "canceled"}` or `{"type": "expired"}`."""
+    result: dict[str, Any]
+    if outcome.succeeded:
+        result = {"type": "succeeded", "message": outcome.body}
+    elif outcome.error_code in _STOP_RESULTS:
+        result = {"type": _STOP_RESULTS[outcome.error_code]}
+    elif outcome.error_code is None:  # the model server answered an error
+        assert outcome.status_code is not None
+        result = {
+            "type": "errored",
+            "error": messages.upstream_error(outcome.status_code, outcome.body),
+        }
+    else:  # no answer: it never ran, or the server could not be reached
+        status = 400 if outcome.error_code in _INVALID_REQUEST_CODES else None
+        message = f"{outcome.error_code}: {outcome.error_message}"
+        result = {"type": "errored", "error": messages.error_body(status, message)}
+    return orjson.dumps(
+        {"custom_id": outcome.custom_id, "result": result}, option=orjson.OPT_APPEND_NEWLINE
+    )
+
+
+def was_stopped(line: Any) -> bool:
+    """Whether a rendered error line (parsed back, in any dialect's shape)
+    is one a cancel or an expiry kept from running: how a resumed chunk
+    counts its `stopped` lines again."""
+    if not isinstance(line, dict):
+        return False
+    error, result = line.get("error"), line.get("result")
+    if isinstance(error, dict) and error.get("code") in _STOP_RESULTS:
+        return True
+    return isinstance(result, dict) and result.get("type") in ("canceled", "expired")
 
 
 def _upstream_message(body: Any) -> str:

@@ -45,6 +45,9 @@ from overnight.types import WorkerId
 
 log = logging.getLogger("overnight.runner")
 
+#: The codes of lines a cancel or an expiry kept from running.
+_STOP_CODES = frozenset(reason.error_code for reason in StopReason)
+
 
 class LeaseLost(Exception):
     """Another worker took the chunk over; this one must stop touching it."""
@@ -92,7 +95,7 @@ class ChunkRun:
         #: ...and those of what the part files hold (at least `stored`).
         self.written = work.chunk.tally
         # What the parts hold (written or not), as plain ints: this runs per result.
-        self._completed = self._failed = 0
+        self._completed = self._failed = self._stopped_lines = 0
         self._tokens = [0, 0, 0, 0]  # input, cached, output, reasoning
         self._lost = False
         self._dispatch: asyncio.Task[None] | None = None
@@ -135,6 +138,7 @@ class ChunkRun:
         done_ids, held = await self.parts.open()
         self.written = held
         self._completed, self._failed = held.completed, held.failed
+        self._stopped_lines = held.stopped
         u = held.usage
         self._tokens = [u.input_tokens, u.cached_tokens, u.output_tokens, u.reasoning_tokens]
         self.flusher.register(self)
@@ -317,7 +321,7 @@ class ChunkRun:
 
     @property
     def _tally(self) -> Tally:
-        return Tally(self._completed, self._failed, Usage(*self._tokens))
+        return Tally(self._completed, self._failed, Usage(*self._tokens), self._stopped_lines)
 
     def _record(self, outcome: Outcome) -> None:
         succeeded = outcome.succeeded
@@ -334,6 +338,8 @@ class ChunkRun:
                 tokens[3] += usage.reasoning_tokens
         else:
             self._failed += 1
+            if outcome.error_code in _STOP_CODES:
+                self._stopped_lines += 1
         self.flusher.added()
 
     # -- the end of the chunk

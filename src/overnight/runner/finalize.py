@@ -42,7 +42,9 @@ async def finalize_batch(
     output = blobs.writer(f"files/{output_id}")
     errors = blobs.writer(f"files/{error_id}")
     try:
-        never_ran = await _assemble(batch, store=store, blobs=blobs, output=output, errors=errors)
+        never_ran, stopped = await _assemble(
+            batch, store=store, blobs=blobs, output=output, errors=errors
+        )
         await output.commit()
         await errors.commit()
     except BaseException:
@@ -62,6 +64,7 @@ async def finalize_batch(
         output=output_record,
         errors=error_record,
         never_ran=never_ran,
+        stopped=stopped,
         now=int(now),
         created_us=int(now * 1_000_000),
     )
@@ -78,13 +81,14 @@ async def finalize_batch(
 
 async def _assemble(
     batch: Batch, *, store: RunnerStore, blobs: BlobStore, output: BlobWriter, errors: BlobWriter
-) -> int:
+) -> tuple[int, int]:
     """Concatenate the parts; write never-ran lines for skipped chunks.
-    Returns how many lines never ran."""
+    Returns how many lines never ran, and how many of them the stop kept
+    from running (the rest no longer read as requests)."""
     render = batch.dialect.render
     reason = batch.stop_reason or StopReason.CANCELLED
     input_file = await store.get_file(None, batch.input_file_id)
-    never_ran = 0
+    never_ran = stopped = 0
     for chunk in await store.chunks_of(batch.id):
         if chunk.status is ChunkStatus.DONE:
             for kind, writer in (("output", output), ("error", errors)):
@@ -94,17 +98,16 @@ async def _assemble(
                         await writer.write(piece)
         elif chunk.status is ChunkStatus.SKIPPED and input_file is not None:
             async for reads in chunk_requests(blobs, input_file.blob_key, chunk, batch.endpoint):
-                rendered = [
-                    render(
-                        Outcome.unreadable(read)
-                        if isinstance(read, Unreadable)
-                        else Outcome.stopped(read.custom_id, reason)
-                    )
-                    for read in reads
-                ]
+                rendered = []
+                for read in reads:
+                    if isinstance(read, Unreadable):
+                        rendered.append(render(Outcome.unreadable(read)))
+                    else:
+                        rendered.append(render(Outcome.stopped(read.custom_id, reason)))
+                        stopped += 1
                 never_ran += len(rendered)
                 await errors.write(b"".join(rendered))
-    return never_ran
+    return never_ran, stopped
 
 
 def _result_file(

@@ -30,6 +30,7 @@ import orjson
 from overnight.blobs import BlobStore
 from overnight.domain.batch import Usage
 from overnight.domain.chunk import ChunkKey, Tally
+from overnight.domain.results import was_stopped
 
 
 def part_key(key: ChunkKey, attempt: int, kind: str) -> str:
@@ -91,7 +92,7 @@ class ChunkParts:
 
     def _scan_and_open(self) -> tuple[set[str], Tally]:
         ids: set[str] = set()
-        completed = failed = 0
+        completed = failed = stopped = 0
         usage = Usage()
         for kind, path in self.paths.items():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,9 +114,10 @@ class ChunkParts:
                     usage = usage + Usage.from_response(_response_body(value))
                 else:
                     failed += 1
+                    stopped += was_stopped(value)
             handle.seek(0, os.SEEK_END)
             self._handles[kind] = handle
-        return ids, Tally(completed, failed, usage)
+        return ids, Tally(completed, failed, usage, stopped)
 
     def add(self, line: bytes, *, succeeded: bool) -> None:
         self._pending["output" if succeeded else "error"].append(line)
@@ -186,5 +188,10 @@ def write_parts(pending: list[tuple[ChunkParts, dict[str, bytes]]]) -> None:
 
 
 def _response_body(value: dict[str, object]) -> object:
+    """The answer a result line holds: OpenAI's and Together's under
+    `response.body`, Anthropic's under `result.message`."""
     response = value.get("response")
-    return response.get("body") if isinstance(response, dict) else None
+    if isinstance(response, dict):
+        return response.get("body")
+    result = value.get("result")
+    return result.get("message") if isinstance(result, dict) else None

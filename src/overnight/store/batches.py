@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from overnight import _json
@@ -21,16 +21,16 @@ from overnight.domain.chunk import ChunkStatus
 from overnight.domain.files import FileRecord
 from overnight.domain.lines import LineError
 from overnight.domain.quotas import Quotas
-from overnight.domain.status import BatchStatus, StopReason, sources_of
+from overnight.domain.status import TERMINAL, BatchStatus, StopReason, sources_of
 from overnight.domain.validation import ChunkRange
 from overnight.errors import Conflict
 from overnight.store._base import StoreBase
 from overnight.store.queries import page, visible
-from overnight.store.rows import file_values, line_error_dict, to_batch
+from overnight.store.rows import file_values, line_error_dict, to_batch, to_file
 from overnight.store.schema import batches, chunks, files
 from overnight.store.tenants import check_quotas
 from overnight.store.webhooks import record_batch_event
-from overnight.types import BatchId, TenantId, WorkerId
+from overnight.types import BatchId, FileId, TenantId, WorkerId
 
 
 class BatchesMixin(StoreBase):
@@ -72,6 +72,7 @@ class BatchesMixin(StoreBase):
                     total=0,
                     completed=0,
                     failed=0,
+                    stopped=0,
                     input_tokens=0,
                     cached_tokens=0,
                     output_tokens=0,
@@ -160,6 +161,33 @@ class BatchesMixin(StoreBase):
                     await _skip_pending_chunks(conn, BatchId(batch_id), now)
             row = (await conn.execute(select(batches).where(batches.c.id == batch_id))).one()
         return to_batch(row)
+
+    async def delete_batch(
+        self, tenant: TenantId | None, batch_id: str, file_ids: Sequence[FileId]
+    ) -> list[FileRecord] | None:
+        """Delete an ended batch, its chunks, and the records of `file_ids`
+        (its result files, and an input made only for it), in one
+        transaction; the caller deletes their bytes, which it gets back.
+        None if the caller sees no such batch, or it has not ended."""
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    select(batches.c.id)
+                    .where(
+                        batches.c.id == batch_id,
+                        batches.c.status.in_([s.value for s in TERMINAL]),
+                        *visible(batches, tenant),
+                    )
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                return None
+            doomed = (await conn.execute(select(files).where(files.c.id.in_(file_ids)))).all()
+            await conn.execute(delete(files).where(files.c.id.in_(file_ids)))
+            await conn.execute(delete(chunks).where(chunks.c.batch_id == batch_id))
+            await conn.execute(delete(batches).where(batches.c.id == batch_id))
+        return [to_file(r) for r in doomed]
 
     async def expire_due(self, now: int) -> list[BatchId]:
         """Stop every running batch whose window has closed (reason `expired`)."""
@@ -291,6 +319,7 @@ class BatchesMixin(StoreBase):
                             "attempts": 0,
                             "completed": 0,
                             "failed": 0,
+                            "stopped": 0,
                             "input_tokens": 0,
                             "cached_tokens": 0,
                             "output_tokens": 0,
@@ -384,9 +413,13 @@ class BatchesMixin(StoreBase):
         never_ran: int,
         now: int,
         created_us: int,
+        stopped: int | None = None,
     ) -> bool:
         """Edges g, h, i: store the result files and end the batch, once.
-        Lines that never ran (skipped chunks) join the failed count."""
+        Lines that never ran (skipped chunks) join the failed count, and
+        the `stopped` among them (all of them unless told) the stopped."""
+        if stopped is None:
+            stopped = never_ran
         stamp = {
             BatchStatus.COMPLETED: "completed_at",
             BatchStatus.EXPIRED: "expired_at",
@@ -413,6 +446,7 @@ class BatchesMixin(StoreBase):
                         "status": status.value,
                         stamp: now,
                         "failed": batches.c.failed + never_ran,
+                        "stopped": batches.c.stopped + stopped,
                         "output_file_id": output.id if output else None,
                         "error_file_id": errors.id if errors else None,
                         "lease_owner": None,

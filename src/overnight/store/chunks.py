@@ -33,6 +33,7 @@ _CHUNK_COUNTERS: dict[str, Any] = {
     for name in (
         "completed",
         "failed",
+        "stopped",
         "input_tokens",
         "cached_tokens",
         "output_tokens",
@@ -66,6 +67,7 @@ _PROGRESS_BATCH = (
     .values(
         completed=batches.c.completed + bindparam("d_completed"),
         failed=batches.c.failed + bindparam("d_failed"),
+        stopped=batches.c.stopped + bindparam("d_stopped"),
         input_tokens=batches.c.input_tokens + bindparam("d_input"),
         cached_tokens=batches.c.cached_tokens + bindparam("d_cached"),
         output_tokens=batches.c.output_tokens + bindparam("d_output"),
@@ -80,6 +82,7 @@ def _batch_delta(batch_id: BatchId, delta: Tally, *, chunks_done: int) -> dict[s
         "k_batch": batch_id,
         "d_completed": delta.completed,
         "d_failed": delta.failed,
+        "d_stopped": delta.stopped,
         "d_input": delta.usage.input_tokens,
         "d_cached": delta.usage.cached_tokens,
         "d_output": delta.usage.output_tokens,
@@ -99,6 +102,7 @@ def _chunk_counters(key: ChunkKey, worker: WorkerId, attempt: int, tally: Tally)
         "k_attempt": attempt,
         "completed": tally.completed,
         "failed": tally.failed,
+        "stopped": tally.stopped,
         "input_tokens": usage.input_tokens,
         "cached_tokens": usage.cached_tokens,
         "output_tokens": usage.output_tokens,

@@ -183,6 +183,14 @@ class ApiStore(IdempotencyStore, Protocol):
         Conflict if it already ended otherwise."""
         ...
 
+    async def delete_batch(
+        self, tenant: TenantId | None, batch_id: str, file_ids: Sequence[FileId]
+    ) -> list[FileRecord] | None:
+        """Delete an ended batch with its chunks and the records of
+        `file_ids`; the deleted records, or None if there is no such ended
+        batch."""
+        ...
+
 
 class KeyStore(Protocol):
     async def insert_api_key(self, key: ApiKey) -> None: ...
@@ -293,6 +301,7 @@ class RunnerStore(RetentionStore, Protocol):
         never_ran: int,
         now: int,
         created_us: int,
+        stopped: int | None = None,
     ) -> bool: ...
 
     async def stop_reasons(self, batch_ids: Iterable[BatchId]) -> dict[BatchId, StopReason]: ...

@@ -134,7 +134,7 @@ def to_batch(row: Any) -> Batch:
         priority=row.priority,
         metadata=_json.loads(row.metadata_json) if row.metadata_json else None,
         errors=errors,
-        request_counts=RequestCounts(row.total, row.completed, row.failed),
+        request_counts=RequestCounts(row.total, row.completed, row.failed, row.stopped),
         usage=Usage(row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens),
         output_file_id=FileId(row.output_file_id) if row.output_file_id else None,
         error_file_id=FileId(row.error_file_id) if row.error_file_id else None,
@@ -166,6 +166,7 @@ def to_chunk(row: Any) -> Chunk:
             row.completed,
             row.failed,
             Usage(row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens),
+            row.stopped,
         ),
         crashes=row.crashes,
     )

@@ -121,6 +121,8 @@ batches = Table(
     Column("total", BigInteger, nullable=False, default=0),
     Column("completed", BigInteger, nullable=False, default=0),
     Column("failed", BigInteger, nullable=False, default=0),
+    # Of `failed`, the lines a cancel or an expiry kept from running.
+    Column("stopped", BigInteger, nullable=False, default=0),
     Column("input_tokens", BigInteger, nullable=False, default=0),
     Column("cached_tokens", BigInteger, nullable=False, default=0),
     Column("output_tokens", BigInteger, nullable=False, default=0),
@@ -168,6 +170,7 @@ chunks = Table(
     Column("crashes", Integer, nullable=False, default=0),
     Column("completed", Integer, nullable=False, default=0),
     Column("failed", Integer, nullable=False, default=0),
+    Column("stopped", Integer, nullable=False, default=0),
     Column("input_tokens", BigInteger, nullable=False, default=0),
     Column("cached_tokens", BigInteger, nullable=False, default=0),
     Column("output_tokens", BigInteger, nullable=False, default=0),
