@@ -6,11 +6,19 @@ llama.cpp is not thread-safe and its calls block, so every call runs on one
 dedicated thread; the event loop (and the API on it) stays responsive while
 the model computes. Chat uses the model's own chat template; embeddings use
 a second context opened with mean pooling, loaded on first use.
+
+The chat template takes each message's content as one string, so text
+parts are joined and an assistant's tool calls are written out as text;
+images are refused (the model reads text). Stop sequences are watched here
+rather than by llama.cpp, which stops at them without saying which one
+matched: the answer names it in the choice's `stop_reason`, as vLLM does,
+so a translated Messages request can report `stop_sequence`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +36,6 @@ _SAMPLING = (
     "top_p",
     "top_k",
     "min_p",
-    "stop",
     "seed",
     "presence_penalty",
     "frequency_penalty",
@@ -109,10 +116,19 @@ class LlamaCppBackend:
         kwargs = _sampling(body)
         if isinstance(body.get("response_format"), dict):
             kwargs["response_format"] = body["response_format"]
-        result = self._load_generator().create_chat_completion(
-            messages=messages, max_tokens=_max_tokens(body), **kwargs
+        generator = self._load_generator()
+        watch = StopWatch(generator, _stops(body.get("stop")))
+        if watch.stops:
+            from llama_cpp import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList([watch])
+        result = dict(
+            generator.create_chat_completion(
+                messages=[_plain(m) for m in messages], max_tokens=_max_tokens(body), **kwargs
+            )
         )
-        return self._named(dict(result))
+        watch.cut(result)
+        return self._named(result)
 
     def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
         prompt = body.get("prompt")
@@ -140,6 +156,83 @@ class LlamaCppBackend:
         result["model"] = self.model.name
         result.setdefault("created", int(time.time()))
         return result
+
+
+class StopWatch:
+    """A llama.cpp logits processor that watches the text for the stop
+    sequences: once one appears, it forces the end of generation, and
+    `cut` then ends the answer before it and names it."""
+
+    def __init__(self, generator: Any, stops: list[str]) -> None:
+        self.generator = generator
+        self.stops = stops
+        self.matched: str | None = None
+        self._start: int | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self._start is None:  # the first call sees the prompt alone
+            self._start = len(input_ids)
+        if self.matched is None:
+            text = self._text(input_ids[self._start :])
+            found = [(text.find(s), s) for s in self.stops if s in text]
+            if found:
+                self.matched = min(found)[1]
+        if self.matched is not None:
+            scores[:] = -math.inf
+            scores[self.generator.token_eos()] = 0.0
+        return scores
+
+    def _text(self, tokens: Any) -> str:
+        raw: bytes = self.generator.detokenize(list(tokens))
+        return raw.decode("utf-8", "ignore")
+
+    def cut(self, result: dict[str, Any]) -> None:
+        choice = result["choices"][0]
+        choice["stop_reason"] = None
+        message = choice.get("message") or {}
+        content = message.get("content")
+        if self.matched is None or not isinstance(content, str):
+            return
+        at = content.find(self.matched)
+        if at >= 0:
+            message["content"] = content[:at]
+        choice["finish_reason"] = "stop"
+        choice["stop_reason"] = self.matched
+
+
+def _stops(stop: Any) -> list[str]:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise ValueError("stop must be a string or a list of strings")
+    return [s for s in stop if s]
+
+
+def _plain(message: Any) -> Any:
+    """A message as the chat template takes it: its content one string."""
+    if not isinstance(message, dict):
+        return message
+    content = message.get("content")
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise ValueError("the embedded model reads text only: content parts must be text")
+            texts.append(str(part.get("text", "")))
+        content = "\n".join(texts)
+    calls = message.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        written = [
+            f"{call['function'].get('name')}({call['function'].get('arguments')})"
+            for call in calls
+            if isinstance(call, dict) and isinstance(call.get("function"), dict)
+        ]
+        content = "\n".join([content or "", *written]).strip()
+    if content is None:
+        content = ""
+    return {**message, "content": content}
 
 
 def _sampling(body: dict[str, Any]) -> dict[str, Any]:
