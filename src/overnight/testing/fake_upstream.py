@@ -7,7 +7,14 @@ fast or as slowly as asked, and misbehaves in the ways real upstreams do.
 
 Endpoints (all answers are JSON and carry an ``x-request-id`` header):
 
-- ``POST /v1/chat/completions``: answers ``"echo: <text of the last message>"``.
+- ``POST /v1/chat/completions``: answers ``"echo: <text of the last message>"``. A
+  ``stop`` string found in that answer cuts it there, and the choice names it in
+  ``stop_reason``, as vLLM does. With ``tools`` and a ``tool_choice`` that names a
+  function (or is ``"required"``: the first tool), and a last message that is not a
+  tool's result, it answers a call of that function instead, its arguments
+  ``{"text": <text of the last message>}``.
+- ``POST /v1/messages``: Anthropic's Messages shape, the same echo as a Message.
+- ``POST /v1/responses``: OpenAI's Responses shape, the same echo as a Response.
 - ``POST /v1/completions``: answers ``"echo: <prompt>"``, one choice per prompt.
 - ``POST /v1/embeddings``: 8 floats per input, derived from a hash of the text, so
   the same text always gets the same vector.
@@ -280,6 +287,12 @@ class FakeUpstreamState:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, _completion_payload)
 
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, _message_payload)
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, _response_payload)
+
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, _embedding_payload)
 
@@ -499,7 +512,7 @@ def _content_text(content: Any) -> str:
         for part in content:
             if not isinstance(part, dict):
                 raise _BadRequest("content parts must be objects", "messages")
-            if part.get("type") == "text":
+            if part.get("type") in ("text", "input_text", "output_text"):
                 text = part.get("text")
                 if not isinstance(text, str):
                     raise _BadRequest("a text part needs a string 'text'", "messages")
@@ -517,9 +530,8 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def _chat_payload(body: dict[str, Any], rid: str) -> dict[str, Any]:
-    model = _model(body)
-    messages = body.get("messages")
+def _last_text(messages: Any) -> tuple[str, int]:
+    """The text of the last message, and the words of them all."""
     if not isinstance(messages, list) or not messages:
         raise _BadRequest("'messages' must be a non-empty array", "messages")
     prompt_tokens = 0
@@ -529,20 +541,120 @@ def _chat_payload(body: dict[str, Any], rid: str) -> dict[str, Any]:
             raise _BadRequest("each message must be an object", "messages")
         text = _content_text(message.get("content"))
         prompt_tokens += _words(text)
-    reply = f"echo: {text}"
+    return text, prompt_tokens
+
+
+def _chat_payload(body: dict[str, Any], rid: str) -> dict[str, Any]:
+    model = _model(body)
+    text, prompt_tokens = _last_text(body.get("messages"))
+    choice: dict[str, Any]
+    called = _called_tool(body)
+    if called is not None:
+        arguments = orjson.dumps({"text": text}).decode()
+        call = {
+            "id": f"call_{rid}",
+            "type": "function",
+            "function": {"name": called, "arguments": arguments},
+        }
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+            "finish_reason": "tool_calls",
+        }
+        reply = arguments
+    else:
+        reply, matched = _stopped(f"echo: {text}", body.get("stop"))
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": reply},
+            "finish_reason": "stop",
+            "stop_reason": matched,
+        }
     return {
         "id": f"chatcmpl-{rid}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [
+        "choices": [choice],
+        "usage": _usage(prompt_tokens, _words(reply)),
+    }
+
+
+def _called_tool(body: dict[str, Any]) -> str | None:
+    """The function a request forces a call of, unless its last message is
+    already a tool's result."""
+    tools, choice, messages = body.get("tools"), body.get("tool_choice"), body.get("messages")
+    if not isinstance(tools, list) or not tools or not isinstance(messages, list):
+        return None
+    if isinstance(messages[-1], dict) and messages[-1].get("role") == "tool":
+        return None
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        return str(choice["function"].get("name"))
+    if choice == "required" and isinstance(tools[0], dict):
+        return str((tools[0].get("function") or {}).get("name"))
+    return None
+
+
+def _stopped(reply: str, stop: Any) -> tuple[str, str | None]:
+    """`reply` cut at the first stop string in it, and that string."""
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    found = [(reply.find(s), s) for s in stops if isinstance(s, str) and s and s in reply]
+    if not found:
+        return reply, None
+    at, matched = min(found)
+    return reply[:at], matched
+
+
+def _message_payload(body: dict[str, Any], rid: str) -> dict[str, Any]:
+    """Anthropic's Messages API: the chat echo, as a Message."""
+    model = _model(body)
+    if not isinstance(body.get("max_tokens"), int):
+        raise _BadRequest("max_tokens: Field required", "max_tokens")
+    text, prompt_tokens = _last_text(body.get("messages"))
+    reply = f"echo: {text}"
+    return {
+        "id": f"msg_{rid}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": reply}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": max(prompt_tokens, 1), "output_tokens": _words(reply)},
+    }
+
+
+def _response_payload(body: dict[str, Any], rid: str) -> dict[str, Any]:
+    """OpenAI's Responses API: the chat echo, as a Response."""
+    model = _model(body)
+    given = body.get("input")
+    if isinstance(given, str):
+        given = [{"role": "user", "content": given}]
+    text, prompt_tokens = _last_text(given)
+    reply = f"echo: {text}"
+    completion_tokens = _words(reply)
+    return {
+        "id": f"resp_{rid}",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "completed",
+        "model": model,
+        "output": [
             {
-                "index": 0,
-                "message": {"role": "assistant", "content": reply},
-                "finish_reason": "stop",
+                "type": "message",
+                "id": f"msg_{rid}",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": reply, "annotations": []}],
             }
         ],
-        "usage": _usage(prompt_tokens, _words(reply)),
+        "usage": {
+            "input_tokens": max(prompt_tokens, 1),
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": completion_tokens,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": max(prompt_tokens, 1) + completion_tokens,
+        },
     }
 
 
@@ -619,6 +731,8 @@ def make_app(state: FakeUpstreamState | None = None) -> web.Application:
     router = app.router
     router.add_post("/v1/chat/completions", state.chat_completions)
     router.add_post("/v1/completions", state.completions)
+    router.add_post("/v1/messages", state.messages)
+    router.add_post("/v1/responses", state.responses)
     router.add_post("/v1/embeddings", state.embeddings)
     router.add_get("/v1/models", state.models)
     router.add_get("/health", state.health)
