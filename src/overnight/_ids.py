@@ -38,10 +38,23 @@ def batch_uuid(batch_id: str) -> str:
     return str(uuid.UUID(hex=match.group(1))) if match else batch_id
 
 
+_MESSAGE_BATCH = re.compile(r"msgbatch_([0-9a-f]{32})")
+
+
+def message_batch_id(batch_id: str) -> str:
+    """A batch id in Anthropic's form, `msgbatch_<32 hex>`: the same 128
+    bits. An id of any other shape is shown as it is."""
+    match = _BATCH_HEX.fullmatch(batch_id)
+    return f"msgbatch_{match.group(1)}" if match else batch_id
+
+
 def batch_id_from(text: str) -> str:
-    """The stored id for a batch id in either form; `batch_uuid` undone."""
+    """The stored id for a batch id in any form; `batch_uuid` and
+    `message_batch_id` undone."""
     if _UUID.fullmatch(text):
         return f"batch_{uuid.UUID(text).hex}"
+    if match := _MESSAGE_BATCH.fullmatch(text):
+        return f"batch_{match.group(1)}"
     return text
 
 

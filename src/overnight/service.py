@@ -36,7 +36,13 @@ from overnight.types import FileId, TenantId, TenantScope
 
 T = TypeVar("T")
 
-SUPPORTED_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+SUPPORTED_ENDPOINTS = (
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/messages",
+    "/v1/responses",
+)
 MAX_PAGE = 100
 #: Longest MIME type an upload may declare (the column's size).
 MAX_MIME_TYPE = 255
@@ -503,18 +509,32 @@ class Service:
         tenant: TenantScope,
         *,
         after: str | None = None,
+        before: str | None = None,
         limit: int = 20,
         max_limit: int = MAX_PAGE,
     ) -> Page[Batch]:
+        """Newest first: the page after the batch `after` (older ones), or
+        the one just before the batch `before` (newer ones), still newest
+        first; `has_more` says whether more lie beyond it that way."""
         _check_limit(limit, max_limit)
+        if after is not None and before is not None:
+            raise InvalidRequest(
+                "Page with after or before, not both.", param="before", code="invalid_value"
+            )
+        cursor = after if before is None else before
         items = None
-        if after is not None:
-            after = _ids.batch_id_from(after)
-        if after is None or _plausible_id(after):
-            items = await self.store.list_batches(tenant, after=after, limit=limit + 1)
+        if cursor is not None:
+            cursor = _ids.batch_id_from(cursor)
+        if cursor is None or _plausible_id(cursor):
+            items = await self.store.list_batches(
+                tenant, after=cursor, limit=limit + 1, newest_first=before is None
+            )
         if items is None:
-            raise _bad_cursor("batch", after)
-        return Page(items[:limit], len(items) > limit)
+            raise _bad_cursor("batch", cursor, param="after" if before is None else "before")
+        page = items[:limit]
+        if before is not None:
+            page.reverse()
+        return Page(page, len(items) > limit)
 
     async def cancel_batch(self, tenant: TenantScope, batch_id: str) -> Batch:
         batch = None
@@ -524,6 +544,29 @@ class Service:
         if batch is None:
             raise NotFound(f"No such batch: {batch_id}", param="batch_id", code="batch_not_found")
         self.wakeups.notify()
+        return batch
+
+    async def delete_batch(
+        self, tenant: TenantScope, batch_id: str, *, with_input: bool = False
+    ) -> Batch:
+        """Delete an ended batch and its result files (and, `with_input`,
+        its input file: one made only for it). A batch still running is
+        refused: cancel it first."""
+        batch = await self.get_batch(tenant, batch_id)
+        if not batch.status.is_terminal:
+            raise InvalidRequest(
+                f"Batch {batch_id} has not ended; cancel it, then delete it once it has.",
+                param="batch_id",
+                code="batch_not_ended",
+            )
+        file_ids = [f for f in (batch.output_file_id, batch.error_file_id) if f is not None]
+        if with_input:
+            file_ids.append(batch.input_file_id)
+        deleted = await self.store.delete_batch(tenant, batch.id, file_ids)
+        if deleted is None:  # deleted meanwhile by another request
+            raise NotFound(f"No such batch: {batch_id}", param="batch_id", code="batch_not_found")
+        for record in deleted:
+            await self.blobs.delete(record.blob_key)
         return batch
 
     # ---------------------------------------------------------------- helpers
@@ -640,10 +683,11 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def _bad_cursor(kind: str, after: str | None) -> InvalidRequest:
+def _bad_cursor(kind: str, cursor: str | None, *, param: str = "after") -> InvalidRequest:
+    which = "last" if param == "after" else "first"
     return InvalidRequest(
-        f"after={after!r} names no {kind} in this list; pass the id of the last {kind} "
-        "of the previous page.",
-        param="after",
+        f"{param}={cursor!r} names no {kind} in this list; pass the id of the {which} {kind} "
+        "of the page you have.",
+        param=param,
         code="invalid_cursor",
     )

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from overnight.blobs import BlobStore, open_blobs
 from overnight.domain.batch import Batch
 from overnight.domain.dialects import (
+    ANTHROPIC,
     DIALECTS,
     OPENAI,
     TOGETHER,
@@ -60,15 +61,15 @@ def batch(dialect: Dialect, status: BatchStatus = BatchStatus.VALIDATING, **chan
 
 
 def test_each_dialect_is_found_by_the_name_the_store_keeps() -> None:
-    assert set(DIALECTS) == {"openai", "together"}
+    assert set(DIALECTS) == {"openai", "together", "anthropic"}
     for name, dialect in DIALECTS.items():
         assert dialect.name == name
         assert dialect_named(name) is dialect
 
 
-@pytest.mark.parametrize("name", ["anthropic", "", "OpenAI", "together "])
+@pytest.mark.parametrize("name", ["claude", "", "OpenAI", "together "])
 def test_an_unknown_name_fails_loudly(name: str) -> None:
-    with pytest.raises(UnknownDialect, match="known: openai, together"):
+    with pytest.raises(UnknownDialect, match="known: openai, together, anthropic"):
         dialect_named(name)
 
 
@@ -113,10 +114,25 @@ def test_together_shows_a_draining_cancel_as_canceling() -> None:
     assert TOGETHER.status_of(batch(TOGETHER, BatchStatus.CANCELLING)) == "CANCELING"
 
 
-def test_batch_ids_show_as_stored_in_openai_and_as_uuids_in_together() -> None:
+def test_anthropic_shows_in_progress_canceling_and_ended() -> None:
+    shown = {status: ANTHROPIC.status_of(batch(ANTHROPIC, status)) for status in BatchStatus}
+    assert set(shown.values()) == {"in_progress", "canceling", "ended"}
+    assert {s for s, name in shown.items() if name == "ended"} == {
+        s for s in BatchStatus if s.is_terminal
+    }
+    draining = batch(ANTHROPIC, BatchStatus.FINALIZING, stop_reason=StopReason.CANCELLED)
+    assert ANTHROPIC.status_of(draining) == "canceling"
+    expiring = batch(ANTHROPIC, BatchStatus.FINALIZING, stop_reason=StopReason.EXPIRED)
+    assert ANTHROPIC.status_of(expiring) == "in_progress"
+
+
+def test_batch_ids_show_as_stored_in_openai_as_uuids_in_together_and_msgbatch_in_anthropic() -> (
+    None
+):
     stored = "batch_" + "0123456789abcdef" * 2
     assert OPENAI.show_batch_id(stored) == stored
     assert TOGETHER.show_batch_id(stored) == "01234567-89ab-cdef-0123-456789abcdef"
+    assert ANTHROPIC.show_batch_id(stored) == "msgbatch_" + "0123456789abcdef" * 2
 
 
 # ------------------------------------------------------------- result lines
@@ -161,10 +177,31 @@ def together_line(row: dict[str, Any], outcome: Outcome) -> None:
         assert row["error"] == {"message": outcome.error_message, "code": outcome.error_code}
 
 
+def anthropic_line(row: dict[str, Any], outcome: Outcome) -> None:
+    """Anthropic's: `{"custom_id", "result"}`, the result typed: a success
+    holds the Message, an upstream error an error response typed by its
+    status, a line the window's close kept from running is `expired`."""
+    assert set(row) == {"custom_id", "result"}
+    result = row["result"]
+    if outcome.succeeded:
+        assert result == {"type": "succeeded", "message": outcome.body}
+    elif outcome.error_code is None:
+        assert result == {
+            "type": "errored",
+            "error": {
+                "type": "error",
+                "error": {"type": "invalid_request_error", "message": "no such model"},
+            },
+        }
+    else:
+        assert result == {"type": "expired"}
+
+
 #: The line each dialect's users parse; a new dialect adds its own here.
 LINE_SHAPES: dict[str, Callable[[dict[str, Any], Outcome], None]] = {
     "openai": openai_line,
     "together": together_line,
+    "anthropic": anthropic_line,
 }
 
 

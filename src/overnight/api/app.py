@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from overnight import __version__
 from overnight.api import (
     admin,
+    anthropic,
     catalog,
     errors,
     openai,
@@ -42,10 +43,11 @@ FORM_OVERHEAD = MAX_FIELDS * (MAX_FIELD_BYTES + MAX_PART_HEADER_BYTES)
 
 
 class RequestIdMiddleware:
-    """Every response carries `x-request-id`, errors included, and
-    `x-content-type-options: nosniff`, so that a browser treats a download
-    (a file whose bytes a tenant chose) as the type it is served as and
-    never sniffs it into HTML."""
+    """Every response carries `x-request-id`, errors included (and, under
+    /anthropic, the same id as `request-id`, where Anthropic's SDK reads
+    it), and `x-content-type-options: nosniff`, so that a browser treats a
+    download (a file whose bytes a tenant chose) as the type it is served
+    as and never sniffs it into HTML."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -55,14 +57,13 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = f"req_{secrets.token_hex(12)}".encode()
+        added = [(b"x-request-id", request_id), (b"x-content-type-options", b"nosniff")]
+        if scope["path"].startswith("/anthropic/"):
+            added.append((b"request-id", request_id))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-request-id", request_id),
-                    (b"x-content-type-options", b"nosniff"),
-                ]
+                message["headers"] = [*message.get("headers", []), *added]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
@@ -92,6 +93,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(together.router, prefix="/together/v1")
     app.include_router(catalog.together_router, prefix="/together/v1")
     app.include_router(whoami.router, prefix="/together")
+    app.include_router(anthropic.router, prefix="/anthropic/v1")
     app.include_router(admin.router, prefix="/admin")
     app.include_router(webhooks.router, prefix="/admin")
     app.include_router(operations.router)

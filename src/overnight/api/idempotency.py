@@ -46,6 +46,7 @@ IDEMPOTENT_PATHS = re.compile(
     r"^/v1/(files|uploads|batches)$"
     r"|^/v1/uploads/[^/]+/(parts|complete)$"
     r"|^/together/v1/(batches|files/upload|files/multipart/complete)$"
+    r"|^/anthropic/v1/messages/batches$"
 )
 #: Set on an answer that is a stored one.
 REPLAYED_HEADER = "Idempotent-Replayed"

@@ -17,9 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from overnight.api.errors import error_response
 from overnight.errors import PayloadTooLarge
 
-#: Routes whose bodies are files, streamed to storage by the route itself.
+#: Routes whose bodies are files (or, for Anthropic's batch create, a file's
+#: worth of requests), streamed to storage by the route itself.
 STREAMED_PATHS = re.compile(
     r"^/v1/files$|^/v1/uploads/[^/]+/parts$|^/together/v1/files/upload(/[^/]+)?$"
+    r"|^/anthropic/v1/messages/batches$"
 )
 
 

@@ -369,6 +369,62 @@ class WebhookAttemptList(BaseModel):
     has_more: bool
 
 
+# ---------------------------------------------------------------- Anthropic
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicErrorBody(BaseModel):
+    """Every error under /anthropic, in Anthropic's shape."""
+
+    type: str
+    error: AnthropicErrorDetail
+
+
+def anthropic_error_responses() -> dict[int | str, dict[str, Any]]:
+    """`error_responses`, in Anthropic's error shape."""
+    return {
+        status: {**response, "model": AnthropicErrorBody}
+        for status, response in error_responses().items()
+    }
+
+
+class MessageBatchRequestCounts(BaseModel):
+    processing: int
+    succeeded: int
+    errored: int
+    canceled: int
+    expired: int
+
+
+class MessageBatch(BaseModel):
+    id: str
+    type: str
+    processing_status: str
+    request_counts: MessageBatchRequestCounts
+    created_at: str
+    ended_at: str | None
+    expires_at: str
+    archived_at: str | None
+    cancel_initiated_at: str | None
+    results_url: str | None
+
+
+class MessageBatchList(BaseModel):
+    data: list[MessageBatch]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+class MessageBatchDeleted(BaseModel):
+    id: str
+    type: str
+
+
 # -------------------------------------------------- request bodies by hand
 # Routes that stream their bodies (uploads) read them without FastAPI; their
 # bodies are described here for the schema.

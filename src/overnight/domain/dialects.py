@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
-from overnight._ids import batch_uuid
-from overnight.domain.results import Renderer, render_openai, render_together
+from overnight._ids import batch_uuid, message_batch_id
+from overnight.domain.results import Renderer, render_anthropic, render_openai, render_together
 from overnight.domain.status import BatchStatus, StopReason
 
 
@@ -128,8 +128,34 @@ TOGETHER = Dialect(
     show_batch_id=batch_uuid,
 )
 
+_ENDED = "ended"
+
+ANTHROPIC = Dialect(
+    name="anthropic",
+    # Its create writes every line with both (api/anthropic.py).
+    require_method_and_url=True,
+    render=render_anthropic,
+    status_names=_statuses(
+        {
+            BatchStatus.VALIDATING: "in_progress",
+            BatchStatus.IN_PROGRESS: "in_progress",
+            BatchStatus.FINALIZING: "in_progress",
+            BatchStatus.CANCELLING: "canceling",
+            BatchStatus.COMPLETED: _ENDED,
+            BatchStatus.FAILED: _ENDED,
+            BatchStatus.EXPIRED: _ENDED,
+            BatchStatus.CANCELLED: _ENDED,
+        }
+    ),
+    draining_cancel_name="canceling",
+    # Anthropic's batch ids are `msgbatch_...`: the same 128 bits.
+    show_batch_id=message_batch_id,
+)
+
 #: Every dialect, by the name the store keeps.
-DIALECTS: Mapping[str, Dialect] = MappingProxyType({d.name: d for d in (OPENAI, TOGETHER)})
+DIALECTS: Mapping[str, Dialect] = MappingProxyType(
+    {d.name: d for d in (OPENAI, TOGETHER, ANTHROPIC)}
+)
 
 
 def dialect_named(name: str) -> Dialect:
