@@ -28,9 +28,11 @@ class Untranslatable(ValueError):
 
 def refuse_unknown(value: dict[str, Any], known: Iterable[str], where: str) -> None:
     """Refuse any key of `value` not in `known`: a field this translation
-    does not know is a field it would drop."""
-    for key in value:
-        if key not in known:
+    does not know is a field it would drop. A null asks for nothing, so it
+    passes (the SDKs send back blocks they parsed with every optional
+    field, null)."""
+    for key, item in value.items():
+        if key not in known and item is not None:
             raise Untranslatable(
                 _join(where, key), "this field has no counterpart in chat completions."
             )
