@@ -86,7 +86,7 @@ class MessageBatches:
         if total or batch.status not in (BatchStatus.VALIDATING, BatchStatus.CANCELLED):
             return total
         record = await self.service.store.get_file(None, batch.input_file_id)
-        return record.line_count or 0 if record is not None else 0
+        return (record.line_count or 0) if record is not None else 0
 
     async def results(
         self, tenant: TenantScope, batch_id: str

@@ -316,6 +316,56 @@ async def test_lines_that_never_ran_join_the_failed_count(store: Store) -> None:
     assert await store.get_file(ACME, errors.id) == errors
 
 
+async def test_lines_a_stop_kept_from_running_are_counted_apart(store: Store) -> None:
+    """`stopped` is the part of `failed` a cancel or expiry kept from
+    running: moved by progress like the other counters, and by the lines
+    of skipped chunks at the end (those that still read as requests)."""
+    batch = await running_batch(store, chunks=2)
+    work = await claim(store)
+    await store.request_cancel(ACME, batch.id, NOW)
+    ran = Tally(completed=4, failed=6, stopped=5)
+    await store.record_progress(
+        work.chunk.key, ALICE, work.chunk.attempts, ran, Tally(), done=True, now=NOW
+    )
+    assert await store.claim_finalization(BOB, NOW, TTL) is not None
+    assert await store.finish_batch(
+        batch.id,
+        BOB,
+        status=BatchStatus.CANCELLED,
+        output=None,
+        errors=None,
+        never_ran=10,
+        stopped=9,
+        now=NOW,
+        created_us=created_us(),
+    )
+    ended = await store.get_batch(ACME, batch.id)
+    assert ended is not None
+    counts = ended.request_counts
+    assert (counts.completed, counts.failed, counts.stopped) == (4, 16, 14)
+    chunks = await store.chunks_of(batch.id)
+    assert [c.tally.stopped for c in chunks] == [5, 0]
+
+
+async def test_only_an_ended_batch_is_deleted_with_the_files_named(store: Store) -> None:
+    running = await running_batch(store, chunks=1)
+    assert await store.delete_batch(ACME, running.id, []) is None
+    assert await store.get_batch(ACME, running.id) is not None
+
+    batch = await add_batch(store)
+    await store.request_cancel(ACME, batch.id, NOW)  # nobody validated it: ended at once
+    results = await add_file(store, purpose=FilePurpose.BATCH_OUTPUT)
+    kept = await add_file(store)
+    assert await store.delete_batch(GLOBEX, batch.id, [results.id]) is None
+    deleted = await store.delete_batch(ACME, batch.id, [results.id, batch.input_file_id])
+    assert deleted is not None
+    assert sorted(r.id for r in deleted) == sorted([results.id, batch.input_file_id])
+    assert await store.get_batch(None, batch.id) is None
+    assert await store.get_file(None, results.id) is None
+    assert await store.get_file(None, kept.id) == kept
+    assert await store.delete_batch(ACME, batch.id, []) is None
+
+
 async def test_a_finalisation_that_keeps_crashing_fails_the_batch(store: Store) -> None:
     batch = await running_batch(store, chunks=1)
     work = await claim(store)

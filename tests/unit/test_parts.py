@@ -13,6 +13,9 @@ import pytest
 from overnight.blobs.local import LocalBlobs
 from overnight.domain.batch import Usage
 from overnight.domain.chunk import ZERO_TALLY, ChunkKey, Tally
+from overnight.domain.dialects import ANTHROPIC, OPENAI, TOGETHER, Dialect
+from overnight.domain.results import Outcome
+from overnight.domain.status import StopReason
 from overnight.runner.parts import ChunkParts, part_key, snapshot_key
 from overnight.types import BatchId
 
@@ -103,3 +106,28 @@ async def test_a_takeover_without_a_finished_attempt_resumes_from_the_snapshot(
     parts.close()
 
     assert ids == {"a", "b"} and tally == Tally(1, 1, Usage(input_tokens=1))
+
+
+@pytest.mark.parametrize("dialect", [OPENAI, TOGETHER, ANTHROPIC], ids=lambda d: d.name)
+async def test_a_reopened_part_counts_again_what_a_stop_kept_from_running(
+    tmp_path: Path, blobs: LocalBlobs, dialect: Dialect
+) -> None:
+    """In every dialect's shape: the lines a cancel or an expiry cut off,
+    apart from those that ran and failed; and the usage of the successes
+    (Anthropic's under `result.message`)."""
+    message = {"type": "message", "usage": {"input_tokens": 5, "output_tokens": 2}}
+    parts = parts_of(tmp_path, blobs)
+    await parts.open()
+    parts.add(dialect.render(Outcome("ok", 200, message)), succeeded=True)
+    parts.add(dialect.render(Outcome("bad", 400, {"error": {"message": "no"}})), succeeded=False)
+    for custom_id, reason in (("c", StopReason.CANCELLED), ("e", StopReason.EXPIRED)):
+        parts.add(dialect.render(Outcome.stopped(custom_id, reason)), succeeded=False)
+    await parts.flush()
+    parts.close()
+
+    again = parts_of(tmp_path, blobs)
+    ids, tally = await again.open()
+    again.close()
+    assert ids == {"ok", "bad", "c", "e"}
+    assert (tally.completed, tally.failed, tally.stopped) == (1, 3, 2)
+    assert (tally.usage.input_tokens, tally.usage.output_tokens) == (5, 2)
