@@ -261,3 +261,35 @@ def keyed_server(
     if admin_key_hashes:
         env["OVERNIGHT_ADMIN_API_KEY_HASHES"] = json.dumps(admin_key_hashes)
     return ServerProcess(root / "data", config=config, env=env).start()
+
+
+def message_requests(
+    n: int, model: str = "fake-model", prefix: str = "q", **params: Any
+) -> list[dict[str, Any]]:
+    """The `requests` of an Anthropic Message Batch create."""
+    return [
+        {
+            "custom_id": f"{prefix}{i}",
+            "params": {
+                "model": model,
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": f"{prefix} number {i}"}],
+                **params,
+            },
+        }
+        for i in range(n)
+    ]
+
+
+async def wait_for_message_batch(sdk: Any, batch_id: str, *, within: float = 30) -> Any:
+    """Poll through the async `anthropic` SDK until the batch has ended."""
+    import asyncio
+
+    deadline = time.monotonic() + within
+    batch = await sdk.messages.batches.retrieve(batch_id)
+    while batch.processing_status != "ended":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"batch {batch_id} still {batch.processing_status} after {within} s")
+        await asyncio.sleep(0.05)
+        batch = await sdk.messages.batches.retrieve(batch_id)
+    return batch

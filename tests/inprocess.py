@@ -7,8 +7,9 @@ server start.
 Two shapes of the same thing:
 
 - `InProcess` (async): `async with in_process(settings) as api`, then
-  `api.client(key)` (httpx) or `api.openai(key)` / `api.together(key)` (the
-  official async SDKs, with only their transport swapped). The fixture
+  `api.client(key)` (httpx) or `api.openai(key)` / `api.together(key)` /
+  `api.anthropic(key)` (the official async SDKs, with only their transport
+  swapped). The fixture
   `start_api` opens one per call and closes them all at the test's end.
 - `BackgroundApi` (sync): the same app on an event loop of its own thread,
   so that sync tests and the sync SDKs drive it as they would a server; a
@@ -29,7 +30,9 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anthropic
 import httpx
+import httpx2
 import openai
 import pytest
 import requests
@@ -97,6 +100,18 @@ class InProcess:
             api_key=key,
             max_retries=0,
             http_client=httpx.AsyncClient(transport=self.transport),
+        )
+        self._stack.push_async_callback(sdk.close)
+        return sdk
+
+    def anthropic(self, key: str = "test-key") -> anthropic.AsyncAnthropic:
+        """The official Anthropic SDK, unchanged but for its transport (it
+        speaks through httpx2, httpx's successor)."""
+        sdk = anthropic.AsyncAnthropic(
+            base_url=f"{BASE_URL}/anthropic",
+            api_key=key,
+            max_retries=0,
+            http_client=httpx2.AsyncClient(transport=httpx2.ASGITransport(app=self.app)),
         )
         self._stack.push_async_callback(sdk.close)
         return sdk

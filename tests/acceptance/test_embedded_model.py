@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import openai
 import pytest
 
 from backends import Backend
-from helpers import jsonl, read_jsonl, wait_for_batch
+from helpers import jsonl, read_jsonl, wait_for_batch, wait_for_message_batch
+from inprocess import api_settings, in_process
 
 pytestmark = pytest.mark.embedded
 
@@ -79,3 +82,48 @@ def test_chat_and_embeddings_on_the_embedded_model(start_server) -> None:  # typ
         assert {len(v) for v in vectors.values()} == {576}
         assert vectors["emb-0"] != vectors["emb-1"]
         assert all(any(x != 0 for x in v) for v in vectors.values())
+
+
+async def test_message_batches_on_the_embedded_model(tmp_path: Path) -> None:
+    """The embedded model speaks chat only: Messages requests are translated
+    there and back, stop sequences included (the backend names the one that
+    ended the text). In-process: the answers are the point, not the server."""
+    async with in_process(api_settings(tmp_path / "data", worker=True)) as api:
+        sdk = api.anthropic()
+        count = "Count from one to ten in words, separated by spaces."  # it answers 1234...
+        batch = await sdk.messages.batches.create(
+            requests=[
+                {
+                    "custom_id": "hello",
+                    "params": {
+                        "model": MODEL,
+                        "max_tokens": 5,
+                        "system": "Answer in one word.",
+                        "messages": [{"role": "user", "content": "Say hello."}],
+                        "temperature": 0,
+                    },
+                },
+                {
+                    "custom_id": "count",
+                    "params": {
+                        "model": MODEL,
+                        "max_tokens": 12,
+                        "messages": [{"role": "user", "content": count}],
+                        "stop_sequences": ["5"],
+                        "temperature": 0,
+                    },
+                },
+            ]
+        )
+        done = await wait_for_message_batch(sdk, batch.id, within=120)
+        assert done.request_counts.succeeded == 2, done.request_counts
+        results = {
+            r.custom_id: r.result async for r in await sdk.messages.batches.results(batch.id)
+        }
+    hello = results["hello"].message
+    assert hello.model == MODEL and hello.content[0].text.strip()
+    assert hello.stop_reason in ("end_turn", "max_tokens")
+    assert 0 < hello.usage.output_tokens <= 5 and hello.usage.input_tokens > 0
+    counted = results["count"].message
+    assert (counted.stop_reason, counted.stop_sequence) == ("stop_sequence", "5")
+    assert counted.content[0].text and "5" not in counted.content[0].text

@@ -485,6 +485,123 @@ async def _(ctx: Ctx) -> None:
         error_of(await ctx.anonymous.get(f"/together/{version}/whoami"), 401, "invalid_api_key")
 
 
+# ---------------------------------------------------- Anthropic batches
+
+MESSAGE_REQUEST = {
+    "custom_id": "a",
+    "params": {
+        "model": "fake-model",
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hi"}],
+    },
+}
+
+
+def anthropic_error_of(response: httpx.Response, status: int, kind: str) -> None:
+    """An error in Anthropic's shape, with its `request-id`."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == kind, body
+    assert body["error"]["message"]
+    assert response.headers["request-id"].startswith("req_")
+
+
+async def message_batch(ctx: Ctx) -> Any:
+    return await ctx.api.anthropic(ALPHA).messages.batches.create(requests=[MESSAGE_REQUEST])  # type: ignore[list-item]
+
+
+@covers("POST /anthropic/v1/messages/batches")
+async def _(ctx: Ctx) -> None:
+    batch = await message_batch(ctx)
+    assert batch.id.startswith("msgbatch_") and batch.processing_status == "in_progress"
+    assert batch.request_counts.processing == 1
+    # A retry under the same Idempotency-Key gets the first answer, not a second batch.
+    once = {"Idempotency-Key": "create-once"}
+    first, again = [
+        await ctx.alpha.post(
+            "/anthropic/v1/messages/batches", json={"requests": [MESSAGE_REQUEST]}, headers=once
+        )
+        for _ in range(2)
+    ]
+    assert first.status_code == again.status_code == 200
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"]
+    anthropic_error_of(
+        await ctx.anonymous.post("/anthropic/v1/messages/batches", json={"requests": []}),
+        401,
+        "authentication_error",
+    )
+    anthropic_error_of(
+        await ctx.alpha.post("/anthropic/v1/messages/batches", json={"requests": []}),
+        400,
+        "invalid_request_error",
+    )
+
+
+@covers("GET /anthropic/v1/messages/batches")
+async def _(ctx: Ctx) -> None:
+    batch = await message_batch(ctx)
+    listed = await ctx.api.anthropic(ALPHA).messages.batches.list(limit=1000)
+    assert batch.id in [b.id for b in listed.data]
+    theirs = (await ctx.beta.get("/anthropic/v1/messages/batches")).json()
+    assert batch.id not in [b["id"] for b in theirs["data"]]
+    anthropic_error_of(
+        await ctx.alpha.get("/anthropic/v1/messages/batches", params={"limit": 0}),
+        400,
+        "invalid_request_error",
+    )
+
+
+@covers("GET /anthropic/v1/messages/batches/{batch_id}")
+async def _(ctx: Ctx) -> None:
+    batch = await message_batch(ctx)
+    assert (await ctx.api.anthropic(ALPHA).messages.batches.retrieve(batch.id)).id == batch.id
+    anthropic_error_of(
+        await ctx.beta.get(f"/anthropic/v1/messages/batches/{batch.id}"), 404, "not_found_error"
+    )
+
+
+@covers(
+    "POST /anthropic/v1/messages/batches/{batch_id}/cancel",
+    "GET /anthropic/v1/messages/batches/{batch_id}/results",
+)
+async def _(ctx: Ctx) -> None:
+    sdk = ctx.api.anthropic(ALPHA)
+    batch = await message_batch(ctx)
+    anthropic_error_of(
+        await ctx.alpha.get(f"/anthropic/v1/messages/batches/{batch.id}/results"),
+        404,
+        "not_found_error",
+    )
+    # No worker here: nothing ran, and the cancel ends it at once.
+    cancelled = await sdk.messages.batches.cancel(batch.id)
+    assert cancelled.processing_status == "ended"
+    assert cancelled.request_counts.canceled == 1 and cancelled.results_url
+    results = [r async for r in await sdk.messages.batches.results(batch.id)]
+    assert [(r.custom_id, r.result.type) for r in results] == [("a", "canceled")]
+    anthropic_error_of(
+        await ctx.beta.post(f"/anthropic/v1/messages/batches/{batch.id}/cancel"),
+        404,
+        "not_found_error",
+    )
+
+
+@covers("DELETE /anthropic/v1/messages/batches/{batch_id}")
+async def _(ctx: Ctx) -> None:
+    sdk = ctx.api.anthropic(ALPHA)
+    batch = await message_batch(ctx)
+    anthropic_error_of(
+        await ctx.alpha.delete(f"/anthropic/v1/messages/batches/{batch.id}"),
+        400,
+        "invalid_request_error",
+    )
+    await sdk.messages.batches.cancel(batch.id)
+    anthropic_error_of(
+        await ctx.beta.delete(f"/anthropic/v1/messages/batches/{batch.id}"), 404, "not_found_error"
+    )
+    deleted = await sdk.messages.batches.delete(batch.id)
+    assert (deleted.id, deleted.type) == (batch.id, "message_batch_deleted")
+
+
 # ---------------------------------------------------------------- admin
 
 
