@@ -41,9 +41,10 @@ LINE_PAD = 900  # brings a line to about 1 KB
 class PeakSampler(threading.Thread):
     """Samples the RSS of each process in a tree; keeps the peak per role."""
 
-    def __init__(self, server: Proc) -> None:
+    def __init__(self, server: Proc, interval: float = 0.1) -> None:
         super().__init__(daemon=True)
         self.server = server
+        self.interval = interval
         self.peaks: dict[str, int] = {}
         self.running = True
 
@@ -56,7 +57,7 @@ class PeakSampler(threading.Thread):
                 except psutil.NoSuchProcess:
                     continue
                 self.peaks[role] = max(self.peaks.get(role, 0), rss)
-            time.sleep(0.1)
+            time.sleep(self.interval)
 
     def take(self) -> dict[str, int]:
         peaks, self.peaks = self.peaks, {}
