@@ -113,3 +113,17 @@ def test_a_request_longer_than_a_line_may_be_is_refused() -> None:
     with pytest.raises(BadRequest, match="longer than") as refused:
         checker().check({"custom_id": "a", "params": {**PARAMS, "x": "y" * 5000}})
     assert refused.value.param == "requests[0]"
+
+
+def test_the_settings_validation_applies_are_applied_at_create() -> None:
+    """So that a batch whose create passed never fails validation."""
+    short = RequestChecker(models={"m", "n"}, max_line_bytes=4096, max_custom_id_length=3)
+    with pytest.raises(BadRequest, match="longer than 3") as refused:
+        short.check({"custom_id": "abcd", "params": PARAMS})
+    assert refused.value.param == "requests[0].custom_id"
+
+    single = RequestChecker(models={"m", "n"}, max_line_bytes=4096, single_model=True)
+    single.check({"custom_id": "a", "params": PARAMS})
+    with pytest.raises(BadRequest, match="same model") as refused:
+        single.check({"custom_id": "b", "params": {**PARAMS, "model": "n"}})
+    assert refused.value.param == "requests[1].params.model"

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from overnight.domain.lines import LineError, LineRules, check_line
+from overnight.domain.lines import MAX_CUSTOM_ID_LENGTH, LineError, LineRules, check_line
 
 ENDPOINT = "/v1/messages"
 #: Anthropic's pattern for a `custom_id`.
@@ -82,17 +82,41 @@ _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
 
 
+def _params_path(path: str) -> str:
+    """A path into the line (`body.max_tokens`) as a path into the request
+    (`params.max_tokens`)."""
+    if path == "body" or path.startswith(("body.", "body[")):
+        return "params" + path.removeprefix("body")
+    return path
+
+
 class RequestChecker:
     """Checks the requests of one create, in order, and remembers their
     `custom_id`s to refuse a repeat."""
 
-    def __init__(self, *, models: Collection[str], max_line_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        models: Collection[str],
+        max_line_bytes: int,
+        max_custom_id_length: int = MAX_CUSTOM_ID_LENGTH,
+        single_model: bool = False,
+    ) -> None:
+        """The settings validation will apply (`max_line_bytes`,
+        `max_custom_id_length`, `require_single_model`) are applied here
+        too, so a batch never fails validation after its create passed."""
         self.models = models
         self.rules = LineRules(
-            ENDPOINT, models=models, require_method_and_url=True, max_line_bytes=max_line_bytes
+            ENDPOINT,
+            models=models,
+            require_method_and_url=True,
+            max_custom_id_length=max_custom_id_length,
+            max_line_bytes=max_line_bytes,
         )
+        self.single_model = single_model
         self.count = 0
         self._seen: set[str] = set()
+        self._model: str | None = None
 
     def check(self, item: Any) -> bytes:
         """The next request as an input line, newline included."""
@@ -121,9 +145,18 @@ class RequestChecker:
                 f"{where}.params.model",
                 f"the model {body.model!r} is not served here; served: {served}.",
             )
+        if self.single_model and self._model not in (None, body.model):
+            raise BadRequest(
+                f"{where}.params.model",
+                f"every request must name the same model ({self._model!r}) here.",
+            )
+        self._model = body.model
         checked = check_line(raw, index + 1, self.rules)
         if isinstance(checked, LineError):
-            raise BadRequest(where, checked.message.replace(f"Line {index + 1}", "the request"))
+            param = where
+            if checked.param:
+                param += "." + _params_path(checked.param)
+            raise BadRequest(param, checked.message.replace(f"Line {index + 1}", "the request"))
         if line.custom_id in self._seen:
             raise BadRequest(
                 f"{where}.custom_id",
@@ -152,9 +185,7 @@ class RequestChecker:
             missing = _MISSING.match(message)
             if missing:
                 path = f"{path}.{missing.group('field')}" if path else missing.group("field")
-            if path == "body" or path.startswith(("body.", "body[")):
-                path = "params" + path.removeprefix("body")
-            param = f"{where}.{path}" if path else where
+            param = f"{where}.{_params_path(path)}" if path else where
             raise BadRequest(param, _AT.sub("", message) + ".") from None
         except (msgspec.DecodeError, RecursionError) as exc:
             raise BadRequest(where, f"cannot be read back: {exc}.") from None
