@@ -40,6 +40,8 @@ def test_a_message_batch_killed_mid_run_ends_with_each_result_once(tmp_path: Pat
             ],
             chunk_lines=CHUNK_LINES,
             flush_lines=FLUSH_LINES,
+            # The worker in the API process: one process to start, twice.
+            worker_processes=0,
         )
         data = tmp_path / "data"
         server = ServerProcess(data, config=config).start()
