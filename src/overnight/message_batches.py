@@ -47,7 +47,12 @@ class MessageBatches:
         """A batch of the requests `requests` yields, as they are parsed."""
         service = self.service
         settings = service.settings
-        checker = RequestChecker(models=service.model_names, max_line_bytes=settings.max_line_bytes)
+        checker = RequestChecker(
+            models=service.model_names,
+            max_line_bytes=settings.max_line_bytes,
+            max_custom_id_length=settings.max_custom_id_length,
+            single_model=settings.require_single_model,
+        )
         sink = service.new_file_sink()
         pending = bytearray()
         try:

@@ -47,6 +47,8 @@ def settings(
         chunk_lines=4,
         max_message_batch_requests=MAX_REQUESTS,
         max_message_batch_bytes=MAX_BYTES,
+        # Shorter than Anthropic's 64: the create must refuse what validation would.
+        max_custom_id_length=8,
         **backend.settings(),
     )
 
@@ -137,10 +139,12 @@ async def test_bad_bodies_are_refused_naming_the_request_and_leave_nothing(
     duplicate = message_requests(3, TRANSLATED)
     duplicate[2]["custom_id"] = "q0"
     unknown_model = message_requests(2, "no-such-model")
+    long_id = message_requests(1, TRANSLATED, "long-id-")
     cases = [
         (missing, "requests[1].params.max_tokens"),
         (duplicate, "requests[2].custom_id"),
         (unknown_model, "requests[0].params.model"),
+        (long_id, "requests[0].custom_id"),
         (message_requests(MAX_REQUESTS + 1, TRANSLATED), f"requests[{MAX_REQUESTS}]"),
         ([], "requests"),
     ]
