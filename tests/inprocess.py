@@ -22,7 +22,9 @@ the fast loops tests use (tests/helpers.py FAST_ENV) in this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import itertools
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -266,6 +268,27 @@ def app_server(
     )
     with BackgroundApi(settings) as app:
         yield app
+
+
+AppFactory = Callable[..., BackgroundApi]
+
+
+@pytest.fixture
+def start_app(tmp_path: Path, backend: Backend) -> Iterator[AppFactory]:
+    """The in-process twin of conftest's `start_server`: `start_app(models,
+    **settings)` runs an app with its worker on the module's backend; all
+    are stopped at the test's end."""
+    numbers = itertools.count()
+    with contextlib.ExitStack() as stack:
+
+        def start(models: list[dict[str, Any]], **settings: Any) -> BackgroundApi:
+            data_dir = tmp_path / f"app-{next(numbers)}"
+            app_settings = api_settings(
+                data_dir, worker=True, models=models, **{**backend.settings(), **settings}
+            )
+            return stack.enter_context(BackgroundApi(app_settings))
+
+        yield start
 
 
 class _ThreadedAsgi(httpx.BaseTransport):

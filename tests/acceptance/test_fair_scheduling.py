@@ -25,7 +25,9 @@ def test_a_small_batch_finishes_within_seconds_behind_a_100k_batch(
     upstream: FakeUpstream,
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    upstream.configure(latency=0.005)
+    # 1,600 requests/s at most: the big batch runs for a minute, and the
+    # machine is not spent on dispatching it.
+    upstream.configure(latency=0.02)
     server = start_server([fake_model(upstream.url, max_concurrency=32, adaptive=False)])
     with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
         big = create(client, chat_lines(100_000, prefix="big"))
@@ -90,20 +92,3 @@ def test_two_tenants_with_equal_load_get_equal_throughput(
     assert rate_a > 0 and rate_b > 0
     print(f"alpha {rate_a}, beta {rate_b}: {samples}")
     assert 0.8 <= rate_a / rate_b <= 1.25, f"alpha {rate_a}, beta {rate_b} ({samples})"
-
-
-def test_a_wrong_key_is_refused_when_tenants_are_configured(
-    start_server, upstream: FakeUpstream
-) -> None:  # type: ignore[no-untyped-def]
-    server = start_server(
-        [fake_model(upstream.url)],
-        env={"OVERNIGHT_TENANTS": '[{"name": "alpha", "api_keys": ["key-a"]}]'},
-    )
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0) as client:
-        try:
-            client.files.list()
-        except openai.AuthenticationError as error:
-            assert error.status_code == 401
-            assert error.body["code"] == "invalid_api_key"  # type: ignore[index]
-        else:
-            raise AssertionError("a wrong key was accepted")

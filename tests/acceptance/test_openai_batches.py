@@ -1,8 +1,8 @@
 """Batches through the real `openai` SDK, run against the fake upstream.
 
-Most run the app and its worker in-process (tests/inprocess.py) on both
-storage backends; the two that start servers of their own (many chunks in
-flight, model replicas) still run `overnight serve`."""
+They run the app and its worker in-process (tests/inprocess.py) on both
+storage backends; the two that need servers of their own (many chunks in
+flight, model replicas) start them in-process too."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from overnight.testing.fake_upstream import FakeUpstream
 
 from helpers import chat_lines, fake_model, jsonl, read_jsonl, wait_for_batch
-from inprocess import BackgroundApi
+from inprocess import AppFactory, BackgroundApi
 
 
 @pytest.fixture
@@ -168,14 +168,13 @@ def test_cancel_mid_run_keeps_partial_results(
     assert again.status == "cancelled"
 
 
-def test_a_cancel_amid_many_running_chunks_loses_no_line(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_cancel_amid_many_running_chunks_loses_no_line(start_app: AppFactory) -> None:
     """Several chunks' lanes share a model's 32 slots, so at the cancel many
     lanes wait for a slot while answers keep freeing slots: every line still
     ends in exactly one file, once."""
     with FakeUpstream() as upstream:
         model = fake_model(upstream.url, max_concurrency=32, adaptive=False)
-        server = start_server([model], chunk_lines=2000)
-        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
+        with start_app([model], chunk_lines=2000).openai() as client:
             lines = chat_lines(20_000, prefix="race")
             created = submit(client, lines)
             wait_until_completed(client, created.id, 2000)
@@ -311,7 +310,7 @@ def test_a_bad_create_body_names_the_field(server: BackgroundApi) -> None:
 
 
 def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
-    start_server,  # type: ignore[no-untyped-def]
+    start_app: AppFactory,
 ) -> None:
     from helpers import fake_model, free_port
 
@@ -319,7 +318,7 @@ def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
     # shared upstream may still get stragglers from earlier tests' servers.
     with FakeUpstream() as fast, FakeUpstream(latency=0.05) as slow:
         dead = f"http://127.0.0.1:{free_port()}/v1"
-        server = start_server(
+        app = start_app(
             [
                 fake_model(fast.url, name="replicated", base_urls=[slow.url]),
                 fake_model(dead, name="dead-model", max_attempts=2),
@@ -328,9 +327,9 @@ def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
             # A lease lapsing on a busy machine (the test default is 5 s)
             # would re-send a chunk's unfinished lines: correct, but not
             # what this counts.
-            env={"OVERNIGHT_LEASE_TTL": "120"},
+            lease_ttl=120,
         )
-        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
+        with app.openai() as client:
             # Least outstanding requests: both replicas work, the fast one more.
             batch = wait_for_batch(client, submit(client, chat_lines(60, model="replicated")).id)
             assert batch.request_counts.completed == 60
