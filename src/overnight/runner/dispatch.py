@@ -13,7 +13,6 @@ expiry) ends the retrying early; the last answer is then the result.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import random
 import time
@@ -21,6 +20,7 @@ import time
 from overnight.backends import UpstreamRequest, UpstreamResult
 from overnight.runner.limiter import acquire_unless
 from overnight.runner.models import ServedModel
+from overnight.runner.wakeups import wait_at_most
 
 
 async def send_with_retries(
@@ -45,7 +45,6 @@ async def send_with_retries(
         else:
             ceiling = settings.retry_backoff * 2 ** (attempt - 1)
             delay = random.uniform(0, min(settings.max_retry_delay, ceiling))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopped.wait(), delay)
+        await wait_at_most(stopped, delay)
         if not await acquire_unless(model.limiter, stopped):
             return dataclasses.replace(result, attempts=attempt)

@@ -18,7 +18,6 @@ model servers answer twice (docs/operations.md). One transaction per flush
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Protocol
 from overnight.domain.chunk import ChunkKey, Tally
 from overnight.errors import StorageError
 from overnight.runner.parts import ChunkParts, write_parts
+from overnight.runner.wakeups import wait_at_most
 from overnight.settings import Settings
 from overnight.store.contracts import RunnerStore
 from overnight.types import WorkerId
@@ -148,8 +148,7 @@ class Flusher:
 
     async def _write_forever(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._due.wait(), self.settings.flush_interval)
+            await wait_at_most(self._due, self.settings.flush_interval)
             self._due.clear()
             await self.write_results()
 

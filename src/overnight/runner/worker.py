@@ -35,7 +35,7 @@ from overnight.runner.flushing import Flusher
 from overnight.runner.models import Models
 from overnight.runner.retention import sweep_forever
 from overnight.runner.validate import validate_batch
-from overnight.runner.wakeups import Wakeups
+from overnight.runner.wakeups import Wakeups, wait_at_most
 from overnight.settings import Settings
 from overnight.store.contracts import RunnerStore
 from overnight.types import WorkerId
@@ -159,8 +159,7 @@ class Worker:
                         run.stop(reason)
 
     async def _sleep_or_wake(self, wake: asyncio.Event) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), self.settings.poll_interval)
+        await wait_at_most(wake, self.settings.poll_interval)
         wake.clear()
 
     # -- claim loops
