@@ -257,7 +257,9 @@ async def test_a_sqlite_start_up_frees_every_lease_as_a_crash(store: Store) -> N
     await claim(store)
     await add_batch(store)
     await store.claim_validation(BOB, NOW, TTL)
+    await store.heartbeat(ALICE, NOW, TTL)
     await store.release_all_leases()
+    assert await store.live_workers(NOW, TTL) == []  # nobody to wait for
     assert (await claim(store, BOB)).chunk.crashes == 1
     validation = await store.claim_validation(ALICE, NOW, TTL)
     assert validation is not None and validation.crashes == 1

@@ -124,8 +124,12 @@ class WorkersMixin(StoreBase):
         """At start-up of the only process on a SQLite store: every lease
         belongs to a process that is gone, so there is no need to wait for
         them to expire. A clean shutdown hands its leases back, so whatever
-        is still held was held when its process died: each counts a crash."""
+        is still held was held when its process died: each counts a crash.
+        The dead processes' workers are forgotten too, or a new worker would
+        wait for them to count it in (`Worker._wait_to_be_counted`) until
+        their heartbeats aged out."""
         async with self._write() as conn:
+            await conn.execute(delete(workers))
             await conn.execute(
                 update(chunks)
                 .where(chunks.c.status == ChunkStatus.RUNNING.value)
