@@ -345,7 +345,7 @@ def test_local_mode_refuses_a_public_address(tmp_path: Path) -> None:
 
 
 def test_exposure_is_allowed_with_keys_or_when_told(tmp_path: Path) -> None:
-    from overnight.cli import _check_exposure
+    from overnight.cli.serve import check_exposure as _check_exposure
     from overnight.settings import load_settings
 
     digest = hashlib.sha256(b"k").hexdigest()

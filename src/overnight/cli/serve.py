@@ -1,70 +1,27 @@
-"""The `overnight` command. Commands parse flags, build Settings, call the
-core, and print; nothing else lives here."""
+"""`overnight serve` and `overnight worker`: the long-running processes.
+They parse flags, build Settings, and hand them to uvicorn or the runner."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
-import sys
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from overnight import __version__
-from overnight.cli_webhooks import webhooks_app
+from overnight.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    configure_logging,
+    console,
+    load_cli_settings,
+)
 
 if TYPE_CHECKING:
     from overnight.settings import Settings
-    from overnight.store.contracts import Store
-
-T = TypeVar("T")
-
-app = typer.Typer(
-    name="overnight",
-    help="A self-hosted Batch API for LLM inference.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-console = Console(stderr=True)
-app.add_typer(webhooks_app, name="webhooks")  # `overnight webhooks ...` (cli_webhooks.py)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="TOML config file (also $OVERNIGHT_CONFIG).", show_default=False
-    ),
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Where the database and files live (default: ./.overnight).",
-        show_default=False,
-    ),
-]
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"overnight {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-) -> None:
-    """A self-hosted Batch API for LLM inference."""
-
-
-@app.command()
 def serve(
     host: Annotated[
         str | None, typer.Option(help="Interface to bind (default: 127.0.0.1).", show_default=False)
@@ -88,8 +45,8 @@ def serve(
 ) -> None:
     """Run the API, the scheduler and the workers (in worker processes of
     its own, `worker_processes`)."""
-    _configure_logging(log_level)
-    settings = _settings(
+    configure_logging(log_level)
+    settings = load_cli_settings(
         config,
         host=host,
         port=port,
@@ -104,7 +61,7 @@ def serve(
     except DataDirInUse as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
-    if not _check_exposure(settings):
+    if not check_exposure(settings):
         raise typer.Exit(2)
     _share_metrics_between_processes(settings)
 
@@ -145,7 +102,6 @@ def serve(
         raise typer.Exit(1)
 
 
-@app.command()
 def worker(
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
@@ -159,7 +115,7 @@ def worker(
 
     from overnight.runtime import DataDirInUse
 
-    _configure_logging(log_level)
+    configure_logging(log_level)
     if supervised_by is not None:
         # A worker process of `serve` (runner/supervisor.py): its settings
         # come from the parent, and it dies with it.
@@ -172,7 +128,7 @@ def worker(
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the loop runs, too
         settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     else:
-        settings = _settings(config, data_dir=data_dir, worker=True)
+        settings = load_cli_settings(config, data_dir=data_dir, worker=True)
         models = ", ".join(m.name for m in settings.served_models)
         console.print(f"overnight {__version__} worker serving {models}")
     try:
@@ -231,19 +187,7 @@ def _share_metrics_between_processes(settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
 
 
-def _settings(config: Path | None, **overrides: Any) -> Settings:
-    """Settings from the config file, the environment and flags; a bad one
-    ends the command with its message."""
-    from overnight.settings import load_settings
-
-    try:
-        return load_settings(config, **overrides)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _check_exposure(settings: Settings) -> bool:
+def check_exposure(settings: Settings) -> bool:
     """Single-user local mode lets every caller in as the tenant `default`:
     it may listen on loopback only, unless told otherwise. Say which mode
     the server is in; False means refuse to start."""
@@ -273,130 +217,3 @@ def _check_exposure(settings: Settings) -> bool:
         "or pass --allow-insecure-public if this network is trusted."
     )
     return False
-
-
-# ---------------------------------------------------------------------- keys
-
-keys_app = typer.Typer(
-    help="API keys: made here, shown once, stored only as hashes.", no_args_is_help=True
-)
-app.add_typer(keys_app, name="keys")
-TenantOption = Annotated[
-    str | None, typer.Option("--tenant", help="The tenant the keys act for.", show_default=False)
-]
-
-
-@keys_app.command("create")
-def keys_create(
-    tenant: TenantOption = None,
-    admin: Annotated[
-        bool, typer.Option("--admin", help="An admin key: sees every tenant, sets quotas.")
-    ] = False,
-    data_dir: DataDirOption = None,
-    config: ConfigOption = None,
-) -> None:
-    """Make a key and print it (only this once; only its hash is kept)."""
-    from overnight.tenants import create_key
-
-    settings = _settings(config, data_dir=data_dir)
-    made = _run_on_store(settings, lambda store: create_key(store, tenant=tenant, admin=admin))
-    who = f"tenant {made.key.tenant}" if made.key.tenant else "admin"
-    console.print(f"created {made.key.id} ({who}); keep the key now, it is not shown again:")
-    typer.echo(made.secret)
-
-
-@keys_app.command("list")
-def keys_list(
-    tenant: TenantOption = None,
-    revoked: Annotated[bool, typer.Option("--revoked", help="Include revoked keys.")] = False,
-    data_dir: DataDirOption = None,
-    config: ConfigOption = None,
-) -> None:
-    """List keys made with `keys create` (without their secrets)."""
-    settings = _settings(config, data_dir=data_dir)
-    keys = _run_on_store(
-        settings, lambda store: store.list_api_keys(tenant, include_revoked=revoked)
-    )
-    rows = [("ID", "KEY", "ROLE", "TENANT", "CREATED", "REVOKED")]
-    rows += [
-        (
-            key.id,
-            key.shown + "...",
-            key.role.value,
-            key.tenant or "-",
-            _when(key.created_at),
-            _when(key.revoked_at),
-        )
-        for key in keys
-    ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:  # columns as wide as their widest cell, two spaces apart
-        typer.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
-
-
-@keys_app.command("revoke")
-def keys_revoke(
-    key_id: Annotated[
-        str | None,
-        typer.Argument(help="The key's id (or its shown prefix).", show_default=False),
-    ] = None,
-    tenant: TenantOption = None,
-    data_dir: DataDirOption = None,
-    config: ConfigOption = None,
-) -> None:
-    """Revoke one key, or with --tenant alone every key of that tenant. A
-    revoked key is refused from the next request on."""
-    from overnight.tenants import revoke_keys
-
-    settings = _settings(config, data_dir=data_dir)
-    revoked = _run_on_store(
-        settings, lambda store: revoke_keys(store, key_id=key_id, tenant=tenant)
-    )
-    for key in revoked:
-        typer.echo(f"revoked {key.id} ({key.shown}...)")
-
-
-def _run_on_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
-    """Open the store the settings name, run one use case on it, close it;
-    a refused request ends the command with its message."""
-    import uvloop
-
-    from overnight.errors import OvernightError
-    from overnight.store import open_store
-
-    async def run() -> T:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = await open_store(settings.resolved_database_url)
-        try:
-            return await use(store)
-        finally:
-            await store.close()
-
-    try:
-        return uvloop.run(run())
-    except OvernightError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
-
-
-def _when(timestamp: int | None) -> str:
-    if timestamp is None:
-        return "-"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # Alembic announces each of its plugins at INFO when imported: seven
-    # lines of noise at every start, before anything has happened.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-
-
-def main() -> None:
-    app()

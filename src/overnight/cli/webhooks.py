@@ -3,7 +3,7 @@ from the command line, on the store the settings name (as `overnight keys`
 does). Commands parse, call `webhooks.endpoints.Webhooks`, and print; a
 secret is printed once, on stdout, by the command that made it.
 
-Kept apart from cli.py, which registers this group with one line.
+cli/__init__.py registers this group beside the others.
 """
 
 from __future__ import annotations

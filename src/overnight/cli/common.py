@@ -1,0 +1,105 @@
+"""What every command group shares: the console for people (stderr), the
+options that name a configuration, and the one way a command gives up.
+
+Commands print their result on stdout (a table, a file's bytes, or JSON with
+`--json`) and everything meant for a person watching (progress, notes,
+errors) on stderr, so `overnight batches list --json | jq` stays clean."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from overnight.settings import Settings
+
+console = Console(stderr=True)
+
+#: Exit codes (docs/cli.md): the batch completed; it ended otherwise (failed,
+#: expired, cancelled); the command was misused or the server could not be
+#: used; the person pressed Ctrl-C (the shell's own convention).
+EXIT_COMPLETED = 0
+EXIT_NOT_COMPLETED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML config file (also $OVERNIGHT_CONFIG).", show_default=False
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where the database and files live (default: ./.overnight).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout, for scripts.")
+]
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """End the command with one line on stderr: no traceback, no wrapping."""
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def note(message: str) -> None:
+    """A line for the person watching (stderr), never for a script."""
+    console.print(message, soft_wrap=True, highlight=False)
+
+
+def print_json(value: Any) -> None:
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def load_cli_settings(config: Path | None, **overrides: Any) -> Settings:
+    """Settings from the config file, the environment and flags; a bad one
+    ends the command with its message."""
+    from overnight.settings import load_settings
+
+    try:
+        return load_settings(config, **overrides)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+def when(timestamp: int | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def columns(rows: Sequence[tuple[str, ...]]) -> None:
+    """Print rows as columns as wide as their widest cell, two spaces apart."""
+    if not rows:
+        return
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # Alembic announces each of its plugins at INFO when imported: seven
+    # lines of noise at every start, before anything has happened.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -1,0 +1,124 @@
+"""`overnight keys create|list|revoke`: API keys, made on the server's own
+store (no API involved), shown once, stored only as hashes."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+
+from overnight.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    columns,
+    console,
+    fail,
+    load_cli_settings,
+    when,
+)
+
+if TYPE_CHECKING:
+    from overnight.settings import Settings
+    from overnight.store.contracts import Store
+
+T = TypeVar("T")
+
+keys_app = typer.Typer(
+    rich_markup_mode="markdown",
+    help="API keys: made here, shown once, stored only as hashes.",
+    no_args_is_help=True,
+)
+TenantOption = Annotated[
+    str | None, typer.Option("--tenant", help="The tenant the keys act for.", show_default=False)
+]
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: TenantOption = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="An admin key: sees every tenant, sets quotas.")
+    ] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Make a key and print it (only this once; only its hash is kept)."""
+    from overnight.tenants import create_key
+
+    settings = load_cli_settings(config, data_dir=data_dir)
+    made = _run_on_store(settings, lambda store: create_key(store, tenant=tenant, admin=admin))
+    who = f"tenant {made.key.tenant}" if made.key.tenant else "admin"
+    console.print(f"created {made.key.id} ({who}); keep the key now, it is not shown again:")
+    typer.echo(made.secret)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: TenantOption = None,
+    revoked: Annotated[bool, typer.Option("--revoked", help="Include revoked keys.")] = False,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """List keys made with `keys create` (without their secrets)."""
+    settings = load_cli_settings(config, data_dir=data_dir)
+    keys = _run_on_store(
+        settings, lambda store: store.list_api_keys(tenant, include_revoked=revoked)
+    )
+    rows = [("ID", "KEY", "ROLE", "TENANT", "CREATED", "REVOKED")]
+    rows += [
+        (
+            key.id,
+            key.shown + "...",
+            key.role.value,
+            key.tenant or "-",
+            when(key.created_at),
+            when(key.revoked_at),
+        )
+        for key in keys
+    ]
+    columns(rows)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[
+        str | None,
+        typer.Argument(help="The key's id (or its shown prefix).", show_default=False),
+    ] = None,
+    tenant: TenantOption = None,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Revoke one key, or with --tenant alone every key of that tenant. A
+    revoked key is refused from the next request on."""
+    from overnight.tenants import revoke_keys
+
+    settings = load_cli_settings(config, data_dir=data_dir)
+    revoked = _run_on_store(
+        settings, lambda store: revoke_keys(store, key_id=key_id, tenant=tenant)
+    )
+    for key in revoked:
+        typer.echo(f"revoked {key.id} ({key.shown}...)")
+
+
+def _run_on_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store the settings name, run one use case on it, close it;
+    a refused request ends the command with its message."""
+    import uvloop
+
+    from overnight.errors import OvernightError
+    from overnight.store import open_store
+
+    async def run() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await open_store(settings.resolved_database_url)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    try:
+        return uvloop.run(run())
+    except OvernightError as exc:
+        fail(exc.message, code=1)
