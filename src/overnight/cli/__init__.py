@@ -5,6 +5,7 @@
     files.py     `files ...`, over HTTP to any overnight server (remote.py)
     batches.py   `batches ...`, likewise, with live progress (progress.py)
     webhooks.py  `webhooks add|list|remove|rotate`, on the server's own store
+    run.py       `run`: one file through an in-process service, resumable
 
 Commands parse flags, call the core (or a server), and print; the work
 lives below them."""
@@ -19,6 +20,7 @@ from overnight import __version__
 from overnight.cli.batches import batches_app
 from overnight.cli.files import files_app
 from overnight.cli.keys import keys_app
+from overnight.cli.run import run
 from overnight.cli.serve import serve, worker
 from overnight.cli.webhooks import webhooks_app
 
@@ -48,6 +50,7 @@ def main_options(
 
 app.command()(serve)
 app.command()(worker)
+app.command()(run)
 app.add_typer(keys_app, name="keys")
 app.add_typer(files_app, name="files")
 app.add_typer(batches_app, name="batches")
