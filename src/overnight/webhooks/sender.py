@@ -18,14 +18,13 @@ this process) and `poll_interval` decide when it looks for due deliveries.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 
 from overnight.domain.webhooks import AttemptResult, Delivery
 from overnight.errors import StorageError
-from overnight.runner.wakeups import Wakeups
+from overnight.runner.wakeups import Wakeups, wait_at_most
 from overnight.settings import Settings
 from overnight.store.contracts import DeliveryStore
 from overnight.types import WorkerId
@@ -75,8 +74,7 @@ class Sender:
                     await self._claim_and_start(wake)
                 except StorageError:  # transient (a lock, a lost connection): go round again
                     log.warning("claiming webhook deliveries failed; retrying", exc_info=True)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.settings.poll_interval)
+                await wait_at_most(wake, self.settings.poll_interval)
                 wake.clear()
         finally:
             for task in self._active:
