@@ -176,6 +176,26 @@ def test_an_invalid_file_ends_1_naming_the_line(tmp_path: Path, cache: Path, con
     assert "failed" in result.stderr and "line 2:" in result.stderr
 
 
+def test_a_batch_the_service_refuses_is_one_line_and_exit_2(
+    tmp_path: Path, cache: Path, config: Path
+) -> None:
+    source = tmp_path / "refused.jsonl"
+    source.write_bytes(jsonl(chat_lines(1)))
+    result = run(
+        cache,
+        str(source),
+        "-o",
+        str(tmp_path / "o.jsonl"),
+        "-c",
+        str(config),
+        "--endpoint",
+        "/v1/x",
+    )
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: Unsupported endpoint '/v1/x'")
+
+
 def test_a_missing_input_is_one_line_and_exit_2(tmp_path: Path, cache: Path) -> None:
     result = run(cache, str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o.jsonl"))
     assert result.exit_code == 2

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from overnight.cli.common import JsonOption, columns, fail, note, print_json, when
+from overnight.cli.common import JsonOption, columns, console, fail, note, print_json, when
 from overnight.cli.connection import DEFAULT_BASE_URL, ApiKeyOption, BaseUrlOption, connected
 from overnight.cli.downloads import download_to
 from overnight.cli.progress import BytesProgress
@@ -48,8 +48,6 @@ def files_upload(
 def upload_with_progress(
     remote: Remote, path: Path, purpose: str, part_size: int, *, quiet: bool
 ) -> dict[str, Any]:
-    from overnight.cli.common import console
-
     size = path.stat().st_size
     with BytesProgress(console, f"uploading {path.name}", size, enabled=not quiet) as bar:
         return remote.upload_file(path, purpose=purpose, part_size=part_size, progress=bar.advance)

@@ -9,6 +9,7 @@ and exit 2; nobody sees a traceback."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -101,7 +102,7 @@ class Remote:
             with path.open("rb") as handle:
                 while piece := handle.read(part_size):
                     digest.update(piece)
-                    body = _Counted(_bytes_file(piece), progress)
+                    body = _Counted(io.BytesIO(piece), progress)
                     part = self._call(
                         "POST",
                         f"/uploads/{upload['id']}/parts",
@@ -302,12 +303,6 @@ class _Counted:
 
     def fileno(self) -> int:
         return self.inner.fileno()
-
-
-def _bytes_file(piece: bytes) -> BinaryIO:
-    import io
-
-    return io.BytesIO(piece)
 
 
 def iter_pages(

@@ -128,6 +128,7 @@ class _Job:
         self.endpoint = endpoint
 
     async def run(self, settings: Settings, *, quiet: bool) -> int:
+        from overnight.errors import OvernightError
         from overnight.offline import OfflineRun, RunFailed, offline_settings
         from overnight.runtime import DataDirInUse
 
@@ -158,6 +159,8 @@ class _Job:
             return code
         except RunFailed as failed:
             fail(str(failed), EXIT_NOT_COMPLETED)
+        except OvernightError as refused:  # the service refused the batch: a bad --endpoint
+            fail(refused.message)
         finally:
             for number in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(number)
