@@ -69,3 +69,33 @@ def test_replicas_starting_together_migrate_once(postgres: Postgres) -> None:
 
     asyncio.run(start_three())
     asyncio.run(_check(url))
+
+
+def test_the_head_read_from_file_names_is_alembics_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(migrate.MIGRATIONS))
+    assert migrate.head_revision() == ScriptDirectory.from_config(config).get_current_head()
+
+
+def _downgrade_one(connection: Any) -> None:
+    from alembic import command
+
+    command.downgrade(migrate.alembic_config(connection), "-1")
+
+
+async def test_a_current_schema_is_left_alone_and_an_old_one_is_upgraded(tmp_path: Path) -> None:
+    store = SqlStore.connect(f"sqlite+aiosqlite:///{tmp_path}/m.db")
+    engine = store.write_engine
+    assert await migrate.current_revision(engine) is None
+    await migrate.upgrade(engine)
+    assert await migrate.current_revision(engine) == migrate.head_revision()
+    # A database one migration behind is brought up to date.
+    async with engine.begin() as conn:
+        await conn.run_sync(_downgrade_one)
+    assert await migrate.current_revision(engine) != migrate.head_revision()
+    await migrate.upgrade(engine)
+    assert await migrate.current_revision(engine) == migrate.head_revision()
+    await store.close()
