@@ -47,13 +47,18 @@ _SAMPLING = (
 class LlamaCppBackend:
     def __init__(self, model: ModelSettings) -> None:
         self.model = model
-        self.path = str(model.path or bundled_gguf_path())
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{model.name}")
         self._generator: Any = None
         self._embedder: Any = None
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._load_generator)
+
+    @property
+    def path(self) -> str:
+        """The GGUF file, looked up when the model is loaded: an API process
+        builds every backend but runs none, and needs no weights."""
+        return str(self.model.path or bundled_gguf_path())
 
     async def close(self) -> None:
         self._thread.shutdown(wait=True, cancel_futures=True)

