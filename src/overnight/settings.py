@@ -106,6 +106,9 @@ class ModelSettings(BaseModel):
     n_ctx: int = Field(2048, ge=128)
     #: llama-cpp: CPU threads; default lets llama.cpp decide.
     n_threads: int | None = Field(None, ge=1)
+    #: llama-cpp: let llama.cpp repack weights into the CPU's extra buffer
+    #: types (AMX, AVX2/AVX-512 layouts). Off: the AMX path crashes on q4_1.
+    repack: bool = False
 
     @model_validator(mode="after")
     def _needs_an_address(self) -> ModelSettings:

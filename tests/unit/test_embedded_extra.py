@@ -73,3 +73,21 @@ def test_an_embedded_model_whose_file_is_missing_is_named(tmp_path: Path) -> Non
     settings = Settings(models=[ModelSettings(name="tiny", backend="llama-cpp", path=missing)])
     assert why_models_cannot_run(settings) == f"model 'tiny': no model file at {missing}"
 
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("repack", [False, True])
+def test_the_model_loads_with_extra_buffer_types_only_when_asked(repack: bool) -> None:
+    """Off by default: on AMX CPUs llama.cpp's q4_1 repack path crashes.
+    The library's own default is left as it was."""
+    low = pytest.importorskip("llama_cpp.llama_cpp")
+    from overnight.backends.llamacpp import load_llama
+    from overnight.settings import bundled_gguf_path
+
+    model = load_llama(repack=repack, model_path=str(bundled_gguf_path()), verbose=False)
+    try:
+        assert model.model_params.use_extra_bufts is repack
+        assert model.tokenize(b"hello")  # it loaded and works
+    finally:
+        model.close()
+    assert low.llama_model_default_params().use_extra_bufts is True
+    assert ModelSettings(name="m", backend="llama-cpp").repack is False

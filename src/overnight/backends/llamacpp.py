@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -89,9 +90,8 @@ class LlamaCppBackend:
 
     def _load_generator(self) -> Any:
         if self._generator is None:
-            from llama_cpp import Llama
-
-            self._generator = Llama(
+            self._generator = load_llama(
+                repack=self.model.repack,
                 model_path=self.path,
                 n_ctx=self.model.n_ctx,
                 n_threads=self.model.n_threads,
@@ -101,9 +101,10 @@ class LlamaCppBackend:
 
     def _load_embedder(self) -> Any:
         if self._embedder is None:
-            from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
+            from llama_cpp import LLAMA_POOLING_TYPE_MEAN
 
-            self._embedder = Llama(
+            self._embedder = load_llama(
+                repack=self.model.repack,
                 model_path=self.path,
                 n_ctx=self.model.n_ctx,
                 n_threads=self.model.n_threads,
@@ -238,6 +239,43 @@ def _plain(message: Any) -> Any:
     if content is None:
         content = ""
     return {**message, "content": content}
+
+
+#: Held while a model loads with llama.cpp's defaults wrapped (`load_llama`):
+#: two models of one process may load at once, each on its own thread.
+_LOADING = threading.Lock()
+
+
+def load_llama(*, repack: bool, **arguments: Any) -> Any:
+    """`llama_cpp.Llama(**arguments)` with llama.cpp's `use_extra_bufts`
+    model parameter set to `repack`.
+
+    Extra buffer types hold weights rearranged for the CPU's fastest
+    kernels: AMX tiles, AVX2/AVX-512 repacked layouts. On a CPU with AMX, a
+    default (native) build of the llama.cpp that llama-cpp-python 0.3.36
+    bundles crashes inside decode on the AMX path for q4_1 weights, which
+    the bundled SmolLM2 is; with extra buffer types off, weights stay in
+    plain CPU buffers and that path is never taken (docs/configuration.md).
+    `Llama()` has no argument for it: it reads its model parameters from
+    `llama_model_default_params()`, so that function is wrapped while the
+    model loads.
+    """
+    import llama_cpp.llama_cpp as low
+    from llama_cpp import Llama
+
+    with _LOADING:
+        defaults = low.llama_model_default_params
+
+        def chosen() -> Any:
+            params = defaults()
+            params.use_extra_bufts = repack
+            return params
+
+        low.llama_model_default_params = chosen
+        try:
+            return Llama(**arguments)
+        finally:
+            low.llama_model_default_params = defaults
 
 
 def _sampling(body: dict[str, Any]) -> dict[str, Any]:
