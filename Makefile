@@ -31,7 +31,21 @@ TOGETHER1_VENV ?= .venv-together1
 TOGETHER1_REQS := tests/together1/requirements.txt
 TOGETHER1_STAMP := $(TOGETHER1_VENV)/.installed-$(shell cat $(TOGETHER1_REQS) 2>/dev/null | sha256sum | cut -c1-12)
 
-.PHONY: install together1 run serve test lint typecheck pytest bench-smoke clean services
+# The other supported Pythons. The unit and in-process layers run on each,
+# in a virtualenv of its own (rebuilt, like the main one, only when the pins
+# change; without the embedded engine, which they do not need), and the
+# wheel's smoke test (tests/packaging) installs the built wheel the ways the
+# README says, into a fresh environment on every supported Python.
+# `make test-pythons` runs both; `make test` includes it.
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+OTHER_PYTHONS := $(filter-out 3.11,$(SUPPORTED_PYTHONS))
+OTHER_PYTHON_TESTS := tests/unit tests/api
+PINS_ID := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
+# An interpreter for version $(1): python$(1) if it runs, else pyenv's newest.
+python_for = $(shell for p in $$(command -v python$(1)) $$(ls -d $(HOME)/.pyenv/versions/$(1).*/bin/python$(1) 2>/dev/null | sort -rV); do "$$p" -c '' 2>/dev/null && { echo "$$p"; break; }; done)
+
+.PHONY: install together1 run serve test lint typecheck pytest bench-smoke clean services \
+	test-pythons wheel-smoke
 
 install: $(STAMP)
 
@@ -91,7 +105,29 @@ services:
 	@if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then \
 		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n1) main start || true; fi
 
-test: lint typecheck pytest
+OTHER_STAMPS := $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/.installed-$(PINS_ID))
+.SECONDARY: $(OTHER_STAMPS)
+
+.venv-%/.installed-$(PINS_ID): pyproject.toml constraints.txt
+	@test -n "$(call python_for,$*)" || { echo "python$* not found: install it (pyenv install $*)"; exit 1; }
+	rm -rf .venv-$*
+	$(call python_for,$*) -m venv .venv-$*
+	.venv-$*/bin/pip install --quiet --upgrade pip
+	.venv-$*/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch "$@"
+
+pytest-%: .venv-%/.installed-$(PINS_ID) services
+	.venv-$*/bin/python -m pytest -q -p no:cacheprovider -m 'not embedded' $(OTHER_PYTHON_TESTS)
+
+wheel-smoke: install
+	@pythons="$(foreach v,$(SUPPORTED_PYTHONS),$(call python_for,$(v)))"; \
+	test $$(wc -w <<<"$$pythons") -eq $(words $(SUPPORTED_PYTHONS)) || \
+		{ echo "need Python $(SUPPORTED_PYTHONS), found: $$pythons"; exit 1; }; \
+	OVERNIGHT_PYTHONS="$$pythons" $(BIN)/python -m pytest -q -p no:cacheprovider tests/packaging
+
+test-pythons: $(foreach v,$(OTHER_PYTHONS),pytest-$(v)) wheel-smoke
+
+test: lint typecheck pytest test-pythons
 
 clean:
-	rm -rf $(VENV) $(TOGETHER1_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOGETHER1_VENV) $(foreach v,$(OTHER_PYTHONS),.venv-$(v)) .pytest_cache .mypy_cache .ruff_cache
