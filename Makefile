@@ -119,13 +119,15 @@ OTHER_STAMPS := $(foreach v,$(OTHER_PYTHONS),.venv-$(v)/.installed-$(PINS_ID))
 	touch "$@"
 
 pytest-%: .venv-%/.installed-$(PINS_ID) services
-	.venv-$*/bin/python -m pytest -q -p no:cacheprovider -m 'not embedded' $(OTHER_PYTHON_TESTS)
+	.venv-$*/bin/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile \
+		-m 'not embedded' $(OTHER_PYTHON_TESTS)
 
 wheel-smoke: install
 	@pythons="$(foreach v,$(SUPPORTED_PYTHONS),$(call python_for,$(v)))"; \
 	test $$(wc -w <<<"$$pythons") -eq $(words $(SUPPORTED_PYTHONS)) || \
 		{ echo "need Python $(SUPPORTED_PYTHONS), found: $$pythons"; exit 1; }; \
-	OVERNIGHT_PYTHONS="$$pythons" $(BIN)/python -m pytest -q -p no:cacheprovider tests/packaging
+	OVERNIGHT_PYTHONS="$$pythons" $(BIN)/python -m pytest -q -p no:cacheprovider \
+		-n $(words $(SUPPORTED_PYTHONS)) tests/packaging
 
 test-pythons: $(foreach v,$(OTHER_PYTHONS),pytest-$(v)) wheel-smoke
 

@@ -18,6 +18,7 @@ minute or more.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shlex
@@ -66,17 +67,26 @@ def with_wheel(line: str, wheel: Path) -> str:
     return re.sub(r"(?<=install )overnight(?=\s|$)", shlex.quote(str(wheel)), line)
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    outside = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
-        check=True,
-        capture_output=True,
-        env=outside,
-        timeout=600,
-    )
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """Built once per run: the installs run in parallel (pytest-xdist, as
+    each spends most of its time waiting on the package index), and the
+    first worker to get here builds for all."""
+    run_dir = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        run_dir = run_dir.parent  # shared by this run's workers
+    out = run_dir / "dist"
+    with (run_dir / "dist.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not list(out.glob("overnight-*.whl")):
+            outside = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+            subprocess.run(
+                [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+                check=True,
+                capture_output=True,
+                env=outside,
+                timeout=600,
+            )
     (built,) = out.glob("overnight-*.whl")
     return built
 
