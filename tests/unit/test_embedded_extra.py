@@ -55,8 +55,17 @@ def test_a_configured_embedded_model_without_the_engine_is_named(tmp_path: Path)
 
 
 @pytest.mark.usefixtures("without_the_engine")
-def test_worker_refuses_the_same_way(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["worker", "--data-dir", str(tmp_path / "data")])
+@pytest.mark.parametrize("command", ["worker", "run"])
+def test_the_other_commands_that_run_models_refuse_the_same_way(
+    command: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("")
+    args = {
+        "worker": ["worker", "--data-dir", str(tmp_path / "data")],
+        "run": ["run", str(source), "-o", str(tmp_path / "out.jsonl")],
+    }[command]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert result.output.startswith("error: no models to serve: ")
 

@@ -102,6 +102,10 @@ def run(
 
     _log_to_console(log_level)
     settings = load_cli_settings(config)
+    from overnight.backends.availability import why_models_cannot_run
+
+    if problem := why_models_cannot_run(settings):
+        fail(problem)
     job = _Job(source, output, errors or errors_path_for(output), state_dir, ordered, endpoint)
     try:
         code = uvloop.run(job.run(settings, quiet=json_output))
