@@ -5,13 +5,25 @@ the pools, the SQLite pragmas, and the read and write connections that each
 operation (in the mixins beside this module) runs its one transaction on.
 Those connections are also where database errors are translated into the
 project's (`_errors.translated`), so no operation can let one out raw.
+
+Every operation runs to its end even when its caller is cancelled (a
+worker shutting down cancels its loops). A cancel landing in the middle of
+a statement makes SQLAlchemy throw the connection away while SQLite still
+holds it open around an unfinished statement, write lock and all; the next
+write then waited out the 30 s busy timeout and failed "database is
+locked", which is how a stop used to hang. So each public operation runs in
+a task of its own, shielded: the caller still stops waiting at once, and
+the operation commits or rolls back and hands its connection back.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -36,9 +48,32 @@ def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+T = TypeVar("T")
+
+
+def runs_to_its_end(
+    operation: Callable[..., Coroutine[Any, Any, T]],
+) -> Callable[..., Coroutine[Any, Any, T]]:
+    """The operation in a task of its own that a cancel of the caller does
+    not interrupt (see the module's docstring)."""
+
+    @functools.wraps(operation)
+    async def shielded(*args: Any, **kwargs: Any) -> T:
+        return await asyncio.shield(operation(*args, **kwargs))
+
+    return shielded
+
+
 class StoreBase:
     """The engines, and a connection to read or to write on. Every part of
-    `SqlStore` inherits this."""
+    `SqlStore` inherits this, and each of its public operations runs to its
+    end whatever happens to its caller."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, member in list(vars(cls).items()):
+            if not name.startswith("_") and inspect.iscoroutinefunction(member):
+                setattr(cls, name, runs_to_its_end(member))
 
     def __init__(self, read_engine: AsyncEngine, write_engine: AsyncEngine) -> None:
         self.read_engine = read_engine
