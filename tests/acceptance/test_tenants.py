@@ -326,6 +326,6 @@ def test_keys_made_with_the_cli_work_and_are_stored_only_as_hashes(
     with http(server, admin_secret) as admin:
         assert admin.get("/admin/tenants").status_code == 401
     missing = CliRunner().invoke(cli, ["keys", "revoke", key_id, *where])
-    assert missing.exit_code == 1 and "No active key" in missing.output
+    assert missing.exit_code == 2 and "No active key" in missing.output
     bad = CliRunner().invoke(cli, ["keys", "create", "--tenant", "no spaces", *where])
-    assert bad.exit_code == 1 and "not a valid tenant name" in bad.output
+    assert bad.exit_code == 2 and "not a valid tenant name" in bad.output

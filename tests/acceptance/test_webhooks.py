@@ -303,6 +303,8 @@ def test_the_cli_adds_lists_rotates_and_removes_endpoints(tmp_path: Any) -> None
     secret = added.stdout.strip()
     assert secret.startswith("whsec_")
     endpoint_id = added.stderr.split()[1]
+    # One unwrapped line, however narrow the terminal: a script may grep it.
+    assert "keep the signing secret now, it is not shown again:" in added.stderr
 
     listed = runner.invoke(cli, ["webhooks", "list", *where])
     assert listed.exit_code == 0, listed.output
@@ -314,9 +316,9 @@ def test_the_cli_adds_lists_rotates_and_removes_endpoints(tmp_path: Any) -> None
     assert rotated.stdout.strip().startswith("whsec_") and rotated.stdout.strip() != secret
 
     refused = runner.invoke(cli, ["webhooks", "add", "ftp://x", "--tenant", "acme", *where])
-    assert refused.exit_code == 1 and "http:// or https://" in refused.output
+    assert refused.exit_code == 2 and "http:// or https://" in refused.output
     removed = runner.invoke(cli, ["webhooks", "remove", endpoint_id, *where])
     assert removed.exit_code == 0 and endpoint_id in removed.stdout
     gone = runner.invoke(cli, ["webhooks", "remove", endpoint_id, *where])
-    assert gone.exit_code == 1 and "No webhook endpoint" in gone.output
+    assert gone.exit_code == 2 and "No webhook endpoint" in gone.output
     assert Counter(runner.invoke(cli, ["webhooks", "list", *where]).stdout.split())["acme"] == 0

@@ -12,9 +12,9 @@ from overnight.cli.common import (
     ConfigOption,
     DataDirOption,
     columns,
-    console,
     fail,
     load_cli_settings,
+    note,
     when,
 )
 
@@ -49,7 +49,7 @@ def keys_create(
     settings = load_cli_settings(config, data_dir=data_dir)
     made = _run_on_store(settings, lambda store: create_key(store, tenant=tenant, admin=admin))
     who = f"tenant {made.key.tenant}" if made.key.tenant else "admin"
-    console.print(f"created {made.key.id} ({who}); keep the key now, it is not shown again:")
+    note(f"created {made.key.id} ({who}); keep the key now, it is not shown again:")
     typer.echo(made.secret)
 
 
@@ -104,7 +104,8 @@ def keys_revoke(
 
 def _run_on_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
     """Open the store the settings name, run one use case on it, close it;
-    a refused request ends the command with its message."""
+    a refused request (an unknown key, a bad tenant name) ends the command
+    with its message and exit 2, as every command's do (docs/cli.md)."""
     import uvloop
 
     from overnight.errors import OvernightError
@@ -121,4 +122,4 @@ def _run_on_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T
     try:
         return uvloop.run(run())
     except OvernightError as exc:
-        fail(exc.message, code=1)
+        fail(exc.message)

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from rich.console import Console
+
+from overnight.cli.common import ConfigOption, DataDirOption, fail, load_cli_settings, note
 
 if TYPE_CHECKING:
     from overnight.settings import Settings
@@ -26,22 +27,6 @@ webhooks_app = typer.Typer(
     help="Webhook endpoints: where a tenant hears that its batches ended.",
     no_args_is_help=True,
 )
-console = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="TOML config file (also $OVERNIGHT_CONFIG).", show_default=False
-    ),
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Where the database and files live (default: ./.overnight).",
-        show_default=False,
-    ),
-]
 EndpointArgument = Annotated[str, typer.Argument(help="The endpoint's id (we_...).")]
 
 
@@ -63,7 +48,7 @@ def add(
     """Add an endpoint and print its signing secret (only this once)."""
     made = _run(config, data_dir, lambda hooks: hooks.add(tenant, url, event or None))
     events = ", ".join(e.value for e in made.endpoint.event_types)
-    console.print(
+    note(
         f"created {made.endpoint.id} for tenant {tenant} ({events}); "
         "keep the signing secret now, it is not shown again:"
     )
@@ -119,7 +104,7 @@ def rotate(
     """Make a new signing secret and print it; the old one keeps signing
     beside it for `webhook_rotation_overlap` seconds."""
     rotated = _run(config, data_dir, lambda hooks: hooks.rotate(endpoint_id))
-    console.print(
+    note(
         f"rotated {rotated.endpoint.id}; the previous secret also signs until "
         f"{_when(rotated.endpoint.rotating_until)}. The new secret, shown only now:"
     )
@@ -128,19 +113,15 @@ def rotate(
 
 def _run(config: Path | None, data_dir: Path | None, use: Callable[[Webhooks], Awaitable[T]]) -> T:
     """Open the store the settings name, run one use case, close it; a bad
-    setting or a refused request ends the command with its message."""
+    setting or a refused request (an unknown id, a bad URL) ends the command
+    with its message and exit 2, as every command's do (docs/cli.md)."""
     import uvloop
 
     from overnight.errors import OvernightError
-    from overnight.settings import load_settings
     from overnight.store import open_store
     from overnight.webhooks.endpoints import Webhooks
 
-    try:
-        settings: Settings = load_settings(config, data_dir=data_dir)
-    except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    settings: Settings = load_cli_settings(config, data_dir=data_dir)
 
     async def run() -> T:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -153,8 +134,7 @@ def _run(config: Path | None, data_dir: Path | None, use: Callable[[Webhooks], A
     try:
         return uvloop.run(run())
     except OvernightError as exc:
-        console.print(f"[red]error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
+        fail(exc.message)
 
 
 def _when(timestamp: int | None) -> str:
