@@ -266,6 +266,10 @@ def test_a_bad_submission_is_one_line_and_exit_2(
     live_server: LiveServer, tmp_path: Path, args: list[str], message: str
 ) -> None:
     source = requests_file(tmp_path / "ok.jsonl", chat_lines(1))
+    files_before = ok(cli(live_server, "files", "list", "--json", "--limit", "1000"))["data"]
     result = cli(live_server, "batches", "submit", str(source), *args)
     assert result.exit_code == 2
     assert message in one_error_line(result)
+    # A refused create leaves no upload behind to pile up on every retry.
+    files_after = ok(cli(live_server, "files", "list", "--json", "--limit", "1000"))["data"]
+    assert len(files_after) == len(files_before)

@@ -42,7 +42,7 @@ from overnight.cli.progress import (
     eta_from,
     per_second,
 )
-from overnight.cli.remote import DEFAULT_PART_SIZE, Remote, iter_pages
+from overnight.cli.remote import DEFAULT_PART_SIZE, Remote, ServerDeclined, iter_pages
 
 batches_app = typer.Typer(
     rich_markup_mode="markdown",
@@ -100,9 +100,16 @@ def batches_submit(
     endpoint = endpoint or endpoint_of_file(path) or "/v1/chat/completions"
     with connected(base_url, api_key) as remote:
         file = upload_with_progress(remote, path, "batch", part_size, quiet=json_output)
-        batch = remote.create_batch(
-            file["id"], endpoint=endpoint, completion_window=window, metadata=pairs
-        )
+        try:
+            batch = remote.create_batch(
+                file["id"], endpoint=endpoint, completion_window=window, metadata=pairs
+            )
+        except ServerDeclined:
+            # A refused create (a bad --window or --endpoint) would leave
+            # the upload behind, unused, on every try; it was made for this
+            # batch alone.
+            remote.delete_file(file["id"])
+            raise
         if not json_output:
             note(f"created {batch['id']} from {file['id']} ({path.name})")
         if not wait:

@@ -37,6 +37,11 @@ class ServerRefused(Exception):
     """One line for the person at the terminal."""
 
 
+class ServerDeclined(ServerRefused):
+    """The server answered a 4xx: it did not do what was asked (unlike a
+    timeout or a 5xx, after which it may have)."""
+
+
 class Remote:
     """The server's `/v1` routes, as plain dicts (the wire's JSON)."""
 
@@ -228,17 +233,18 @@ class Remote:
     def _refusal(self, response: httpx.Response) -> ServerRefused:
         message, code = _error_of(response)
         status = response.status_code
+        refusal = ServerDeclined if status < 500 else ServerRefused
         if status == 401:
-            return ServerRefused(
+            return refusal(
                 f"{self.root} refused the API key: {message} "
                 "(set it with --api-key or OVERNIGHT_API_KEY)"
             )
         if status == 404 and code is None and message is None:
-            return ServerRefused(
+            return refusal(
                 f"{self.root} has no {response.request.url.path}; is it an overnight server?"
             )
         detail = f" ({code})" if code else ""
-        return ServerRefused(f"{message or response.reason_phrase}{detail} [HTTP {status}]")
+        return refusal(f"{message or response.reason_phrase}{detail} [HTTP {status}]")
 
 
 @contextmanager
