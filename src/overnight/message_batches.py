@@ -67,7 +67,13 @@ class MessageBatches:
                     await sink.write(bytes(pending))
                     pending.clear()
             if checker.count == 0:
-                raise BadRequest("requests", "at least one request is required.")
+                # Also what a body of another shape (`[]`, `{"requests": {}}`)
+                # comes to: the stream finds no request in it.
+                raise BadRequest(
+                    "requests",
+                    'at least one request is required; the body is {"requests": '
+                    '[{"custom_id": ..., "params": {...}}, ...]}.',
+                )
             await sink.write(bytes(pending))
         except BadRequest as exc:
             await sink.abort()

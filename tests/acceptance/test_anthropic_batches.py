@@ -160,7 +160,14 @@ async def test_bad_bodies_are_refused_naming_the_request_and_leave_nothing(
     whole = json.dumps({"requests": message_requests(3, TRANSLATED)}).encode()
     cut = await raw.post("/anthropic/v1/messages/batches", content=whole[:-30])
     assert cut.status_code == 400, cut.text
-    assert cut.json()["error"]["message"].startswith("The request body is not valid JSON")
+    message = cut.json()["error"]["message"]
+    assert message.startswith("The request body is not valid JSON")
+    assert "\n" not in message and "right here" not in message, message
+    for shape in (b"[]", b'{"requests": {}}', b'{"requests": [[]]}'):
+        wrong = await raw.post("/anthropic/v1/messages/batches", content=shape)
+        assert wrong.status_code == 400, wrong.text
+        said = wrong.json()["error"]["message"]  # what the body should have been
+        assert '"custom_id"' in said or "custom_id and params" in said, said
 
     padding = "p" * 4000
     big = json.dumps(

@@ -161,9 +161,16 @@ async def _requests(request: Request, limit: int) -> AsyncIterator[Any]:
     except ijson.JSONError as exc:
         raise InvalidRequest(
             f"The request body is not valid JSON (after {parsed} requests, "
-            f"{body.size} bytes): {exc}",
+            f"{body.size} bytes): {_first_line(exc)}",
             code="invalid_json",
         ) from None
+
+
+def _first_line(error: Exception) -> str:
+    """yajl's message without the lines under it that draw an arrow at the
+    place (spaces and `(right here) ------^`), which JSON turns into noise."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 _CREATE_BODY = {
