@@ -141,8 +141,8 @@ class MessageBatches:
         """Delete an ended batch and its results; its input file too when
         the batch was created here (the file was made for it alone)."""
         batch = await self.service.get_batch(tenant, batch_id)
-        return await self.service.delete_batch(
-            tenant, batch.id, with_input=batch.dialect is ANTHROPIC
+        return await self.service.delete_batch(  # its errors name the id as given (msgbatch_...)
+            tenant, batch_id, with_input=batch.dialect is ANTHROPIC
         )
 
 
