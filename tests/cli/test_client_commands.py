@@ -8,13 +8,14 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
 from overnight.cli import app
+from overnight.cli.remote import Remote
 
 from cli.conftest import API_KEY, LiveServer
 from helpers import chat_lines, free_port, jsonl, read_jsonl
@@ -273,3 +274,18 @@ def test_a_bad_submission_is_one_line_and_exit_2(
     # A refused create leaves no upload behind to pile up on every retry.
     files_after = ok(cli(live_server, "files", "list", "--json", "--limit", "1000"))["data"]
     assert len(files_after) == len(files_before)
+
+
+def test_ctrl_c_during_an_upload_says_so_and_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> NoReturn:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Remote, "upload_file", interrupted)
+    source = requests_file(tmp_path / "night.jsonl", chat_lines(1))
+    url = f"http://127.0.0.1:{free_port()}"  # never reached: the upload is where it stops
+    for command in (["batches", "submit", str(source), "--wait"], ["files", "upload", str(source)]):
+        result = CliRunner().invoke(app, [*command, "--base-url", url])
+        assert result.exit_code == 130, result.output
+        assert "interrupted: night.jsonl was not uploaded" in result.stderr

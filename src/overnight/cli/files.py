@@ -9,7 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from overnight.cli.common import JsonOption, columns, console, fail, note, print_json, when
+from overnight.cli.common import (
+    EXIT_INTERRUPTED,
+    JsonOption,
+    columns,
+    console,
+    fail,
+    note,
+    print_json,
+    when,
+)
 from overnight.cli.connection import DEFAULT_BASE_URL, ApiKeyOption, BaseUrlOption, connected
 from overnight.cli.downloads import download_to
 from overnight.cli.progress import BytesProgress
@@ -48,9 +57,18 @@ def files_upload(
 def upload_with_progress(
     remote: Remote, path: Path, purpose: str, part_size: int, *, quiet: bool
 ) -> dict[str, Any]:
+    """Ctrl-C stops the upload (one in parts is cancelled on the server) and
+    ends the command with a line that says so, rather than in silence."""
     size = path.stat().st_size
-    with BytesProgress(console, f"uploading {path.name}", size, enabled=not quiet) as bar:
-        return remote.upload_file(path, purpose=purpose, part_size=part_size, progress=bar.advance)
+    try:
+        with BytesProgress(console, f"uploading {path.name}", size, enabled=not quiet) as bar:
+            return remote.upload_file(
+                path, purpose=purpose, part_size=part_size, progress=bar.advance
+            )
+    except KeyboardInterrupt:
+        if not quiet:
+            note(f"interrupted: {path.name} was not uploaded, nor a batch made of it")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 @files_app.command("list")
