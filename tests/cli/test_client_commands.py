@@ -5,6 +5,7 @@ line a person reads when something is wrong."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -68,6 +69,15 @@ def test_files_upload_list_get_download_delete(live_server: LiveServer, tmp_path
     saved = ok(cli(live_server, "files", "download", uploaded["id"], "-o", str(target), "--json"))
     assert saved["bytes"] == source.stat().st_size
     assert target.read_bytes() == source.read_bytes()
+    # Into a folder: under the file's name, readable as any new file is.
+    into = ok(
+        cli(live_server, "files", "download", uploaded["id"], "-o", str(target.parent), "--json")
+    )
+    assert into["path"] == str(target.parent / "requests.jsonl")
+    assert (target.parent / "requests.jsonl").read_bytes() == source.read_bytes()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
     piped = cli(live_server, "files", "download", uploaded["id"])
     assert piped.exit_code == 0 and piped.stdout_bytes == source.read_bytes()
 
@@ -272,6 +282,22 @@ def test_a_bad_submission_is_one_line_and_exit_2(
     assert result.exit_code == 2
     assert message in one_error_line(result)
     # A refused create leaves no upload behind to pile up on every retry.
+    files_after = ok(cli(live_server, "files", "list", "--json", "--limit", "1000"))["data"]
+    assert len(files_after) == len(files_before)
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_the_upload(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    source = requests_file(tmp_path / "ok.jsonl", chat_lines(1))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    files_before = ok(cli(live_server, "files", "list", "--json", "--limit", "1000"))["data"]
+    result = cli(
+        live_server, "batches", "submit", str(source), "--wait", "-o", str(blocker / "out")
+    )
+    assert result.exit_code == 2
+    assert one_error_line(result).startswith(f"error: cannot write into {blocker / 'out'}")
     files_after = ok(cli(live_server, "files", "list", "--json", "--limit", "1000"))["data"]
     assert len(files_after) == len(files_before)
 

@@ -29,7 +29,7 @@ from overnight.cli.common import (
     when,
 )
 from overnight.cli.connection import DEFAULT_BASE_URL, ApiKeyOption, BaseUrlOption, connected
-from overnight.cli.downloads import download_results
+from overnight.cli.downloads import download_results, writable_folder
 from overnight.cli.error_groups import group_errors
 from overnight.cli.files import upload_with_progress
 from overnight.cli.locations import endpoint_of_file
@@ -98,6 +98,8 @@ def batches_submit(
     line, then the output and error files downloaded."""
     pairs = _metadata(metadata or [])
     endpoint = endpoint or endpoint_of_file(path) or "/v1/chat/completions"
+    if wait:
+        writable_folder(output)
     with connected(base_url, api_key) as remote:
         file = upload_with_progress(remote, path, "batch", part_size, quiet=json_output)
         try:

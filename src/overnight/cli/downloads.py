@@ -11,15 +11,35 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from overnight.cli.common import console
+from overnight.cli.common import console, fail
 from overnight.cli.progress import BytesProgress
 from overnight.cli.remote import Remote
 
 
 def download_to(remote: Remote, file: dict[str, Any], path: Path, *, quiet: bool) -> int:
-    """Download one file (the API's file object) to `path`; returns bytes."""
+    """Download one file (the API's file object) to `path`; returns bytes.
+    A path the disk refuses (a folder, no permission, no space) ends the
+    command with one line, not a traceback."""
+    try:
+        return _download_to(remote, file, path, quiet=quiet)
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def writable_folder(folder: Path) -> None:
+    """Make `folder` (for result files) now, before anything is sent, so
+    that a bad `--output` is told at once, not after the batch has run."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot write into {folder}: {exc.strerror or exc}")
+
+
+def _download_to(remote: Remote, file: dict[str, Any], path: Path, *, quiet: bool) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # mkstemp makes it private (0600); give it what any new file gets.
+    os.chmod(temporary, 0o666 & ~_umask())
     try:
         label = f"downloading {path.name}"
         with (
@@ -35,6 +55,12 @@ def download_to(remote: Remote, file: dict[str, Any], path: Path, *, quiet: bool
             os.unlink(temporary)
         raise
     return written
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading it means setting it: put it back at once
+    os.umask(mask)
+    return mask
 
 
 def download_results(

@@ -123,7 +123,12 @@ def files_download(
     file_id: FileIdArgument,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Write here (default: stdout).", show_default=False),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write here; into a folder, under the file's name (default: stdout).",
+            show_default=False,
+        ),
     ] = None,
     base_url: BaseUrlOption = DEFAULT_BASE_URL,
     api_key: ApiKeyOption = None,
@@ -137,7 +142,10 @@ def files_download(
             remote.download(file_id, sys.stdout.buffer)
             sys.stdout.buffer.flush()
             return
-        written = download_to(remote, remote.get_file(file_id), output, quiet=json_output)
+        file = remote.get_file(file_id)
+        if output.is_dir():
+            output = output / Path(str(file.get("filename") or f"{file_id}.jsonl")).name
+        written = download_to(remote, file, output, quiet=json_output)
     if json_output:
         print_json({"id": file_id, "path": str(output), "bytes": written})
     else:
