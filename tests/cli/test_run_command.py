@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,9 @@ def test_run_writes_both_files_and_running_it_again_sends_nothing(
     assert "resuming batch_" in again.stderr and "40 of 40 already done" in again.stderr
     assert upstream.stats()["requests"] == sent  # nothing ran twice
     assert sorted(ids(output)) == written and len(written) == 37
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_ordered_writes_results_in_input_order(
@@ -200,6 +204,27 @@ def test_a_missing_input_is_one_line_and_exit_2(tmp_path: Path, cache: Path) -> 
     result = run(cache, str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "o.jsonl"))
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: no such input file: {tmp_path / 'nope.jsonl'}"
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(
+    tmp_path: Path, cache: Path
+) -> None:
+    source = tmp_path / "night.jsonl"
+    source.write_bytes(jsonl(chat_lines(1)))
+    folder = tmp_path / "results"
+    folder.mkdir()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for target, said in [
+        (folder, f"error: {folder} is a folder; name a file in it"),
+        (blocker / "out.jsonl", f"error: cannot write {blocker / 'out.jsonl'}"),
+    ]:
+        result = run(cache, str(source), "-o", str(target))
+        assert result.exit_code == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(said), result.stderr
+    assert not (cache / "overnight" / "runs").exists()  # refused before any work
+    assert list(folder.iterdir()) == []
 
 
 def test_a_state_dir_in_use_is_one_line_and_exit_2(

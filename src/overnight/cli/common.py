@@ -8,6 +8,7 @@ errors) on stderr, so `overnight batches list --json | jq` stays clean."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -55,6 +56,15 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """End the command with one line on stderr: no traceback, no wrapping."""
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
+
+
+def as_new_file(temporary: str) -> None:
+    """Give a file made by `tempfile.mkstemp` (private: 0600) the mode any
+    new file gets under the umask, before it is renamed into place for
+    the person to read and share."""
+    mask = os.umask(0o022)  # reading the umask means setting it: put it back at once
+    os.umask(mask)
+    os.chmod(temporary, 0o666 & ~mask)
 
 
 def note(message: str) -> None:

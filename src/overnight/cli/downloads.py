@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from overnight.cli.common import console, fail
+from overnight.cli.common import as_new_file, console, fail
 from overnight.cli.progress import BytesProgress
 from overnight.cli.remote import Remote
 
@@ -38,8 +38,7 @@ def writable_folder(folder: Path) -> None:
 def _download_to(remote: Remote, file: dict[str, Any], path: Path, *, quiet: bool) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    # mkstemp makes it private (0600); give it what any new file gets.
-    os.chmod(temporary, 0o666 & ~_umask())
+    as_new_file(temporary)
     try:
         label = f"downloading {path.name}"
         with (
@@ -55,12 +54,6 @@ def _download_to(remote: Remote, file: dict[str, Any], path: Path, *, quiet: boo
             os.unlink(temporary)
         raise
     return written
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading it means setting it: put it back at once
-    os.umask(mask)
-    return mask
 
 
 def download_results(

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import orjson
 
+from overnight.cli.common import as_new_file
+
 if TYPE_CHECKING:  # imported when used: `overnight batches` starts without them
     from overnight.blobs.s3 import S3Blobs
     from overnight.settings import Settings
@@ -154,10 +156,30 @@ class _LocalResult:
         self.file.write(data)
 
 
+def result_target_problem(target: str) -> str | None:
+    """Why a local result path cannot be written (a folder, a parent that
+    cannot be made or written), checked before the run so that a bad `-o`
+    is told at once rather than after the work; None when it can, or for
+    stdout and S3, which are tried when written."""
+    if target == "-" or target.startswith("s3://"):
+        return None
+    path = Path(target)
+    if path.is_dir():
+        return f"{target} is a folder; name a file in it (e.g. {path / 'results.jsonl'})"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot write {target}: {exc.strerror or exc}"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return f"cannot write {target}: {path.parent} is not writable"
+    return None
+
+
 @asynccontextmanager
 async def _local_result(path: Path) -> AsyncIterator[Sink]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    as_new_file(temporary)
     sink = _LocalResult(handle)
     try:
         with sink.file:

@@ -40,6 +40,7 @@ from overnight.cli.locations import (
     endpoint_of_file,
     errors_path_for,
     open_result,
+    result_target_problem,
     take_input,
 )
 from overnight.cli.progress import BatchProgress, BatchView, counts_line
@@ -106,7 +107,11 @@ def run(
 
     if problem := why_models_cannot_run(settings):
         fail(problem)
-    job = _Job(source, output, errors or errors_path_for(output), state_dir, ordered, endpoint)
+    errors = errors or errors_path_for(output)
+    for target in (output, errors):
+        if problem := result_target_problem(target):
+            fail(problem)
+    job = _Job(source, output, errors, state_dir, ordered, endpoint)
     try:
         code = uvloop.run(job.run(settings, quiet=json_output))
     except KeyboardInterrupt:  # before the run could take Ctrl-C over
