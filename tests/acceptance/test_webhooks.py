@@ -305,6 +305,13 @@ def test_the_cli_adds_lists_rotates_and_removes_endpoints(tmp_path: Any) -> None
     endpoint_id = added.stderr.split()[1]
     # One unwrapped line, however narrow the terminal: a script may grep it.
     assert "keep the signing secret now, it is not shown again:" in added.stderr
+    # A tenant nobody has used yet may be a misspelling: said, not refused.
+    assert "no tenant acme is known here yet" in added.stderr
+    assert runner.invoke(cli, ["keys", "create", "--tenant", "acme", *where]).exit_code == 0
+    again = runner.invoke(
+        cli, ["webhooks", "add", "https://hooks.example.com/y", "--tenant", "acme", *where]
+    )
+    assert again.exit_code == 0 and "known here" not in again.stderr, again.output
 
     listed = runner.invoke(cli, ["webhooks", "list", *where])
     assert listed.exit_code == 0, listed.output
@@ -321,4 +328,4 @@ def test_the_cli_adds_lists_rotates_and_removes_endpoints(tmp_path: Any) -> None
     assert removed.exit_code == 0 and endpoint_id in removed.stdout
     gone = runner.invoke(cli, ["webhooks", "remove", endpoint_id, *where])
     assert gone.exit_code == 2 and "No webhook endpoint" in gone.output
-    assert Counter(runner.invoke(cli, ["webhooks", "list", *where]).stdout.split())["acme"] == 0
+    assert Counter(runner.invoke(cli, ["webhooks", "list", *where]).stdout.split())["acme"] == 1

@@ -19,7 +19,8 @@ from overnight.cli.common import ConfigOption, DataDirOption, fail, load_cli_set
 
 if TYPE_CHECKING:
     from overnight.settings import Settings
-    from overnight.webhooks.endpoints import Webhooks
+    from overnight.store.contracts import Store
+    from overnight.webhooks.endpoints import Webhooks, WithSecret
 
 T = TypeVar("T")
 
@@ -46,13 +47,24 @@ def add(
     config: ConfigOption = None,
 ) -> None:
     """Add an endpoint and print its signing secret (only this once)."""
-    made = _run(config, data_dir, lambda hooks: hooks.add(tenant, url, event or None))
+
+    async def add_and_check(hooks: Webhooks, store: Store) -> tuple[WithSecret, bool]:
+        made = await hooks.add(tenant, url, event or None)
+        configured = {t.name for t in hooks.settings.tenants}
+        return made, tenant in configured or tenant in await store.known_tenants()
+
+    made, known = _run(config, data_dir, add_and_check)
     events = ", ".join(e.value for e in made.endpoint.event_types)
     note(
         f"created {made.endpoint.id} for tenant {tenant} ({events}); "
         "keep the signing secret now, it is not shown again:"
     )
     typer.echo(made.secret)
+    if not known:  # a misspelt tenant would wait for events in silence
+        note(
+            f"note: no tenant {tenant} is known here yet (no key, file or batch of it); "
+            "check the name: its endpoint gets events only once it has batches"
+        )
 
 
 @webhooks_app.command("list")
@@ -64,7 +76,7 @@ def list_(
     config: ConfigOption = None,
 ) -> None:
     """List endpoints (never their secrets)."""
-    endpoints = _run(config, data_dir, lambda hooks: hooks.endpoints(tenant))
+    endpoints = _run(config, data_dir, lambda hooks, _: hooks.endpoints(tenant))
     rows = [("ID", "TENANT", "URL", "EVENTS", "STATUS", "SOURCE", "CREATED")]
     rows += [
         (
@@ -93,7 +105,7 @@ def remove(
     endpoint_id: EndpointArgument, data_dir: DataDirOption = None, config: ConfigOption = None
 ) -> None:
     """Remove an endpoint; events not yet delivered to it are dropped."""
-    removed = _run(config, data_dir, lambda hooks: hooks.remove(endpoint_id))
+    removed = _run(config, data_dir, lambda hooks, _: hooks.remove(endpoint_id))
     typer.echo(f"removed {removed.id} ({removed.url})")
 
 
@@ -103,7 +115,7 @@ def rotate(
 ) -> None:
     """Make a new signing secret and print it; the old one keeps signing
     beside it for `webhook_rotation_overlap` seconds."""
-    rotated = _run(config, data_dir, lambda hooks: hooks.rotate(endpoint_id))
+    rotated = _run(config, data_dir, lambda hooks, _: hooks.rotate(endpoint_id))
     note(
         f"rotated {rotated.endpoint.id}; the previous secret also signs until "
         f"{_when(rotated.endpoint.rotating_until)}. The new secret, shown only now:"
@@ -111,7 +123,9 @@ def rotate(
     typer.echo(rotated.secret)
 
 
-def _run(config: Path | None, data_dir: Path | None, use: Callable[[Webhooks], Awaitable[T]]) -> T:
+def _run(
+    config: Path | None, data_dir: Path | None, use: Callable[[Webhooks, Store], Awaitable[T]]
+) -> T:
     """Open the store the settings name, run one use case, close it; a bad
     setting or a refused request (an unknown id, a bad URL) ends the command
     with its message and exit 2, as every command's do (docs/cli.md)."""
@@ -127,7 +141,7 @@ def _run(config: Path | None, data_dir: Path | None, use: Callable[[Webhooks], A
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = await open_store(settings.resolved_database_url)
         try:
-            return await use(Webhooks(store, settings))
+            return await use(Webhooks(store, settings), store)
         finally:
             await store.close()
 
