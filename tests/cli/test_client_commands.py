@@ -43,6 +43,11 @@ def one_error_line(result: Result) -> str:
     return lines[0]
 
 
+def uploads_named(server: LiveServer, name: str) -> list[dict[str, Any]]:
+    files = ok(cli(server, "files", "list", "--json", "--limit", "1000"))["data"]
+    return [f for f in files if f["filename"] == name]
+
+
 def requests_file(path: Path, lines: list[dict[str, Any]]) -> Path:
     path.write_bytes(jsonl(lines))
     return path
@@ -276,30 +281,26 @@ def test_an_unreachable_server_is_one_line_and_exit_2() -> None:
 def test_a_bad_submission_is_one_line_and_exit_2(
     live_server: LiveServer, tmp_path: Path, args: list[str], message: str
 ) -> None:
-    source = requests_file(tmp_path / "ok.jsonl", chat_lines(1))
-    files_before = ok(cli(live_server, "files", "list", "--json", "--limit", "1000"))["data"]
+    source = requests_file(tmp_path / f"{tmp_path.name}.jsonl", chat_lines(1))  # a unique name
     result = cli(live_server, "batches", "submit", str(source), *args)
     assert result.exit_code == 2
     assert message in one_error_line(result)
     # A refused create leaves no upload behind to pile up on every retry.
-    files_after = ok(cli(live_server, "files", "list", "--json", "--limit", "1000"))["data"]
-    assert len(files_after) == len(files_before)
+    assert not uploads_named(live_server, source.name)
 
 
 def test_an_output_folder_that_cannot_be_made_is_refused_before_the_upload(
     live_server: LiveServer, tmp_path: Path
 ) -> None:
-    source = requests_file(tmp_path / "ok.jsonl", chat_lines(1))
+    source = requests_file(tmp_path / f"{tmp_path.name}.jsonl", chat_lines(1))  # a unique name
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    files_before = ok(cli(live_server, "files", "list", "--json", "--limit", "1000"))["data"]
     result = cli(
         live_server, "batches", "submit", str(source), "--wait", "-o", str(blocker / "out")
     )
     assert result.exit_code == 2
     assert one_error_line(result).startswith(f"error: cannot write into {blocker / 'out'}")
-    files_after = ok(cli(live_server, "files", "list", "--json", "--limit", "1000"))["data"]
-    assert len(files_after) == len(files_before)
+    assert not uploads_named(live_server, source.name)
 
 
 def test_ctrl_c_during_an_upload_says_so_and_exits_130(
