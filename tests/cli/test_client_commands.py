@@ -316,3 +316,23 @@ def test_ctrl_c_during_an_upload_says_so_and_exits_130(
         result = CliRunner().invoke(app, [*command, "--base-url", url])
         assert result.exit_code == 130, result.output
         assert "interrupted: night.jsonl was not uploaded" in result.stderr
+
+
+def test_ctrl_c_while_downloading_results_says_how_to_fetch_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ended = {"id": "batch_0f", "status": "completed", "output_file_id": "file-0f"}
+    monkeypatch.setattr(Remote, "get_batch", lambda self, batch_id: ended)
+    monkeypatch.setattr(Remote, "get_file", lambda self, file_id: {"id": file_id, "bytes": 9})
+
+    def interrupted(*args: Any, **kwargs: Any) -> NoReturn:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Remote, "download", interrupted)
+    url = f"http://127.0.0.1:{free_port()}"  # never reached: every call is replaced
+    result = CliRunner().invoke(
+        app, ["batches", "download", "batch_0f", "-o", str(tmp_path), "--base-url", url]
+    )
+    assert result.exit_code == 130, result.output
+    assert f"overnight batches download batch_0f -o {tmp_path}" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no half file left behind

@@ -11,7 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from overnight.cli.common import as_new_file, console, fail
+import typer
+
+from overnight.cli.common import EXIT_INTERRUPTED, as_new_file, console, fail, note
 from overnight.cli.progress import BytesProgress
 from overnight.cli.remote import Remote
 
@@ -63,13 +65,21 @@ def download_results(
     server gave them; which paths were written (None: the batch has no such
     file, e.g. nothing failed)."""
     written: dict[str, str | None] = {"output": None, "errors": None}
-    for kind, key in (("output", "output_file_id"), ("errors", "error_file_id")):
-        file_id = batch.get(key)
-        if not file_id:
-            continue
-        file = remote.get_file(file_id)
-        name = Path(str(file.get("filename") or f"{file_id}.jsonl")).name
-        path = folder / name
-        download_to(remote, file, path, quiet=quiet)
-        written[kind] = str(path)
+    try:
+        for kind, key in (("output", "output_file_id"), ("errors", "error_file_id")):
+            file_id = batch.get(key)
+            if not file_id:
+                continue
+            file = remote.get_file(file_id)
+            name = Path(str(file.get("filename") or f"{file_id}.jsonl")).name
+            path = folder / name
+            download_to(remote, file, path, quiet=quiet)
+            written[kind] = str(path)
+    except KeyboardInterrupt:  # the results stay on the server: say how to fetch them
+        if not quiet:
+            note(
+                f"interrupted; the results stay on the server: "
+                f"overnight batches download {batch['id']} -o {folder}"
+            )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     return written
