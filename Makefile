@@ -34,7 +34,7 @@ TOGETHER1_STAMP := $(TOGETHER1_VENV)/.installed-$(shell cat $(TOGETHER1_REQS) 2>
 # The other supported Pythons. The unit and in-process layers run on each,
 # in a virtualenv of its own (rebuilt, like the main one, only when the pins
 # change; without the embedded engine, which they do not need), and the
-# wheel's smoke test (tests/packaging) installs the built wheel the ways the
+# wheel's smoke test (tests/installed) installs the built wheel the ways the
 # README says, into a fresh environment on every supported Python.
 # `make test-pythons` runs both; `make test` includes it.
 SUPPORTED_PYTHONS := 3.11 3.12 3.13
@@ -127,7 +127,7 @@ wheel-smoke: install
 	test $$(wc -w <<<"$$pythons") -eq $(words $(SUPPORTED_PYTHONS)) || \
 		{ echo "need Python $(SUPPORTED_PYTHONS), found: $$pythons"; exit 1; }; \
 	OVERNIGHT_PYTHONS="$$pythons" $(BIN)/python -m pytest -q -p no:cacheprovider \
-		-n $(words $(SUPPORTED_PYTHONS)) tests/packaging
+		-n $(words $(SUPPORTED_PYTHONS)) tests/installed
 
 test-pythons: $(foreach v,$(OTHER_PYTHONS),pytest-$(v)) wheel-smoke
 

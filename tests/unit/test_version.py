@@ -1,5 +1,5 @@
 """`overnight --version` is the installed distribution's version, which
-pyproject.toml sets; tests/packaging checks it against an installed wheel."""
+pyproject.toml sets; tests/installed checks it against an installed wheel."""
 
 from __future__ import annotations
 
