@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -22,6 +22,9 @@ from rich.markup import escape
 
 if TYPE_CHECKING:
     from overnight.settings import Settings
+    from overnight.store.contracts import Store
+
+T = TypeVar("T")
 
 console = Console(stderr=True)
 
@@ -113,3 +116,26 @@ def configure_logging(level: str) -> None:
     # Alembic announces each of its plugins at INFO when imported: seven
     # lines of noise at every start, before anything has happened.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def run_on_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the store the settings name, run one use case on it, close it;
+    a refused request (an unknown key, a bad tenant name) ends the command
+    with its message and exit 2, as every command's do (docs/cli.md)."""
+    import uvloop
+
+    from overnight.errors import OvernightError
+    from overnight.store import open_store
+
+    async def run() -> T:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = await open_store(settings.resolved_database_url)
+        try:
+            return await use(store)
+        finally:
+            await store.close()
+
+    try:
+        return uvloop.run(run())
+    except OvernightError as exc:
+        fail(exc.message)

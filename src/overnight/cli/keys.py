@@ -3,7 +3,6 @@ store (no API involved), shown once, stored only as hashes."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
@@ -12,15 +11,14 @@ from overnight.cli.common import (
     ConfigOption,
     DataDirOption,
     columns,
-    fail,
     load_cli_settings,
     note,
+    run_on_store,
     when,
 )
 
 if TYPE_CHECKING:
-    from overnight.settings import Settings
-    from overnight.store.contracts import Store
+    pass
 
 T = TypeVar("T")
 
@@ -47,7 +45,7 @@ def keys_create(
     from overnight.tenants import create_key
 
     settings = load_cli_settings(config, data_dir=data_dir)
-    made = _run_on_store(settings, lambda store: create_key(store, tenant=tenant, admin=admin))
+    made = run_on_store(settings, lambda store: create_key(store, tenant=tenant, admin=admin))
     who = f"tenant {made.key.tenant}" if made.key.tenant else "admin"
     note(f"created {made.key.id} ({who}); keep the key now, it is not shown again:")
     typer.echo(made.secret)
@@ -62,7 +60,7 @@ def keys_list(
 ) -> None:
     """List keys made with `keys create` (without their secrets)."""
     settings = load_cli_settings(config, data_dir=data_dir)
-    keys = _run_on_store(
+    keys = run_on_store(
         settings, lambda store: store.list_api_keys(tenant, include_revoked=revoked)
     )
     rows = [("ID", "KEY", "ROLE", "TENANT", "CREATED", "REVOKED")]
@@ -95,31 +93,6 @@ def keys_revoke(
     from overnight.tenants import revoke_keys
 
     settings = load_cli_settings(config, data_dir=data_dir)
-    revoked = _run_on_store(
-        settings, lambda store: revoke_keys(store, key_id=key_id, tenant=tenant)
-    )
+    revoked = run_on_store(settings, lambda store: revoke_keys(store, key_id=key_id, tenant=tenant))
     for key in revoked:
         typer.echo(f"revoked {key.id} ({key.shown}...)")
-
-
-def _run_on_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
-    """Open the store the settings name, run one use case on it, close it;
-    a refused request (an unknown key, a bad tenant name) ends the command
-    with its message and exit 2, as every command's do (docs/cli.md)."""
-    import uvloop
-
-    from overnight.errors import OvernightError
-    from overnight.store import open_store
-
-    async def run() -> T:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = await open_store(settings.resolved_database_url)
-        try:
-            return await use(store)
-        finally:
-            await store.close()
-
-    try:
-        return uvloop.run(run())
-    except OvernightError as exc:
-        fail(exc.message)

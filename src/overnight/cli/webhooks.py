@@ -9,13 +9,19 @@ cli/__init__.py registers this group beside the others.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from overnight.cli.common import ConfigOption, DataDirOption, fail, load_cli_settings, note
+from overnight.cli.common import (
+    ConfigOption,
+    DataDirOption,
+    load_cli_settings,
+    note,
+    run_on_store,
+    when,
+)
 
 if TYPE_CHECKING:
     from overnight.settings import Settings
@@ -84,9 +90,9 @@ def list_(
             e.tenant,
             e.url,
             ",".join(t.value.removeprefix("batch.") for t in e.event_types),
-            "enabled" if e.enabled else f"disabled {_when(e.disabled_at)}",
+            "enabled" if e.enabled else f"disabled {when(e.disabled_at)}",
             e.source.value,
-            _when(e.created_at),
+            when(e.created_at),
         )
         for e in endpoints
     ]
@@ -118,7 +124,7 @@ def rotate(
     rotated = _run(config, data_dir, lambda hooks, _: hooks.rotate(endpoint_id))
     note(
         f"rotated {rotated.endpoint.id}; the previous secret also signs until "
-        f"{_when(rotated.endpoint.rotating_until)}. The new secret, shown only now:"
+        f"{when(rotated.endpoint.rotating_until)}. The new secret, shown only now:"
     )
     typer.echo(rotated.secret)
 
@@ -126,32 +132,8 @@ def rotate(
 def _run(
     config: Path | None, data_dir: Path | None, use: Callable[[Webhooks, Store], Awaitable[T]]
 ) -> T:
-    """Open the store the settings name, run one use case, close it; a bad
-    setting or a refused request (an unknown id, a bad URL) ends the command
-    with its message and exit 2, as every command's do (docs/cli.md)."""
-    import uvloop
-
-    from overnight.errors import OvernightError
-    from overnight.store import open_store
+    """One use case on the webhook endpoints of the store the settings name."""
     from overnight.webhooks.endpoints import Webhooks
 
     settings: Settings = load_cli_settings(config, data_dir=data_dir)
-
-    async def run() -> T:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = await open_store(settings.resolved_database_url)
-        try:
-            return await use(Webhooks(store, settings), store)
-        finally:
-            await store.close()
-
-    try:
-        return uvloop.run(run())
-    except OvernightError as exc:
-        fail(exc.message)
-
-
-def _when(timestamp: int | None) -> str:
-    if timestamp is None:
-        return "-"
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return run_on_store(settings, lambda store: use(Webhooks(store, settings), store))
