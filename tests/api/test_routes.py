@@ -258,6 +258,31 @@ async def _(ctx: Ctx) -> None:
     error_of(await ctx.beta.post(f"/v1/batches/{batch['id']}/cancel"), 404, "batch_not_found")
 
 
+@covers("GET /v1/batches/{batch_id}/output", "GET /v1/batches/{batch_id}/errors")
+async def _(ctx: Ctx) -> None:
+    batch = await ctx.batch()  # no worker: it stays validating, with no line yet
+    for kind in ("output", "errors"):
+        path = f"/v1/batches/{batch['id']}/{kind}"
+        so_far = await ctx.alpha.get(path)
+        assert so_far.status_code == 200 and so_far.content == b""
+        assert so_far.headers["x-overnight-incomplete"] == "true"
+        after = so_far.headers["x-overnight-next-after"]
+        assert (await ctx.alpha.get(path, params={"after": after})).status_code == 200
+        error_of(await ctx.beta.get(path), 404, "batch_not_found")
+        error_of(await ctx.alpha.get(path, params={"after": "x"}), 400, "invalid_cursor", "after")
+        error_of(await ctx.alpha.get(path, params={"merged": "true"}), 400, "not_a_retry")
+
+
+@covers("POST /v1/batches/{batch_id}/retry")
+async def _(ctx: Ctx) -> None:
+    batch = await ctx.batch()
+    path = f"/v1/batches/{batch['id']}/retry"
+    error_of(await ctx.alpha.post(path, json={}), 409, "batch_not_ended")
+    error_of(await ctx.beta.post(path, json={}), 404, "batch_not_found")
+    bad = await ctx.alpha.post(path, json={"outcomes": ["failed", "lost"]})
+    error_of(bad, 400, "invalid_value", "outcomes")
+
+
 @covers("GET /v1/models")
 async def _(ctx: Ctx) -> None:
     models = await ctx.sdk.models.list()
@@ -463,6 +488,25 @@ async def _(ctx: Ctx) -> None:
     cancelled = await ctx.alpha.post(f"/together/v1/batches/{job['id']}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["id"] == job["id"]
     assert (await ctx.beta.post(f"/together/v1/batches/{job['id']}/cancel")).status_code == 404
+
+
+@covers(
+    "GET /together/v1/batches/{batch_id}/output",
+    "GET /together/v1/batches/{batch_id}/errors",
+    "POST /together/v1/batches/{batch_id}/retry",
+)
+async def _(ctx: Ctx) -> None:
+    job = await together_batch(ctx)
+    for kind in ("output", "errors"):
+        so_far = await ctx.alpha.get(f"/together/v1/batches/{job['id']}/{kind}")
+        assert so_far.status_code == 200 and so_far.content == b""
+        assert so_far.headers["x-overnight-incomplete"] == "true"
+        assert (await ctx.beta.get(f"/together/v1/batches/{job['id']}/{kind}")).status_code == 404
+    retried = await ctx.alpha.post(f"/together/v1/batches/{job['id']}/retry", json={})
+    assert retried.status_code == 409, retried.text
+    assert (
+        await ctx.beta.post(f"/together/v1/batches/{job['id']}/retry", json={})
+    ).status_code == 404
 
 
 @covers("GET /together/v1/models")

@@ -12,14 +12,16 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from starlette.responses import StreamingResponse
 
-from overnight.api import schemas
+from overnight.api import results, schemas
 from overnight.api.auth import scope_of, tenant_of
 from overnight.api.multipart import open_file_form, open_form
 from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runtime_of
 from overnight.domain.batch import Batch
 from overnight.domain.dialects import OPENAI
 from overnight.domain.files import UPLOADABLE_PURPOSES, FileRecord, Upload, UploadPart
+from overnight.domain.result_cursor import ResultKind
 from overnight.errors import InvalidRequest
+from overnight.retries import Retries
 from overnight.service import Page
 from overnight.settings import MAX_EXPIRY_SECONDS
 
@@ -353,4 +355,49 @@ async def retrieve_batch(request: Request, batch_id: str) -> JSONBytes:
 @router.post("/batches/{batch_id}/cancel", responses=ok(schemas.BatchObject))
 async def cancel_batch(request: Request, batch_id: str) -> JSONBytes:
     batch = await runtime_of(request).service.cancel_batch(scope_of(request), batch_id)
+    return JSONBytes(batch_object(batch))
+
+
+# ------------------------------------------------- results so far, and retry
+
+
+@router.get(
+    "/batches/{batch_id}/output",
+    response_class=StreamingResponse,
+    responses=results.RESULTS_RESPONSES,
+)
+async def batch_output(
+    request: Request, batch_id: str, after: str | None = None, merged: bool = False
+) -> StreamingResponse:
+    return await results.results_response(request, batch_id, ResultKind.OUTPUT, after, merged)
+
+
+@router.get(
+    "/batches/{batch_id}/errors",
+    response_class=StreamingResponse,
+    responses=results.RESULTS_RESPONSES,
+)
+async def batch_errors(
+    request: Request, batch_id: str, after: str | None = None, merged: bool = False
+) -> StreamingResponse:
+    return await results.results_response(request, batch_id, ResultKind.ERRORS, after, merged)
+
+
+class RetryBatchBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    outcomes: list[StrictStr] | None = None
+    completion_window: StrictStr | None = None
+    metadata: dict[StrictStr, StrictStr] | None = None
+
+
+@router.post("/batches/{batch_id}/retry", responses=ok(schemas.BatchObject))
+async def retry_batch(request: Request, batch_id: str, body: RetryBatchBody) -> JSONBytes:
+    batch = await Retries(runtime_of(request).service).retry(
+        scope_of(request),
+        batch_id,
+        outcomes=body.outcomes,
+        completion_window=body.completion_window,
+        metadata=body.metadata,
+    )
     return JSONBytes(batch_object(batch))

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from starlette.responses import Response, StreamingResponse
 
-from overnight.api import schemas
+from overnight.api import results, schemas
 from overnight.api.auth import scope_of, tenant_of
 from overnight.api.errors import openai_error_body
 from overnight.api.multipart import MAX_FIELD_BYTES, open_file_form, read_form
@@ -25,8 +25,10 @@ from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runt
 from overnight.domain.batch import Batch
 from overnight.domain.dialects import TOGETHER
 from overnight.domain.files import UPLOADABLE_PURPOSES, FilePurpose, FileRecord
+from overnight.domain.result_cursor import ResultKind
 from overnight.domain.status import BatchStatus
 from overnight.errors import InvalidRequest, PayloadTooLarge
+from overnight.retries import Retries
 from overnight.signed_uploads import DuplicateFile, SignedUploads
 
 router = APIRouter(
@@ -456,3 +458,47 @@ async def retrieve_batch(request: Request, batch_id: str) -> JSONBytes:
 async def cancel_batch(request: Request, batch_id: str) -> JSONBytes:
     batch = await runtime_of(request).service.cancel_batch(scope_of(request), batch_id)
     return JSONBytes(batch_job(batch))
+
+
+# ------------------------------------------------- results so far, and retry
+# Overnight's own routes, the same as the OpenAI dialect's (docs/api-together.md).
+
+
+@router.get(
+    "/batches/{batch_id}/output",
+    response_class=StreamingResponse,
+    responses=results.RESULTS_RESPONSES,
+)
+async def batch_output(
+    request: Request, batch_id: str, after: str | None = None, merged: bool = False
+) -> StreamingResponse:
+    return await results.results_response(request, batch_id, ResultKind.OUTPUT, after, merged)
+
+
+@router.get(
+    "/batches/{batch_id}/errors",
+    response_class=StreamingResponse,
+    responses=results.RESULTS_RESPONSES,
+)
+async def batch_errors(
+    request: Request, batch_id: str, after: str | None = None, merged: bool = False
+) -> StreamingResponse:
+    return await results.results_response(request, batch_id, ResultKind.ERRORS, after, merged)
+
+
+class RetryBatchBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    outcomes: list[StrictStr] | None = None
+    completion_window: StrictStr | None = None
+
+
+@router.post("/batches/{batch_id}/retry", status_code=201, responses=ok(schemas.BatchJob, 201))
+async def retry_batch(request: Request, batch_id: str, body: RetryBatchBody) -> JSONBytes:
+    batch = await Retries(runtime_of(request).service).retry(
+        scope_of(request),
+        batch_id,
+        outcomes=body.outcomes,
+        completion_window=body.completion_window,
+    )
+    return JSONBytes({"job": batch_job(batch), "warning": None}, status_code=201)

@@ -23,7 +23,7 @@ import numpy as np
 from overnight.domain.validation import repeated_hashes
 
 BUCKETS = 64
-_SHIFT = np.uint64(64 - 6)  # the top 6 bits pick one of 64 buckets
+BUCKET_SHIFT = np.uint64(64 - 6)  # the top 6 bits pick one of 64 buckets
 
 
 class SpilledHashes:
@@ -42,7 +42,7 @@ class SpilledHashes:
         if not hashes:
             return
         values = np.frombuffer(hashes, dtype=np.int64)
-        buckets = (values.view(np.uint64) >> _SHIFT).astype(np.intp)
+        buckets = (values.view(np.uint64) >> BUCKET_SHIFT).astype(np.intp)
         order = np.argsort(buckets, kind="stable")
         ordered = values[order]
         start = 0
@@ -59,6 +59,22 @@ class SpilledHashes:
             handle.close()
             found |= repeated_hashes(np.fromfile(self.folder / f"{bucket:02d}.bin", dtype=np.int64))
         return frozenset(found)
+
+    def sorted_buckets(self) -> dict[int, np.ndarray]:
+        """Each bucket sorted and written back, then mapped from its file
+        (not read into memory): for membership tests by binary search
+        (runner/id_set.py). Buckets that got no hash are absent."""
+        mapped: dict[int, np.ndarray] = {}
+        for bucket, handle in sorted(self._files.items()):
+            handle.close()
+            path = self.folder / f"{bucket:02d}.bin"
+            values = np.fromfile(path, dtype=np.int64)
+            values.sort()
+            values.tofile(path)
+            del values
+            mapped[bucket] = np.memmap(path, dtype=np.int64, mode="r")
+        self._files.clear()
+        return mapped
 
     def close(self) -> None:
         """Remove the files (the validation is over, or failed)."""

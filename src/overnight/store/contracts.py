@@ -165,6 +165,10 @@ class ApiStore(IdempotencyStore, Protocol):
 
     async def get_batch(self, tenant: TenantId | None, batch_id: str) -> Batch | None: ...
 
+    async def chunks_of(self, batch_id: BatchId) -> list[Chunk]:
+        """A batch's chunks in order (the results read so far need them)."""
+        ...
+
     async def list_batches(
         self,
         tenant: TenantId | None,

@@ -1,0 +1,51 @@
+"""The routes every batch dialect shares for results while a batch runs and
+for retries: `GET .../batches/{id}/output`, `.../errors` (streamed JSONL)
+and the answer they give. Dialects mount these under their own prefix and
+render a retry's batch in their own shape."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from overnight.api.auth import scope_of
+from overnight.api.responses import runtime_of
+from overnight.batch_results import BatchResults
+from overnight.domain.result_cursor import ResultKind
+from overnight.errors import InvalidRequest
+from overnight.retries import Retries
+
+#: Response headers: whether more lines may come, and the cursor for them.
+INCOMPLETE = "X-Overnight-Incomplete"
+NEXT_AFTER = "X-Overnight-Next-After"
+MEDIA_TYPE = "application/x-jsonl"
+
+RESULTS_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": (
+            "Result lines (JSONL) written so far, after the cursor `after`. Headers: "
+            f"`{INCOMPLETE}` (`true` while the batch runs) and `{NEXT_AFTER}` (pass it "
+            "as `after` for the lines that come next)."
+        ),
+        "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
+    }
+}
+
+
+async def results_response(
+    request: Request, batch_id: str, kind: ResultKind, after: str | None, merged: bool
+) -> StreamingResponse:
+    service = runtime_of(request).service
+    scope = scope_of(request)
+    if merged:
+        if after is not None:
+            raise InvalidRequest(
+                "A merged download is read whole; it takes no after cursor.",
+                param="after",
+                code="invalid_value",
+            )
+        _, lines = await Retries(service).merged(scope, batch_id, kind)
+        return StreamingResponse(lines, media_type=MEDIA_TYPE, headers={INCOMPLETE: "false"})
+    found = await BatchResults(service).so_far(scope, batch_id, kind, after)
+    headers = {INCOMPLETE: "true" if found.incomplete else "false", NEXT_AFTER: found.next_after}
+    return StreamingResponse(found.lines, media_type=MEDIA_TYPE, headers=headers)

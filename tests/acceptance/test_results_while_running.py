@@ -1,0 +1,120 @@
+"""Results while a batch runs, through the openai SDK's own `get` (the
+routes are overnight's, so the SDK has no method for them): a tail with the
+`after` cursor reads every final line once, on both storage backends (parts
+in local staging, in the blob store, on S3). In-process apps, a fake
+upstream whose knobs make some lines fail (status 400: not retried)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from openai.types import Batch
+
+from overnight.testing.fake_upstream import FakeUpstream
+
+from helpers import chat_lines, fake_model, jsonl, read_jsonl, wait_for_batch
+from inprocess import AppFactory
+
+INCOMPLETE = "X-Overnight-Incomplete"
+NEXT_AFTER = "X-Overnight-Next-After"
+
+
+def submit(client: openai.OpenAI, lines: list[dict[str, Any]]) -> Batch:
+    file = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+    return client.batches.create(
+        input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+
+def read(client: openai.OpenAI, batch_id: str, kind: str, **params: Any) -> httpx.Response:
+    response: httpx.Response = client.get(
+        f"/batches/{batch_id}/{kind}", cast_to=httpx.Response, options={"params": params}
+    )
+    return response
+
+
+def retry(client: openai.OpenAI, batch_id: str, **body: Any) -> Batch:
+    return client.post(f"/batches/{batch_id}/retry", body=body, cast_to=Batch)
+
+
+def file_lines(client: openai.OpenAI, file_id: str | None) -> list[str]:
+    return client.files.content(file_id).text.splitlines() if file_id else []
+
+
+def ids_of(lines: list[str]) -> list[str]:
+    return [row["custom_id"] for row in read_jsonl("\n".join(lines))]
+
+
+def test_tailing_a_running_batch_reads_every_final_line_once(start_app: AppFactory) -> None:
+    with FakeUpstream(latency=0.02, error_rate=0.25, error_status=400, seed=3) as upstream:
+        model = fake_model(upstream.url, max_concurrency=4, adaptive=False)
+        client = start_app([model], chunk_lines=10).openai()
+        lines = chat_lines(240, prefix="tail")
+        batch = submit(client, lines)
+        got: dict[str, list[str]] = {"output": [], "errors": []}
+        after: dict[str, dict[str, str]] = {"output": {}, "errors": {}}
+        lines_while_running = 0
+        deadline = time.monotonic() + 60
+        while True:
+            running = False
+            for kind in got:
+                answer = read(client, batch.id, kind, **after[kind])
+                got[kind] += answer.text.splitlines()
+                after[kind] = {"after": answer.headers[NEXT_AFTER]}
+                if answer.headers[INCOMPLETE] == "true":
+                    running = True
+                    lines_while_running += len(answer.text.splitlines())
+            if not running:
+                break
+            assert time.monotonic() < deadline, "the batch did not end"
+            time.sleep(0.02)
+        ended = client.batches.retrieve(batch.id)
+        output = file_lines(client, ended.output_file_id)
+        errors = file_lines(client, ended.error_file_id)
+        whole = read(client, batch.id, "output")
+        past_the_end = read(client, batch.id, "errors", **after["errors"])
+
+    assert ended.status == "completed"
+    assert 0 < ended.request_counts.failed < 240
+    assert lines_while_running > 0  # lines came while it ran
+    assert Counter(got["output"]) == Counter(output)
+    assert Counter(got["errors"]) == Counter(errors)
+    assert sorted(ids_of(got["output"] + got["errors"])) == sorted(
+        line["custom_id"] for line in lines
+    )
+    # Once ended: one read without a cursor is the output file byte for byte,
+    # and the last cursor has nothing more.
+    assert whole.headers[INCOMPLETE] == "false"
+    assert whole.content == client.files.content(ended.output_file_id).content
+    assert past_the_end.content == b""
+
+
+def test_another_tenants_batch_and_a_bad_cursor(start_app: AppFactory) -> None:
+    tenants = [
+        {"name": "alpha", "api_keys": ["key-alpha"]},
+        {"name": "beta", "api_keys": ["key-beta"]},
+    ]
+    with FakeUpstream() as upstream:
+        app = start_app([fake_model(upstream.url)], tenants=tenants)
+        alpha, beta = app.openai("key-alpha"), app.openai("key-beta")
+        batch = wait_for_batch(alpha, submit(alpha, chat_lines(3)).id)
+        other = wait_for_batch(alpha, submit(alpha, chat_lines(3)).id)
+        cursor = read(alpha, other.id, "output").headers[NEXT_AFTER]
+        for kind in ("output", "errors"):
+            with pytest.raises(openai.NotFoundError) as theirs:
+                read(beta, batch.id, kind)
+            with pytest.raises(openai.NotFoundError) as nobody:
+                read(beta, "batch_0123456789abcdef0123456789abcdef", kind)
+            assert theirs.value.code == nobody.value.code == "batch_not_found"
+        with pytest.raises(openai.NotFoundError):
+            retry(beta, batch.id)
+        with pytest.raises(openai.BadRequestError) as foreign:
+            read(alpha, batch.id, "output", after=cursor)  # another batch's cursor
+        with pytest.raises(openai.BadRequestError) as junk:
+            read(alpha, batch.id, "errors", after="not-a-cursor")
+    assert foreign.value.code == junk.value.code == "invalid_cursor"
