@@ -629,6 +629,21 @@ async def _(ctx: Ctx) -> None:
     )
 
 
+@covers("POST /anthropic/v1/messages/batches/{batch_id}/retry")
+async def _(ctx: Ctx) -> None:
+    batch = await message_batch(ctx)
+    path = f"/anthropic/v1/messages/batches/{batch.id}/retry"
+    anthropic_error_of(await ctx.alpha.post(path, json={}), 409, "invalid_request_error")
+    await ctx.api.anthropic(ALPHA).messages.batches.cancel(batch.id)  # ends at once, all canceled
+    anthropic_error_of(await ctx.beta.post(path, json={}), 404, "not_found_error")
+    nothing = await ctx.alpha.post(path, json={"outcomes": ["failed"]})
+    anthropic_error_of(nothing, 400, "invalid_request_error")
+    again = await ctx.alpha.post(path, json={"outcomes": ["cancelled"]})
+    assert again.status_code == 200, again.text
+    assert again.json()["type"] == "message_batch" and again.json()["id"] != batch.id
+    assert again.json()["processing_status"] == "in_progress"
+
+
 @covers("DELETE /anthropic/v1/messages/batches/{batch_id}")
 async def _(ctx: Ctx) -> None:
     sdk = ctx.api.anthropic(ALPHA)

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import ijson  # type: ignore[import-untyped]
 from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.responses import StreamingResponse
 
 from overnight.api import schemas
@@ -27,6 +28,7 @@ from overnight.domain.message_requests import CUSTOM_ID_PATTERN
 from overnight.domain.status import StopReason
 from overnight.errors import InvalidRequest, PayloadTooLarge
 from overnight.message_batches import MessageBatches
+from overnight.retries import Retries
 from overnight.service import Page
 
 router = APIRouter(
@@ -269,3 +271,20 @@ async def delete_batch(request: Request, batch_id: str) -> JSONBytes:
 async def batch_results(request: Request, batch_id: str) -> StreamingResponse:
     _, lines = await message_batches(request).results(scope_of(request), batch_id)
     return StreamingResponse(lines, media_type="application/x-jsonl")
+
+
+class RetryBatchBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    outcomes: list[StrictStr] | None = None
+
+
+@router.post("/messages/batches/{batch_id}/retry", responses=ok(schemas.MessageBatch))
+async def retry_batch(request: Request, batch_id: str, body: RetryBatchBody) -> JSONBytes:
+    """Overnight's own route (docs/results-and-retry.md): a new Message
+    Batch of the requests whose result was `errored` (`failed`), `expired`
+    or `canceled` (`cancelled`)."""
+    batch = await Retries(runtime_of(request).service).retry(
+        scope_of(request), batch_id, outcomes=body.outcomes
+    )
+    return await _shown(request, batch)
