@@ -245,6 +245,55 @@ def test_download_of_a_batch_still_running_is_refused(
         cli(live_server, "batches", "cancel", batch_id)
 
 
+def test_partial_download_retry_and_merged_download(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    lines = chat_lines(20, prefix="again")
+    for i in (2, 11):
+        lines[i]["body"]["x_fake"] = {"status": 400}
+    source = requests_file(tmp_path / "again.jsonl", lines)
+    batch_id = ok(cli(live_server, "batches", "submit", str(source), "--json"))["batch"]["id"]
+    # Any moment: what is written so far, whole files (maybe empty ones).
+    early = ok(
+        cli(
+            live_server,
+            "batches",
+            "download",
+            batch_id,
+            "--partial",
+            "-o",
+            str(tmp_path / "p"),
+            "--json",
+        )
+    )
+    assert Path(early["downloaded"]["output"]).name == f"{batch_id}_output.partial.jsonl"
+    assert len(read_jsonl(Path(early["downloaded"]["output"]).read_text())) <= 18
+    ok(cli(live_server, "batches", "watch", batch_id, "--interval", "0.1", "--json"))
+
+    retried = ok(cli(live_server, "batches", "retry", batch_id, "--outcome", "failed", "--json"))
+    again = retried["batch"]
+    assert again["metadata"]["retry_of"] == batch_id
+    watched = cli(live_server, "batches", "watch", again["id"], "--interval", "0.1", "--json")
+    assert json.loads(watched.stdout)["batch"]["request_counts"]["total"] == 2
+    merged = ok(
+        cli(
+            live_server,
+            "batches",
+            "download",
+            again["id"],
+            "--merged",
+            "-o",
+            str(tmp_path / "m"),
+            "--json",
+        )
+    )
+    rows = read_jsonl(Path(merged["downloaded"]["output"]).read_text())
+    rows += read_jsonl(Path(merged["downloaded"]["errors"]).read_text())
+    assert sorted(r["custom_id"] for r in rows) == sorted(line["custom_id"] for line in lines)
+    refused = cli(live_server, "batches", "retry", batch_id, "--outcome", "expired")
+    assert refused.exit_code == 2 and "nothing_to_retry" in one_error_line(refused)
+
+
 # ------------------------------------------------------------ what goes wrong
 
 

@@ -1,4 +1,4 @@
-"""`overnight batches submit|list|get|watch|cancel|download`, against any
+"""`overnight batches submit|list|get|watch|cancel|retry|download`, against any
 overnight server over HTTP.
 
 Waiting (`submit --wait`, `watch`) polls the batch and draws a live line;
@@ -29,7 +29,7 @@ from overnight.cli.common import (
     when,
 )
 from overnight.cli.connection import DEFAULT_BASE_URL, ApiKeyOption, BaseUrlOption, connected
-from overnight.cli.downloads import download_results, writable_folder
+from overnight.cli.downloads import download_lines, download_results, writable_folder
 from overnight.cli.error_groups import group_errors
 from overnight.cli.files import upload_with_progress
 from overnight.cli.locations import endpoint_of_file
@@ -260,6 +260,34 @@ def batches_cancel(
         typer.echo(f"{batch['id']}: {batch['status']}")
 
 
+@batches_app.command("retry")
+def batches_retry(
+    batch_id: BatchIdArgument,
+    outcome: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--outcome",
+            help="Retry the lines that ended so: `failed`, `expired` or `cancelled` "
+            "(repeat it; all three when not given).",
+        ),
+    ] = None,
+    completion_window: Annotated[
+        str | None,
+        typer.Option("--completion-window", help="The new batch's window (the original's)."),
+    ] = None,
+    base_url: BaseUrlOption = DEFAULT_BASE_URL,
+    api_key: ApiKeyOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Make a new batch of an ended batch's lines that did not succeed."""
+    with connected(base_url, api_key) as remote:
+        batch = remote.retry_batch(batch_id, outcomes=outcome, completion_window=completion_window)
+    if json_output:
+        print_json({"batch": batch})
+    else:
+        typer.echo(f"{batch['id']}: {batch['status']} (retry of {batch_id})")
+
+
 @batches_app.command("download")
 def batches_download(
     batch_id: BatchIdArgument,
@@ -268,11 +296,39 @@ def batches_download(
     ] = Path("."),
     base_url: BaseUrlOption = DEFAULT_BASE_URL,
     api_key: ApiKeyOption = None,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial",
+            help="The result lines written so far, also of a batch still running "
+            "(`<id>_output.partial.jsonl`, `<id>_errors.partial.jsonl`).",
+        ),
+    ] = False,
+    merged: Annotated[
+        bool,
+        typer.Option(
+            "--merged",
+            help="For a retry batch: its results merged with the original's, every line "
+            "once (`<id>_output.merged.jsonl`, `<id>_errors.merged.jsonl`).",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Download an ended batch's output and error files."""
+    """Download an ended batch's output and error files (or, `--partial`,
+    what a running batch has written so far)."""
+    if partial and merged:
+        fail("choose --partial or --merged, not both", code=EXIT_USAGE)
     with connected(base_url, api_key) as remote:
         batch = remote.get_batch(batch_id)
+        if partial or merged:
+            writable_folder(output)
+            lines = download_lines(remote, batch, output, merged=merged, quiet=json_output)
+            if json_output:
+                print_json({"batch": batch, "downloaded": lines})
+            else:
+                for path in lines.values():
+                    typer.echo(path)
+            raise typer.Exit(EXIT_COMPLETED)
         if not BatchView.of_api(batch).ended:
             fail(
                 f"{batch_id} is still {batch['status']}; its results are not ready "

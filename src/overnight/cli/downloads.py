@@ -8,14 +8,15 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import typer
 
 from overnight.cli.common import EXIT_INTERRUPTED, as_new_file, console, fail, note
 from overnight.cli.progress import BytesProgress
-from overnight.cli.remote import Remote
+from overnight.cli.remote import Progress, Remote
 
 
 def download_to(remote: Remote, file: dict[str, Any], path: Path, *, quiet: bool) -> int:
@@ -38,6 +39,19 @@ def writable_folder(folder: Path) -> None:
 
 
 def _download_to(remote: Remote, file: dict[str, Any], path: Path, *, quiet: bool) -> int:
+    return _write_whole(
+        path,
+        file.get("bytes"),
+        quiet,
+        lambda sink, advance: remote.download(file["id"], sink, advance),
+    )
+
+
+def _write_whole(
+    path: Path, size: int | None, quiet: bool, fill: Callable[[IO[bytes], Progress], int]
+) -> int:
+    """Write what `fill` streams into a temporary file, renamed to `path`
+    once the last byte is in."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     as_new_file(temporary)
@@ -45,9 +59,9 @@ def _download_to(remote: Remote, file: dict[str, Any], path: Path, *, quiet: boo
         label = f"downloading {path.name}"
         with (
             os.fdopen(handle, "wb") as sink,
-            BytesProgress(console, label, file.get("bytes"), enabled=not quiet) as bar,
+            BytesProgress(console, label, size, enabled=not quiet) as bar,
         ):
-            written = remote.download(file["id"], sink, bar.advance)
+            written = fill(sink, bar.advance)
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(temporary, path)
@@ -55,6 +69,24 @@ def _download_to(remote: Remote, file: dict[str, Any], path: Path, *, quiet: boo
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+    return written
+
+
+def download_lines(
+    remote: Remote, batch: dict[str, Any], folder: Path, *, merged: bool, quiet: bool
+) -> dict[str, str | None]:
+    """A batch's result lines so far (`merged`: merged with the batches it
+    retries) into `folder`, as `<id>_output.partial.jsonl` and
+    `<id>_errors.partial.jsonl` (`.merged.jsonl`); which paths were written."""
+    suffix = "merged" if merged else "partial"
+    written: dict[str, str | None] = {"output": None, "errors": None}
+    for kind in written:
+        path = folder / f"{batch['id']}_{kind}.{suffix}.jsonl"
+        try:
+            _write_whole(path, None, quiet, _lines_of(remote, batch["id"], kind, merged))
+        except OSError as exc:
+            fail(f"cannot write {path}: {exc.strerror or exc}")
+        written[kind] = str(path)
     return written
 
 
@@ -83,3 +115,12 @@ def download_results(
             )
         raise typer.Exit(EXIT_INTERRUPTED) from None
     return written
+
+
+def _lines_of(
+    remote: Remote, batch_id: str, kind: str, merged: bool
+) -> Callable[[IO[bytes], Progress], int]:
+    def fill(sink: IO[bytes], advance: Progress) -> int:
+        return remote.stream_results(batch_id, kind, sink, merged=merged, progress=advance)
+
+    return fill

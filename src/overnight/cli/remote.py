@@ -209,6 +209,46 @@ class Remote:
     def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         return self._call("POST", f"/batches/{batch_id}/cancel")
 
+    def retry_batch(
+        self,
+        batch_id: str,
+        *,
+        outcomes: list[str] | None = None,
+        completion_window: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if outcomes:
+            body["outcomes"] = outcomes
+        if completion_window:
+            body["completion_window"] = completion_window
+        return self._call("POST", f"/batches/{batch_id}/retry", json=body)
+
+    def stream_results(
+        self,
+        batch_id: str,
+        kind: str,
+        sink: IO[bytes],
+        *,
+        merged: bool = False,
+        progress: Progress | None = None,
+    ) -> int:
+        """Stream a batch's result lines of `kind` (`output` or `errors`)
+        written so far, or merged with the batches it retries, into `sink`;
+        returns how many bytes."""
+        written = 0
+        params = {"merged": "true"} if merged else {}
+        route = f"/batches/{batch_id}/{kind}"
+        with self._guarded(), self.http.stream("GET", route, params=params) as response:
+            if response.is_error:
+                response.read()
+                raise self._refusal(response)
+            for piece in response.iter_bytes(PIECE):
+                sink.write(piece)
+                written += len(piece)
+                if progress is not None:
+                    progress(len(piece))
+        return written
+
     # ---------------------------------------------------------------- the wire
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
