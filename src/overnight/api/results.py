@@ -28,6 +28,16 @@ RESULTS_RESPONSES: dict[int | str, dict[str, object]] = {
             "as `after` for the lines that come next)."
         ),
         "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
+        "headers": {
+            INCOMPLETE: {
+                "description": "`true` while the batch has not ended.",
+                "schema": {"type": "string", "enum": ["true", "false"]},
+            },
+            NEXT_AFTER: {
+                "description": "The cursor for the lines that come next (not on a merged read).",
+                "schema": {"type": "string"},
+            },
+        },
     }
 }
 
