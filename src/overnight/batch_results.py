@@ -19,7 +19,9 @@ from overnight.domain.result_cursor import (
     BadCursor,
     ResultCursor,
     ResultKind,
+    Take,
     ended_cursor,
+    lines_of,
     plan_ended,
     plan_running,
 )
@@ -59,12 +61,32 @@ class BatchResults:
             )
         takes, following_cursor = plan_running(chunks, cursor, kind)
         staging = service.settings.data_dir / "staging"
+
+        async def from_final_file(take: Take, first: int) -> AsyncIterator[bytes] | None:
+            return await self._in_final_file(batch, kind, take, first)
+
         return ResultsSoFar(
             batch,
             True,
             following_cursor.encode(batch.id, kind),
-            running_lines(service.blobs, staging, takes, kind),
+            running_lines(service.blobs, staging, takes, kind, from_final_file),
         )
+
+    async def _in_final_file(
+        self, batch: Batch, kind: ResultKind, take: Take, first: int
+    ) -> AsyncIterator[bytes] | None:
+        """A take's lines from `first` on, once its part is gone because the
+        batch has ended meanwhile: in the final file, after the lines of the
+        chunks before it (their counts are final once it has ended)."""
+        ended = await self.service.store.get_batch(None, batch.id)
+        if ended is None or not ended.status.is_terminal:
+            return None
+        pieces = await self.final_file(ended, kind)
+        if pieces is None:
+            return None
+        chunks = await self.service.store.chunks_of(batch.id)
+        before = sum(lines_of(chunk, kind, ended=True) for chunk in chunks[: take.chunk.index])
+        return select_lines(pieces, [(before + first, take.upto - first)])
 
     async def _ended_lines(
         self,

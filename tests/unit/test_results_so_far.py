@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from overnight.blobs.local import LocalBlobs
 from overnight.domain.chunk import Chunk, ChunkStatus, Tally
 from overnight.domain.dialects import ANTHROPIC, OPENAI, TOGETHER
 from overnight.domain.result_cursor import (
@@ -21,6 +22,7 @@ from overnight.domain.result_cursor import (
     BadCursor,
     ResultCursor,
     ResultKind,
+    Take,
     ended_cursor,
     plan_ended,
     plan_running,
@@ -29,7 +31,8 @@ from overnight.domain.results import Outcome
 from overnight.domain.retries import RetryOutcome, outcome_of
 from overnight.domain.status import StopReason
 from overnight.runner.id_set import SpilledIdSet
-from overnight.runner.results_so_far import ShortSource, select_lines
+from overnight.runner.parts import part_key
+from overnight.runner.results_so_far import ShortSource, running_lines, select_lines
 from overnight.types import BatchId
 
 BATCH = BatchId("batch_abc")
@@ -201,3 +204,40 @@ def test_the_spilled_id_set_answers_like_a_set(tmp_path: Path) -> None:
     with SpilledIdSet(tmp_path / "none") as empty:
         empty.freeze()
         assert empty.contains_many(["x"]) == [False]
+
+
+async def test_parts_are_read_where_they_are_and_a_vanished_one_from_the_fallback(
+    tmp_path: Path,
+) -> None:
+    blobs = LocalBlobs(tmp_path / "blobs")
+    staging = tmp_path / "staging"
+    running = chunk(0, ChunkStatus.RUNNING, 3)
+    done = chunk(1, ChunkStatus.DONE, 4)
+    gone = chunk(2, ChunkStatus.DONE, 5)
+    (staging / BATCH).mkdir(parents=True)
+    # A running chunk's staging part holds more than its row counts yet, and a torn line.
+    (staging / BATCH / "000000.output.jsonl").write_bytes(lines(0, 4) + b'{"n": 9')
+    writer = blobs.writer(part_key(done.key, done.attempts, "output"))
+    await writer.write(lines(10, 14))
+    await writer.commit()
+    asked: list[tuple[int, int]] = []
+
+    async def fallback(take: Take, first: int) -> AsyncIterator[bytes] | None:
+        asked.append((take.chunk.index, first))
+        return pieces_of(lines(100 + first, 100 + take.upto), 5) if take.chunk.index == 2 else None
+
+    takes = [Take(running, 1, 3), Take(done, 0, 4), Take(gone, 2, 5)]
+    got = b"".join(
+        [x async for x in running_lines(blobs, staging, takes, ResultKind.OUTPUT, fallback)]
+    )
+    assert got == lines(1, 3) + lines(10, 14) + lines(102, 105)
+    assert asked == [(2, 2)]
+    with pytest.raises(ShortSource):
+        async for _ in running_lines(
+            blobs,
+            staging,
+            [Take(chunk(3, ChunkStatus.RUNNING, 1), 0, 1)],
+            ResultKind.OUTPUT,
+            fallback,
+        ):
+            pass

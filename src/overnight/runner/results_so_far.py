@@ -16,7 +16,7 @@ again with the same cursor.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -82,17 +82,35 @@ def _advance(data: bytes, position: int, end: int, lines: int) -> tuple[int, int
     return position, 0
 
 
+#: Where a take's lines are found once its part is gone: given the take
+#: and the first line still wanted, the rest of its lines, or None.
+Fallback = Callable[[Take, int], Awaitable[AsyncIterator[bytes] | None]]
+
+
 async def running_lines(
-    blobs: BlobStore, staging: Path, takes: Sequence[Take], kind: ResultKind
+    blobs: BlobStore, staging: Path, takes: Sequence[Take], kind: ResultKind, fallback: Fallback
 ) -> AsyncIterator[bytes]:
     """The lines `takes` name, read from each chunk's parts wherever they
-    are now."""
+    are now. A part that is gone, before or during the read (the batch was
+    finalised meanwhile: parts become the result files, then are deleted),
+    leaves the rest of its lines to `fallback`."""
     for take in takes:
-        source = await _part_source(blobs, staging, take, kind)
-        if source is None:
-            raise ShortSource(f"chunk {take.chunk.index} has no {kind.part} part to read")
-        async for lines in select_lines(source, [(take.skip, take.upto - take.skip)]):
-            yield lines
+        served = 0
+        try:
+            source = await _part_source(blobs, staging, take, kind)
+            if source is None:
+                raise FileNotFoundError(take.chunk.index)
+            async for lines in select_lines(source, [(take.skip, take.upto - take.skip)]):
+                served += lines.count(b"\n")
+                yield lines
+        except (FileNotFoundError, ShortSource):
+            rest = await fallback(take, take.skip + served)
+            if rest is None:
+                raise ShortSource(
+                    f"chunk {take.chunk.index} has no {kind.part} part to read"
+                ) from None
+            async for lines in rest:
+                yield lines
 
 
 async def _part_source(
