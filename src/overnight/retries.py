@@ -78,6 +78,9 @@ class Retries:
         original = await service.get_batch(scope, batch_id)
         if not original.status.is_terminal:
             raise _not_ended(batch_id)
+        extra = {RETRY_OF: original.id, RETRY_OUTCOMES: ",".join(sorted(wanted))}
+        metadata = {**(metadata or {}), **extra}
+        service.check_batch_options(completion_window, metadata)
         source = await service.store.get_file(None, original.input_file_id)
         if source is None:
             raise InvalidRequest(
@@ -111,17 +114,20 @@ class Retries:
             filename=f"{original.id}_retry.jsonl",
             purpose=FilePurpose.BATCH.value,
         )
-        extra = {RETRY_OF: original.id, RETRY_OUTCOMES: ",".join(sorted(wanted))}
-        return await service.create_batch(
-            original.tenant,
-            input_file_id=record.id,
-            endpoint=original.endpoint,
-            completion_window=completion_window or original.completion_window,
-            metadata={**(metadata or {}), **extra},
-            dialect=original.dialect,
-            priority=original.priority,
-            output_expires_after=original.output_expires_after,
-        )
+        try:
+            return await service.create_batch(
+                original.tenant,
+                input_file_id=record.id,
+                endpoint=original.endpoint,
+                completion_window=completion_window or original.completion_window,
+                metadata=metadata,
+                dialect=original.dialect,
+                priority=original.priority,
+                output_expires_after=original.output_expires_after,
+            )
+        except BaseException:  # a quota, say: no batch, so no file made for it either
+            await service.delete_file(original.tenant, record.id)
+            raise
 
     async def _collect(
         self, original: Batch, wanted: frozenset[RetryOutcome], ids: SpilledIdSet

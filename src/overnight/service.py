@@ -481,6 +481,15 @@ class Service:
         self.wakeups.notify()
         return batch
 
+    def check_batch_options(
+        self, completion_window: str | None, metadata: dict[str, str] | None
+    ) -> None:
+        """What `create_batch` would refuse in these, refused now: for a
+        caller that has work to do before it creates the batch (a retry)."""
+        if completion_window is not None:
+            self._window(completion_window)
+        self._check_metadata(metadata)
+
     def _window(self, window: str) -> int:
         try:
             seconds = window_seconds(window)

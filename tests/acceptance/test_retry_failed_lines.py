@@ -117,6 +117,10 @@ def test_retrying_the_lines_a_cancel_kept_from_running(start_app: AppFactory) ->
             retry(client, batch.id, outcomes=["expired"])
         with pytest.raises(openai.BadRequestError) as unknown:
             retry(client, batch.id, outcomes=["lost"])
+        files_before = len(client.files.list().data)
+        with pytest.raises(openai.BadRequestError) as bad_window:
+            retry(client, batch.id, completion_window="3 fortnights")
+        assert len(client.files.list().data) == files_before  # no input file left behind
         upstream.configure(latency=0)
         again = retry(client, batch.id, outcomes=["cancelled"])
         again_input = ids_of(client.files.content(again.input_file_id).text.splitlines())
@@ -130,6 +134,7 @@ def test_retrying_the_lines_a_cancel_kept_from_running(start_app: AppFactory) ->
     assert again_input == stopped_ids or sorted(again_input) == sorted(stopped_ids)
     assert none_expired.value.code == "nothing_to_retry"
     assert unknown.value.code == "invalid_value"
+    assert bad_window.value.param == "completion_window"
     assert again.status == "completed" and again.request_counts.completed == len(stopped_ids)
     assert sorted(ids_of(merged)) == sorted(line["custom_id"] for line in lines)
 
