@@ -31,7 +31,7 @@ from overnight.domain.results import Outcome
 from overnight.domain.retries import RetryOutcome, outcome_of
 from overnight.domain.status import StopReason
 from overnight.runner.id_set import SpilledIdSet
-from overnight.runner.parts import part_key
+from overnight.runner.parts import part_key, snapshot_key
 from overnight.runner.results_so_far import ShortSource, running_lines, select_lines
 from overnight.types import BatchId
 
@@ -232,6 +232,14 @@ async def test_parts_are_read_where_they_are_and_a_vanished_one_from_the_fallbac
     )
     assert got == lines(1, 3) + lines(10, 14) + lines(102, 105)
     assert asked == [(2, 2)]
+    # Run on another machine: its staging is not here, its snapshot is.
+    elsewhere = chunk(4, ChunkStatus.RUNNING, 2)
+    writer = blobs.writer(snapshot_key(elsewhere.key, "output"))
+    await writer.write(lines(40, 43))
+    await writer.commit()
+    snapshot = [Take(elsewhere, 0, 2)]
+    read = [x async for x in running_lines(blobs, staging, snapshot, ResultKind.OUTPUT, fallback)]
+    assert b"".join(read) == lines(40, 42)
     with pytest.raises(ShortSource):
         async for _ in running_lines(
             blobs,
