@@ -19,8 +19,16 @@ from openai.types import Batch
 from overnight.testing.fake_upstream import FakeUpstream
 
 from backends import Backend
-from helpers import chat_lines, fake_model, jsonl, read_jsonl, wait_for_batch
-from inprocess import AppFactory
+from helpers import (
+    chat_lines,
+    fake_model,
+    jsonl,
+    message_requests,
+    read_jsonl,
+    wait_for_batch,
+    wait_for_message_batch,
+)
+from inprocess import ApiFactory, AppFactory
 
 INCOMPLETE = "X-Overnight-Incomplete"
 NEXT_AFTER = "X-Overnight-Next-After"
@@ -163,3 +171,35 @@ def test_together_batches_have_the_same_routes(start_app: AppFactory) -> None:
     assert again.status_code == 201
     assert again.json()["job"]["id"] != uuid
     assert missing.status_code == 404
+
+
+async def test_a_message_batch_tailed_and_retried_through_the_anthropic_sdk(
+    start_api: ApiFactory,
+) -> None:
+    """The Anthropic SDK creates, follows and reads both batches; the
+    overnight routes (the retry under /anthropic, results so far under /v1)
+    take the `msgbatch_` ids."""
+    with FakeUpstream(error_rate=0.4, error_status=400, seed=2) as upstream:
+        api = await start_api(worker=True, models=[fake_model(upstream.url)])
+        sdk = api.anthropic()
+        raw = api.http("test-key")
+        created = await sdk.messages.batches.create(requests=message_requests(30))  # type: ignore[arg-type]
+        first = await wait_for_message_batch(sdk, created.id)
+        errors = await raw.get(f"/v1/batches/{created.id}/errors")
+        upstream.configure(error_rate=0)
+        answer = await raw.post(f"/anthropic/v1/messages/batches/{created.id}/retry", json={})
+        again = await wait_for_message_batch(sdk, answer.json()["id"])
+        results = [r async for r in await sdk.messages.batches.results(again.id)]
+        merged = await raw.get(f"/v1/batches/{again.id}/output", params={"merged": "true"})
+
+    errored = [row["custom_id"] for row in read_jsonl(errors.text)]
+    assert first.request_counts.errored == len(errored) > 0
+    assert all(row["result"]["type"] == "errored" for row in read_jsonl(errors.text))
+    assert errors.headers[INCOMPLETE] == "false"
+    assert answer.status_code == 200 and answer.json()["id"].startswith("msgbatch_")
+    assert sorted(r.custom_id for r in results) == sorted(errored)
+    assert all(r.result.type == "succeeded" for r in results)
+    assert again.request_counts.succeeded == len(errored)
+    rows = read_jsonl(merged.text)
+    assert sorted(row["custom_id"] for row in rows) == sorted(f"q{i}" for i in range(30))
+    assert all(row["result"]["type"] == "succeeded" for row in rows)
