@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -50,43 +51,64 @@ def ids_of(lines: list[str]) -> list[str]:
     return [row["custom_id"] for row in read_jsonl("\n".join(lines))]
 
 
-def test_tailing_a_running_batch_reads_every_final_line_once(start_app: AppFactory) -> None:
-    with FakeUpstream(latency=0.02, error_rate=0.25, error_status=400, seed=3) as upstream:
-        model = fake_model(upstream.url, max_concurrency=4, adaptive=False)
-        client = start_app([model], chunk_lines=10).openai()
-        lines = chat_lines(240, prefix="tail")
-        batch = submit(client, lines)
-        got: dict[str, list[str]] = {"output": [], "errors": []}
-        after: dict[str, dict[str, str]] = {"output": {}, "errors": {}}
-        lines_while_running = 0
-        deadline = time.monotonic() + 60
-        while True:
-            running = False
-            for kind in got:
-                answer = read(client, batch.id, kind, **after[kind])
-                got[kind] += answer.text.splitlines()
-                after[kind] = {"after": answer.headers[NEXT_AFTER]}
-                if answer.headers[INCOMPLETE] == "true":
-                    running = True
-                    lines_while_running += len(answer.text.splitlines())
-            if not running:
-                break
-            assert time.monotonic() < deadline, "the batch did not end"
+class Tail:
+    """Reads a batch's output and errors after the last cursors."""
+
+    def __init__(self, client: openai.OpenAI, batch_id: str) -> None:
+        self.client = client
+        self.batch_id = batch_id
+        self.got: dict[str, list[str]] = {"output": [], "errors": []}
+        self.after: dict[str, dict[str, str]] = {"output": {}, "errors": {}}
+        self.while_running = 0
+
+    def read_once(self) -> bool:
+        """One read of each kind; whether the batch may add more."""
+        running = False
+        for kind in self.got:
+            answer = read(self.client, self.batch_id, kind, **self.after[kind])
+            lines = answer.text.splitlines()
+            self.got[kind] += lines
+            self.after[kind] = {"after": answer.headers[NEXT_AFTER]}
+            if answer.headers[INCOMPLETE] == "true":
+                running = True
+                self.while_running += len(lines)
+        return running
+
+    def until(self, done: Callable[[], bool], within: float = 60) -> None:
+        deadline = time.monotonic() + within
+        while not done():
+            assert time.monotonic() < deadline, "the tail did not get there"
             time.sleep(0.02)
+
+
+def test_tailing_a_running_batch_reads_every_final_line_once(start_app: AppFactory) -> None:
+    lines = chat_lines(240, prefix="tail")
+    # One request never gets an answer: the batch runs until it is cancelled,
+    # so every other line is read while it runs, however slow the machine.
+    lines[-1]["body"]["x_fake"] = {"hang": True}
+    with FakeUpstream(latency=0.01, error_rate=0.25, error_status=400, seed=3) as upstream:
+        model = fake_model(upstream.url, max_concurrency=4, adaptive=False)
+        client = start_app([model], chunk_lines=10, stop_grace=0.2).openai()
+        batch = submit(client, lines)
+        tail = Tail(client, batch.id)
+        tail.until(lambda: tail.read_once() and tail.while_running == 239)
+        client.batches.cancel(batch.id)
+        tail.until(lambda: not tail.read_once())
         ended = client.batches.retrieve(batch.id)
         output = file_lines(client, ended.output_file_id)
         errors = file_lines(client, ended.error_file_id)
         whole = read(client, batch.id, "output")
-        past_the_end = read(client, batch.id, "errors", **after["errors"])
+        past_the_end = read(client, batch.id, "errors", **tail.after["errors"])
 
-    assert ended.status == "completed"
+    assert ended.status == "cancelled"
     assert 0 < ended.request_counts.failed < 240
-    assert lines_while_running > 0  # lines came while it ran
+    got = tail.got
     assert Counter(got["output"]) == Counter(output)
     assert Counter(got["errors"]) == Counter(errors)
     assert sorted(ids_of(got["output"] + got["errors"])) == sorted(
         line["custom_id"] for line in lines
     )
+    assert read_jsonl(got["errors"][-1])[0]["error"]["code"] == "batch_cancelled"
     # Once ended: one read without a cursor is the output file byte for byte,
     # and the last cursor has nothing more.
     assert whole.headers[INCOMPLETE] == "false"
