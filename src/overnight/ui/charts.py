@@ -10,20 +10,26 @@ from itertools import pairwise
 
 from markupsafe import Markup, escape
 
+from overnight.domain.batch import RequestCounts
 from overnight.domain.dashboard import Snapshot
 
 
-def progress_bar(completed: int, failed: int, total: int) -> Markup:
-    """A bar: completed (green) then failed (red) out of `total`."""
-    done_share = 100.0 * completed / total if total > 0 else 0.0
-    failed_share = 100.0 * failed / total if total > 0 else 0.0
+def progress_bar(counts: RequestCounts) -> Markup:
+    """A bar out of the batch's total: completed (green), failed (red),
+    then stopped by a cancel or an expiry (grey)."""
+    total = counts.total
+    shares = [
+        100.0 * part / total if total > 0 else 0.0
+        for part in (counts.completed, counts.failed - counts.stopped, counts.stopped)
+    ]
+    rects, x = [], 0.0
+    for kind, share in zip(("ok", "failed", "stopped"), shares, strict=True):
+        rects.append(f'<rect class="bar-{kind}" x="{x:.2f}" width="{share:.2f}" height="8"/>')
+        x += share
     return Markup(
         '<svg class="bar" viewBox="0 0 100 8" preserveAspectRatio="none" role="img" '
-        f'aria-label="{done_share + failed_share:.0f}% done">'
-        '<rect class="bar-bg" width="100" height="8"/>'
-        f'<rect class="bar-ok" width="{done_share:.2f}" height="8"/>'
-        f'<rect class="bar-failed" x="{done_share:.2f}" width="{failed_share:.2f}" height="8"/>'
-        "</svg>"
+        f'aria-label="{x:.0f}% done"><rect class="bar-bg" width="100" height="8"/>'
+        f"{''.join(rects)}</svg>"
     )
 
 

@@ -35,7 +35,8 @@ def pace_of(batch: Batch, now: float) -> Pace:
         return Pace(None, None)
     end = batch.finalizing_at or batch.ended_at or now
     seconds = max(1.0, end - batch.in_progress_at)
-    rate = counts.done / seconds
+    # Lines a cancel or an expiry wrote off never ran: they are no pace.
+    rate = (counts.done - counts.stopped) / seconds
     left = counts.total - counts.done
     eta = left / rate if rate > 0 and batch.status is BatchStatus.IN_PROGRESS else None
     return Pace(rate, eta)
