@@ -6,7 +6,7 @@ importing overnight never adds collectors to someone else's registry. When
 module is imported: every process then writes its values to files there,
 and the API process serves their sum (gauges: the sum over live processes).
 
-Three kinds of series (docs/metrics.md lists them all):
+Three kinds of series (docs/operations.md, "Metrics", lists them all):
 
 - the runner's, counted per model in plain numbers on the dispatch path and
   published every poll interval (`runner/models.py`): a metric update per

@@ -194,7 +194,8 @@ def test_an_output_file_downloads_with_the_apis_bytes(
 def test_a_batch_is_cancelled_from_its_page(alpha: Any, api: Api, shots: Path) -> None:
     batch_id = create_batch(api(ALPHA), chat_lines(400, extra={"x_fake": {"latency": 0.5}}))
     alpha.goto("/ui/batches")
-    alpha.wait_for_selector(f"tr[data-batch='{batch_id}']")
+    # The list refreshes itself: the row turns in_progress without a reload.
+    alpha.wait_for_selector(f"tr[data-batch='{batch_id}'][data-status='in_progress']")
     alpha.screenshot(path=str(shots / "batches.png"), full_page=True)
     alpha.goto(f"/ui/batches/{batch_id}")
     questions: list[str] = []

@@ -2,7 +2,8 @@
 //
 // 1. The element marked data-live="MS" is refreshed every MS milliseconds:
 //    the page is fetched again with `x-overnight-live: 1`, and the server
-//    answers only that element's contents.
+//    answers only that element's contents; once those contents hold a
+//    [data-live-end] marker (the batch ended), refreshing stops.
 // 2. A form marked data-confirm="..." asks before it is sent.
 "use strict";
 
@@ -20,6 +21,9 @@
           });
           if (answer.ok) {
             live.innerHTML = await answer.text();
+            if (live.querySelector("[data-live-end]")) {
+              return;
+            }
           } else if (answer.status === 401) {
             window.location.reload();
             return;
