@@ -141,11 +141,13 @@ batches = Table(
     # when validation ends. At `max_chunk_attempts` the batch fails.
     Column("crashes", Integer, nullable=False, default=0),
     Index("ix_batches_tenant_created", "tenant", "created_us", "id"),
-    # An admin's list of every tenant's batches, newest first (the dashboard).
+    # An admin's list of every tenant's batches, newest first (the dashboard),
+    # and the same filtered by status, a page at a time without sorting.
     Index("ix_batches_created", "created_us", "id"),
-    Index("ix_batches_status", "status"),
-    # Quotas count a tenant's unfinished batches.
-    Index("ix_batches_tenant_status", "tenant", "status"),
+    Index("ix_batches_status_created", "status", "created_us", "id"),
+    # Quotas count a tenant's unfinished batches; a tenant's list filtered by
+    # status pages on the same index.
+    Index("ix_batches_tenant_status_created", "tenant", "status", "created_us", "id"),
 )
 
 chunks = Table(
