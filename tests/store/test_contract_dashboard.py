@@ -98,7 +98,7 @@ async def test_workers_are_listed_with_the_chunks_they_hold(store: Store) -> Non
 
 
 async def test_sessions_are_found_until_they_expire_or_end(store: Store) -> None:
-    session = UiSession("a" * 64, ACME, False, "csrf-token", NOW, NOW + 60)
+    session = UiSession("a" * 64, ACME, False, "csrf-token", NOW, NOW + 60, "e" * 64)
     await store.insert_ui_session(session)
     admin = UiSession("b" * 64, None, True, "other", NOW, NOW + 60)
     await store.insert_ui_session(admin)

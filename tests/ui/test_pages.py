@@ -18,6 +18,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from overnight.tenants import create_key, revoke_keys
+
 from inprocess import InProcess, api_settings, in_process
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -256,6 +258,27 @@ async def test_signing_out_ends_the_session(ctx: Ctx) -> None:
     replay = ctx.browser()
     replay.cookies.set("overnight_session", token, domain="overnight.test", path="/ui")
     assert (await replay.get("/ui/batches")).status_code == 303
+
+
+async def test_revoking_the_key_ends_its_sessions(ctx: Ctx) -> None:
+    made = await create_key(ctx.api.runtime.store, tenant="gamma")
+    browser = await ctx.signed_in(made.secret)
+    assert (await browser.get("/ui/batches")).status_code == 200
+    await revoke_keys(ctx.api.runtime.store, tenant="gamma")
+    answer = await browser.get("/ui/batches")
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/ui/login")
+
+
+async def test_over_https_the_cookie_is_secure(ctx: Ctx) -> None:
+    browser = httpx.AsyncClient(transport=ctx.api.transport, base_url="https://overnight.test")
+    async with browser:
+        form = await browser.get("/ui/login")
+        assert "Secure" in form.headers["set-cookie"]
+        answer = await browser.post(
+            "/ui/login", data={"api_key": ALPHA, "csrf": csrf_of(form.text)}
+        )
+    assert answer.status_code == 303
+    assert "Secure" in answer.headers["set-cookie"]
 
 
 async def test_the_models_page_shows_the_limit_and_backlog(ctx: Ctx) -> None:

@@ -41,7 +41,9 @@ class WorkerView:
 @dataclass(frozen=True, slots=True)
 class UiSession:
     """A signed-in browser. Only the cookie's SHA-256 (`token_hash`) is
-    stored; `csrf` must come back with every form the session posts."""
+    stored; `csrf` must come back with every form the session posts.
+    `key_digest` is the SHA-256 of the API key it signed in with (None in
+    local mode): each page checks the key is still valid."""
 
     token_hash: str
     tenant: TenantId | None
@@ -49,6 +51,7 @@ class UiSession:
     csrf: str
     created_at: int
     expires_at: int
+    key_digest: str | None = None
 
 
 def snapshot_interval(elapsed: float, minimum: float) -> float:

@@ -123,6 +123,7 @@ class DashboardMixin(StoreBase):
                     csrf=session.csrf,
                     created_at=session.created_at,
                     expires_at=session.expires_at,
+                    key_digest=session.key_digest,
                 )
             )
 
@@ -141,6 +142,7 @@ class DashboardMixin(StoreBase):
             csrf=row.csrf,
             created_at=row.created_at,
             expires_at=row.expires_at,
+            key_digest=row.key_digest,
         )
 
     async def delete_ui_session(self, token_hash: str) -> bool:

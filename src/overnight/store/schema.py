@@ -324,6 +324,8 @@ batch_snapshots = Table(
 
 # Dashboard sign-ins: one row per browser session. Only the cookie's
 # SHA-256 is kept; `csrf` is the token every form of the session posts back.
+# The key is checked again on each page (by its digest), so revoking it ends
+# the session.
 ui_sessions = Table(
     "ui_sessions",
     metadata,
@@ -333,5 +335,7 @@ ui_sessions = Table(
     Column("csrf", String(64), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
+    # The SHA-256 of the API key it signed in with (NULL in local mode).
+    Column("key_digest", String(64), nullable=True),
     Index("ix_ui_sessions_expires_at", "expires_at"),
 )

@@ -27,6 +27,7 @@ from overnight.api.responses import file_download, runtime_of
 from overnight.domain.dialects import DIALECTS
 from overnight.domain.error_groups import ErrorGroup, group_errors
 from overnight.domain.files import FilePurpose
+from overnight.domain.keys import key_digest
 from overnight.domain.quotas import QuotaOverrides
 from overnight.domain.status import BatchStatus
 from overnight.errors import InvalidRequest, NotFound, OvernightError
@@ -207,7 +208,7 @@ async def login(request: Request) -> Response:
     caller = await runtime_of(request).tenants.resolve(key if isinstance(key, str) else None)
     if caller is None or not key:
         return _login_page(request, "That API key is not valid.")
-    token, _ = await start_session(request, caller)
+    token, _ = await start_session(request, caller, key_digest(key))
     target = _safe_next(form.get("next"))
     response = RedirectResponse(target, status_code=303)
     set_cookie(request, response, SESSION_COOKIE, token, SESSION_SECONDS)

@@ -5,7 +5,9 @@ its own (the local user's, with an admin's view), so that forms still carry
 a CSRF token. With tenants, a person signs in with an API key: the key is
 resolved as the API would (`Tenants.resolve`) and never stored; the session
 is a random token in an HttpOnly, SameSite=Strict cookie (Secure over
-https), of which the database keeps only the SHA-256 (`ui_sessions`).
+https), of which the database keeps only the SHA-256 (`ui_sessions`), with
+the key's SHA-256, resolved again on every page: a revoked key's sessions
+end with it.
 Every POST form carries the session's CSRF token, checked before anything
 runs. A session made in local mode ends when the server leaves it.
 """
@@ -68,13 +70,20 @@ async def current_viewer(request: Request) -> tuple[Viewer | None, str | None]:
             return _viewer(session, signed_in=False), None
         token, session = await start_session(request, Caller(LOCAL_TENANT, admin=True))
         return _viewer(session, signed_in=False), token
-    if session is None or _is_local(session):
+    if session is None or _is_local(session) or session.key_digest is None:
+        return None, None
+    caller = await tenants.resolve_digest(session.key_digest)
+    if caller != Caller(session.tenant, admin=session.admin):  # revoked since
+        await runtime.store.delete_ui_session(session.token_hash)
         return None, None
     return _viewer(session, signed_in=True), None
 
 
-async def start_session(request: Request, caller: Caller) -> tuple[str, UiSession]:
-    """A new session for `caller`: its cookie token and its record."""
+async def start_session(
+    request: Request, caller: Caller, key_digest: str | None = None
+) -> tuple[str, UiSession]:
+    """A new session for `caller` (signed in with the key of `key_digest`):
+    its cookie token and its record."""
     token = secrets.token_urlsafe(32)
     now = int(time.time())
     session = UiSession(
@@ -84,6 +93,7 @@ async def start_session(request: Request, caller: Caller) -> tuple[str, UiSessio
         csrf=secrets.token_urlsafe(24),
         created_at=now,
         expires_at=now + SESSION_SECONDS,
+        key_digest=key_digest,
     )
     await runtime_of(request).store.insert_ui_session(session)
     return token, session

@@ -50,6 +50,7 @@ def upgrade() -> None:
         sa.Column("csrf", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("expires_at", sa.BigInteger(), nullable=False),
+        sa.Column("key_digest", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("token_hash"),
     )
     op.create_index("ix_ui_sessions_expires_at", "ui_sessions", ["expires_at"], unique=False)
