@@ -204,8 +204,9 @@ async def login(request: Request) -> Response:
     form = await request.form()
     if not same_token(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
         return error_page(request, None, 403, "The sign-in form expired; open it again.")
-    key = form.get("api_key")
-    caller = await runtime_of(request).tenants.resolve(key if isinstance(key, str) else None)
+    sent = form.get("api_key")
+    key = sent if isinstance(sent, str) else ""
+    caller = await runtime_of(request).tenants.resolve(key)
     if caller is None or not key:
         return _login_page(request, "That API key is not valid.")
     token, _ = await start_session(request, caller, key_digest(key))
