@@ -18,22 +18,35 @@ from inprocess import api_settings, in_process
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
+#: A model name of this test's own: the registry is the process's, and
+#: other tests in it run `fake-model`.
+MODEL = "metrics-model"
+
+
 def value(text: str, name: str, **labels: str) -> float:
     """The sample `name` with exactly these labels (in any order)."""
+    found = sample_of(text, name, **labels)
+    if found is None:
+        raise AssertionError(f"{name}{labels} not in /metrics")
+    return found
+
+
+def sample_of(text: str, name: str, **labels: str) -> float | None:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
-    raise AssertionError(f"{name}{labels} not in /metrics")
+    return None
 
 
 async def test_a_finished_batch_shows_in_every_series(
     tmp_path: Path, upstream: FakeUpstream
 ) -> None:
-    settings = api_settings(tmp_path, worker=True, models=[fake_model(upstream.url)])
+    settings = api_settings(tmp_path, worker=True, models=[fake_model(upstream.url, name=MODEL)])
     async with in_process(settings) as api:
         client = api.http("any")
-        lines = chat_lines(20) + chat_lines(2, prefix="bad", extra={"x_fake": {"status": 400}})
+        lines = chat_lines(20, model=MODEL)
+        lines += chat_lines(2, model=MODEL, prefix="bad", extra={"x_fake": {"status": 400}})
         uploaded = await client.post(
             "/v1/files", files={"file": ("in.jsonl", jsonl(lines))}, data={"purpose": "batch"}
         )
@@ -49,11 +62,15 @@ async def test_a_finished_batch_shows_in_every_series(
             await asyncio.sleep(0.05)
         assert batch["status"] == "completed"
         usage = batch["usage"]
-        await asyncio.sleep(0.3)  # the runner publishes its counts every poll interval
-        text = (await client.get("/metrics")).text
+        # The runner publishes its counts every poll interval: wait for them.
+        finished = "overnight_lines_finished_total"
+        for _ in range(200):
+            text = (await client.get("/metrics")).text
+            if sample_of(text, finished, model=MODEL, outcome="failed") == 2:
+                break
+            await asyncio.sleep(0.05)
 
-    model = "fake-model"
-    finished = "overnight_lines_finished_total"
+    model = MODEL
     assert value(text, finished, model=model, outcome="completed") == 20
     assert value(text, finished, model=model, outcome="failed") == 2
     attempts = "overnight_upstream_attempt_duration_seconds"

@@ -112,7 +112,7 @@ def page(
     the API hides what a caller may not see), and render errors as pages."""
 
     async def endpoint(request: Request) -> Response:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         viewer, new_token = await current_viewer(request)
         if viewer is None:
             if form or request.headers.get(LIVE_HEADER) == "1":
@@ -134,9 +134,12 @@ def page(
         if new_token is not None:
             set_cookie(request, response, SESSION_COOKIE, new_token, SESSION_SECONDS)
         response.headers.update(SECURITY_HEADERS)
-        # The page's own time on the server (browsers show it; the benchmark reads it).
+        # The page's own time on the server, and the process's CPU time
+        # meanwhile, which a busy machine's other processes do not inflate
+        # (browsers show both; the benchmark reads them).
         elapsed_ms = 1000 * (time.perf_counter() - started)
-        response.headers["server-timing"] = f"app;dur={elapsed_ms:.2f}"
+        cpu_ms = 1000 * (time.process_time() - started_cpu)
+        response.headers["server-timing"] = f"app;dur={elapsed_ms:.2f}, cpu;dur={cpu_ms:.2f}"
         return response
 
     return endpoint
