@@ -154,6 +154,43 @@ async def observe_store(store: DashboardStore, ttl: float) -> None:
         worker_heartbeat_age.labels(view.id).set(max(0.0, now - view.heartbeat_at))
 
 
+def worker_figures() -> dict[str, dict[str, float]]:
+    """Per model, what worker processes last published: `limit` and
+    `in_flight` (summed over live processes), `latency` (the mean of the
+    last interval) and `error_rate` (of every attempt since they started).
+    Empty without worker processes: then the API process's own models are
+    the ones that run."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return {}
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    figures: dict[str, dict[str, float]] = {}
+    attempts: dict[str, dict[str, float]] = {}
+    named = {
+        "overnight_model_concurrency_limit": "limit",
+        "overnight_model_in_flight": "in_flight",
+        "overnight_upstream_latency_seconds": "latency",
+    }
+    for family in registry.collect():
+        for sample in family.samples:
+            model = sample.labels.get("model")
+            if model is None:
+                continue
+            if sample.name in named:
+                figures.setdefault(model, {})[named[sample.name]] = sample.value
+            elif sample.name == "overnight_upstream_attempts_total":
+                by_outcome = attempts.setdefault(model, {})
+                by_outcome[sample.labels["outcome"]] = sample.value
+    for model, by_outcome in attempts.items():
+        total = sum(by_outcome.values())
+        if total:
+            failed = total - by_outcome.get("ok", 0.0)
+            figures.setdefault(model, {})["error_rate"] = failed / total
+    return figures
+
+
 def scrape() -> bytes:
     """The text exposition of every metric, from all processes."""
     from prometheus_client import generate_latest

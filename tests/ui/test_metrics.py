@@ -5,9 +5,13 @@ the counts the batch produced. In-process, worker in the same loop."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from overnight.testing.fake_upstream import FakeUpstream
@@ -98,3 +102,29 @@ def test_the_grafana_dashboard_queries_only_series_that_exist() -> None:
         if name not in known and not any(name.removesuffix(s) in known for s in suffixes)
     }
     assert used and unknown == set()
+
+
+def test_the_models_page_reads_what_worker_processes_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With worker processes (`serve`'s default), the requests run there:
+    the dashboard reads the limits, requests in flight, latency and error
+    rate they write to the shared metrics folder."""
+    worker = (
+        "from overnight import metrics\n"
+        "metrics.concurrency_limit.labels('m').set(7)\n"
+        "metrics.in_flight.labels('m').set(3)\n"
+        "metrics.upstream_latency.labels('m').set(0.25)\n"
+        "metrics.upstream_attempts.labels('m', 'ok').inc(9)\n"
+        "metrics.upstream_attempts.labels('m', 'congested').inc(1)\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", worker], env=env, check=True, timeout=60)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    from overnight import metrics
+
+    assert metrics.worker_figures() == {
+        "m": {"limit": 7.0, "in_flight": 3.0, "latency": 0.25, "error_rate": 0.1}
+    }
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    assert metrics.worker_figures() == {}

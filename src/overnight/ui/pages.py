@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response, Stream
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from overnight import __version__
+from overnight import __version__, metrics
 from overnight.api.responses import file_download, runtime_of
 from overnight.domain.dialects import DIALECTS
 from overnight.domain.error_groups import ErrorGroup, group_errors
@@ -371,10 +371,13 @@ async def delete_file(request: Request, viewer: Viewer) -> Response:
 async def models_page(request: Request, viewer: Viewer) -> Response:
     runtime = runtime_of(request)
     queued = await runtime.store.queued_by_model(scope_of(viewer))
+    # With worker processes the requests run there: their published figures.
+    in_workers = metrics.worker_figures() if runtime.supervisor is not None else {}
     now = time.monotonic()
     models = []
     for served in sorted(runtime.models.all(), key=lambda m: m.settings.name):
         replicas = getattr(served.backend, "replicas", None)
+        figures = in_workers.get(served.settings.name)
         models.append(
             {
                 "name": served.settings.name,
@@ -384,6 +387,17 @@ async def models_page(request: Request, viewer: Viewer) -> Response:
                 "waiting": served.limiter.waiting,
                 "latency": served.recent_latency,
                 "error_rate": served.recent_error_rate,
+                **(
+                    {}
+                    if figures is None
+                    else {
+                        "limit": int(figures.get("limit", 0)),
+                        "in_flight": int(figures.get("in_flight", 0)),
+                        "waiting": None,
+                        "latency": figures.get("latency", 0.0),
+                        "error_rate": figures.get("error_rate", 0.0),
+                    }
+                ),
                 "queued": queued.get(served.settings.name, 0),
                 "replicas": [
                     {
@@ -393,7 +407,7 @@ async def models_page(request: Request, viewer: Viewer) -> Response:
                         "back_in": max(0.0, r.ejected_until - now),
                         "failures": r.failures_in_a_row,
                     }
-                    for r in (replicas.replicas if replicas is not None else [])
+                    for r in (replicas.replicas if replicas is not None and figures is None else [])
                 ],
             }
         )
@@ -403,7 +417,7 @@ async def models_page(request: Request, viewer: Viewer) -> Response:
         "models.html",
         models=models,
         per_line=queued.get(None, 0),
-        in_workers=runtime.supervisor is not None,
+        in_workers=bool(in_workers),
         live_ms=2000,
     )
 
