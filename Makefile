@@ -48,7 +48,17 @@ python_for = $(shell for p in $$(command -v python$(1)) $$(ls -d $(HOME)/.pyenv/
 .PHONY: install together1 run serve test lint typecheck pytest bench-smoke clean services \
 	test-pythons wheel-smoke
 
-install: $(STAMP)
+# The dashboard's browser tests (tests/ui/test_browser.py) drive Debian's
+# Chromium through Playwright (browser downloads are not possible): installed
+# from apt only when it is missing.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
+install: $(STAMP) $(CHROMIUM)
+
 
 together1: $(TOGETHER1_STAMP)
 

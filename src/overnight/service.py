@@ -521,10 +521,14 @@ class Service:
         before: str | None = None,
         limit: int = 20,
         max_limit: int = MAX_PAGE,
+        status: str | None = None,
+        model: str | None = None,
+        dialect: str | None = None,
     ) -> Page[Batch]:
         """Newest first: the page after the batch `after` (older ones), or
         the one just before the batch `before` (newer ones), still newest
-        first; `has_more` says whether more lie beyond it that way."""
+        first; `has_more` says whether more lie beyond it that way. `status`,
+        `model` and `dialect`, when given, keep only the batches matching."""
         _check_limit(limit, max_limit)
         if after is not None and before is not None:
             raise InvalidRequest(
@@ -536,7 +540,13 @@ class Service:
             cursor = _ids.batch_id_from(cursor)
         if cursor is None or _plausible_id(cursor):
             items = await self.store.list_batches(
-                tenant, after=cursor, limit=limit + 1, newest_first=before is None
+                tenant,
+                after=cursor,
+                limit=limit + 1,
+                newest_first=before is None,
+                status=status,
+                model=model,
+                dialect=dialect,
             )
         if items is None:
             raise _bad_cursor("batch", cursor, param="after" if before is None else "before")

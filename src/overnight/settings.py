@@ -239,6 +239,8 @@ class Settings(BaseSettings):
     s3_create_bucket: bool = False
     #: Run the scheduler and workers (`serve --no-worker` turns it off).
     worker: bool = True
+    #: Serve the web dashboard at /ui/ (docs/dashboard.md).
+    ui: bool = True
     #: Worker processes `serve` starts beside its API process; 0 runs the
     #: worker inside the API process (one process, but a slower API under load).
     worker_processes: int = Field(1, ge=0, le=64)

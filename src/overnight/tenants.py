@@ -73,7 +73,12 @@ class Tenants:
                 return Caller(LOCAL_TENANT, admin=True)
         if not key:
             return None
-        digest = key_digest(key)
+        return await self.resolve_digest(key_digest(key))
+
+    async def resolve_digest(self, digest: str) -> Caller | None:
+        """The caller of the key with this SHA-256, if it is still valid (a
+        dashboard session keeps only the digest, and asks again on each
+        page, so revoking the key ends the session too)."""
         if digest in self._admins:
             return Caller(None, admin=True)
         tenant = self._configured.get(digest)

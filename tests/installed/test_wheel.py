@@ -152,7 +152,12 @@ def test_the_readme_install_serves_a_batch(
         )
         with serving(serve, home, env) as url:
             answers = run_a_batch(url)
+            # The dashboard's templates and assets are package data of the wheel.
+            page = httpx.get(f"{url}/ui/batches", timeout=10)
+            stylesheet = httpx.get(f"{url}/ui/static/ui.css", timeout=10)
     assert answers == {f"req-{i}": f"echo: message number {i}" for i in range(5)}
+    assert page.status_code == 200 and "<table" in page.text
+    assert stylesheet.status_code == 200
 
 
 def fresh_environment(home: Path, python: str) -> dict[str, str]:

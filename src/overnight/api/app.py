@@ -1,6 +1,7 @@
-"""The ASGI app: every dialect's routes, the admin API, error rendering,
-request ids, authentication and body limits, and a lifespan that opens the
-runtime (store, blobs, models, worker)."""
+"""The ASGI app: every dialect's routes, the admin API, the dashboard
+(`/ui/`, unless `ui = false`), error rendering, request ids, timing,
+authentication and body limits, and a lifespan that opens the runtime
+(store, blobs, models, worker)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from overnight.api.multipart import MAX_FIELD_BYTES, MAX_FIELDS, MAX_PART_HEADER
 from overnight.api.openapi import install_schema
 from overnight.api.ratelimit import LimitRate
 from overnight.api.responses import JSONBytes
+from overnight.api.timing import TimeRequests
 from overnight.errors import OvernightError
 from overnight.runtime import Runtime
 from overnight.settings import Settings
@@ -98,6 +100,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(webhooks.router, prefix="/admin")
     app.include_router(operations.router)
     install_schema(app)
+    if settings.ui:
+        from overnight.ui import mount_dashboard
+
+        mount_dashboard(app)
 
     app.add_exception_handler(OvernightError, errors.handle_overnight_error)
     app.add_exception_handler(RequestValidationError, errors.handle_validation_error)
@@ -116,5 +122,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         LimitRate, per_second=settings.rate_limit_per_second, burst=settings.rate_limit_burst
     )
     app.add_middleware(Authenticate)
+    app.add_middleware(TimeRequests)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -24,10 +24,12 @@ from overnight.errors import AuthenticationFailed, Forbidden, InvalidRequest, Ov
 from overnight.tenants import Caller
 from overnight.types import TenantId, TenantScope
 
-#: Paths served without a key.
+#: Paths served without a key. The dashboard (`/ui`) signs its users in
+#: itself, with a session cookie (`ui/sessions.py`).
 PUBLIC_PATHS = re.compile(
     r"^/(health|metrics|openapi\.json|docs|docs/oauth2-redirect|redoc)$"
     r"|^/together/v1/files/upload/[^/]+$"
+    r"|^/ui(/.*)?$"
 )
 #: An admin key sends this to act for one tenant.
 TENANT_HEADER = "x-overnight-tenant"

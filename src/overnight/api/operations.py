@@ -34,4 +34,6 @@ async def health(request: Request) -> JSONBytes:
 
 @router.get("/metrics", responses=ok_bytes("text/plain"), response_class=Response)
 async def prometheus_metrics(request: Request) -> Response:
+    runtime = runtime_of(request)
+    await metrics.observe_store(runtime.store, runtime.settings.lease_ttl)
     return Response(metrics.scrape(), media_type=CONTENT_TYPE_LATEST)

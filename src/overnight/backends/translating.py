@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from overnight.backends.base import Backend, UpstreamRequest, UpstreamResult
+from overnight.backends.replicas import Replicas
 from overnight.translate import CHAT_ENDPOINT, Untranslatable, translator_for
 
 #: The status of an answer that could not be translated back.
@@ -27,6 +28,12 @@ class Translating:
         self.inner = inner
         self.model = model
         self.apis = apis
+
+    @property
+    def replicas(self) -> Replicas | None:
+        """The wrapped server's replicas, which the dashboard shows."""
+        replicas: Replicas | None = getattr(self.inner, "replicas", None)
+        return replicas
 
     async def start(self) -> None:
         await self.inner.start()

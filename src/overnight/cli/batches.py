@@ -30,7 +30,6 @@ from overnight.cli.common import (
 )
 from overnight.cli.connection import DEFAULT_BASE_URL, ApiKeyOption, BaseUrlOption, connected
 from overnight.cli.downloads import download_lines, download_results, writable_folder
-from overnight.cli.error_groups import group_errors
 from overnight.cli.files import upload_with_progress
 from overnight.cli.locations import endpoint_of_file
 from overnight.cli.progress import (
@@ -43,6 +42,7 @@ from overnight.cli.progress import (
     per_second,
 )
 from overnight.cli.remote import DEFAULT_PART_SIZE, Remote, ServerDeclined, iter_pages
+from overnight.domain.error_groups import group_errors
 
 batches_app = typer.Typer(
     rich_markup_mode="markdown",

@@ -95,6 +95,8 @@ def serve(
     server = uvicorn.Server(config_)
     models = ", ".join(m.name for m in settings.served_models)
     console.print(f"overnight {__version__} on [bold]{settings.base_url}[/bold] serving {models}")
+    if settings.ui:
+        console.print(f"dashboard: {settings.base_url.rstrip('/')}/ui/")
     try:
         server.run()
     except DataDirInUse as exc:

@@ -305,7 +305,7 @@ class ChunkRun:
             result = UpstreamResult(
                 None, error_code="backend_error", error_message=f"{type(exc).__name__}: {exc}"
             )
-        self._record(
+        usage = self._record(
             Outcome(
                 request.custom_id,
                 result.status_code,
@@ -315,6 +315,7 @@ class ChunkRun:
                 result.error_message,
             )
         )
+        served.finished(self.work.tenant, result.ok, usage)
 
     def _never_ran(self, custom_id: str) -> Outcome:
         return Outcome.stopped(custom_id, self.stop_reason or StopReason.CANCELLED)
@@ -323,9 +324,11 @@ class ChunkRun:
     def _tally(self) -> Tally:
         return Tally(self._completed, self._failed, Usage(*self._tokens), self._stopped_lines)
 
-    def _record(self, outcome: Outcome) -> None:
+    def _record(self, outcome: Outcome) -> Usage | None:
+        """Write the line's result and count it; the tokens it used, if any."""
         succeeded = outcome.succeeded
         self.parts.add(self.render(outcome), succeeded=succeeded)
+        usage = None
         if succeeded:
             self._completed += 1
             body = outcome.body
@@ -341,6 +344,7 @@ class ChunkRun:
             if outcome.error_code in _STOP_CODES:
                 self._stopped_lines += 1
         self.flusher.added()
+        return usage
 
     # -- the end of the chunk
 

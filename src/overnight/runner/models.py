@@ -4,12 +4,14 @@ requests in flight, and the adaptive controller that moves the limit."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from dataclasses import dataclass
 
 from overnight import metrics
 from overnight.backends import Backend, UpstreamResult, build_backend
+from overnight.domain.batch import Usage
 from overnight.runner.faults import FaultSummary
 from overnight.runner.limiter import AdaptiveLimit, Limiter
 from overnight.settings import ModelSettings
@@ -39,7 +41,20 @@ class ServedModel:
         self._latency = metrics.upstream_latency.labels(name)
         self._limit = metrics.concurrency_limit.labels(name)
         self._in_flight = metrics.in_flight.labels(name)
+        self._duration = metrics.attempt_duration.labels(name)
+        self._buckets = [0] * (len(metrics.ATTEMPT_BUCKETS) + 1)
+        self._finished_counters = [
+            metrics.lines_finished.labels(name, outcome) for outcome in ("completed", "failed")
+        ]
+        self._finished = [0, 0]
+        #: tenant -> [input, output] tokens since the last report.
+        self._tokens: dict[str, list[int]] = {}
         self.faults = FaultSummary(name)
+        #: Recent figures for the dashboard (exponentially weighted over
+        #: about the last hundred attempts): seconds per attempt, and the
+        #: share of attempts that failed.
+        self.recent_latency = 0.0
+        self.recent_error_rate = 0.0
 
     def report(self) -> None:
         """Publish what was counted since the last report, and log the
@@ -50,6 +65,18 @@ class ServedModel:
                 counter.inc(count)
         if answered:
             self._latency.set(self._latency_sum / answered)
+            metrics.observe_many(self._duration, self._buckets, self._latency_sum)
+            self._buckets = [0] * len(self._buckets)
+        for counter, count in zip(self._finished_counters, self._finished, strict=True):
+            if count:
+                counter.inc(count)
+        self._finished = [0, 0]
+        for tenant, (tokens_in, tokens_out) in self._tokens.items():
+            if tokens_in:
+                metrics.tokens.labels(self.settings.name, tenant, "input").inc(tokens_in)
+            if tokens_out:
+                metrics.tokens.labels(self.settings.name, tenant, "output").inc(tokens_out)
+        self._tokens = {}
         self._attempts = [0, 0, 0]
         self._latency_sum = 0.0
         self._limit.set(self.limiter.limit)
@@ -87,6 +114,10 @@ class ServedModel:
         """Feed one attempt's outcome to the adaptive limit, the metrics and
         the fault summary. `started_in` is `epoch` when the attempt started."""
         self._latency_sum += latency
+        self._buckets[bisect.bisect_left(metrics.ATTEMPT_BUCKETS, latency)] += 1
+        self.recent_latency += (latency - self.recent_latency) * RECENT_WEIGHT
+        failed = 0.0 if result.ok else 1.0
+        self.recent_error_rate += (failed - self.recent_error_rate) * RECENT_WEIGHT
         if result.congested:
             self._attempts[2] += 1
             self.faults.count(result)
@@ -100,6 +131,20 @@ class ServedModel:
             self._attempts[0 if result.ok else 1] += 1
             if self.adaptive is not None:
                 self.adaptive.on_answer(latency)
+
+    def finished(self, tenant: str, succeeded: bool, usage: Usage | None) -> None:
+        """Count a line that got its final result, and its tokens."""
+        self._finished[0 if succeeded else 1] += 1
+        if usage is not None:
+            counts = self._tokens.get(tenant)
+            if counts is None:
+                counts = self._tokens[tenant] = [0, 0]
+            counts[0] += usage.input_tokens
+            counts[1] += usage.output_tokens
+
+
+#: The weight of the newest attempt in the dashboard's recent figures.
+RECENT_WEIGHT = 0.01
 
 
 class Models:

@@ -5,7 +5,8 @@ Side tasks (heartbeat, stop watcher) and the three claim loops run in one
 TaskGroup: if any of them dies, the whole worker stops loudly instead of
 limping on without, say, its heartbeat.
 
-    heartbeat   renews every lease this worker holds, every heartbeat_interval
+    heartbeat   renews every lease this worker holds, every heartbeat_interval,
+                and snapshots running batches' counts for the dashboard
     flusher     writes every running chunk's results and stores their counts
     stops       closes expired windows; tells running chunks of a cancel/expiry
     retention   deletes expired files and uploads (runner/retention.py)
@@ -118,6 +119,11 @@ class Worker:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
                 await self._beat()
+                # The dashboard's throughput chart samples running batches'
+                # counts at the heartbeat's pace (sparser as a batch ages).
+                await self.store.record_snapshots(
+                    int(time.time()), max(1, int(self.settings.heartbeat_interval))
+                )
             except StorageError:  # transient (a deadlock, a lost connection): beat again
                 log.warning("heartbeat failed; retrying", exc_info=True)
 

@@ -27,7 +27,7 @@ from overnight.errors import Conflict
 from overnight.store._base import StoreBase
 from overnight.store.queries import page, visible
 from overnight.store.rows import file_values, line_error_dict, to_batch, to_file
-from overnight.store.schema import batches, chunks, files
+from overnight.store.schema import batch_snapshots, batches, chunks, files
 from overnight.store.tenants import check_quotas
 from overnight.store.webhooks import record_batch_event
 from overnight.types import BatchId, FileId, TenantId, WorkerId
@@ -96,10 +96,23 @@ class BatchesMixin(StoreBase):
         after: str | None,
         limit: int,
         newest_first: bool = True,
+        status: str | None = None,
+        model: str | None = None,
+        dialect: str | None = None,
     ) -> list[Batch] | None:
         """Up to `limit` batches after the cursor `after` (a batch id); None
-        if the cursor names no batch this caller can see."""
-        query = select(batches).where(*visible(batches, tenant))
+        if the cursor names no batch this caller can see. `status`, `model`
+        and `dialect` keep only the batches that match each one given."""
+        filters = [
+            column == value
+            for column, value in (
+                (batches.c.status, status),
+                (batches.c.model, model),
+                (batches.c.dialect, dialect),
+            )
+            if value is not None
+        ]
+        query = select(batches).where(*visible(batches, tenant), *filters)
         async with self._read() as conn:
             rows = await page(
                 conn, batches, query, tenant, after=after, newest_first=newest_first, limit=limit
@@ -186,6 +199,9 @@ class BatchesMixin(StoreBase):
             doomed = (await conn.execute(select(files).where(files.c.id.in_(file_ids)))).all()
             await conn.execute(delete(files).where(files.c.id.in_(file_ids)))
             await conn.execute(delete(chunks).where(chunks.c.batch_id == batch_id))
+            await conn.execute(
+                delete(batch_snapshots).where(batch_snapshots.c.batch_id == batch_id)
+            )
             await conn.execute(delete(batches).where(batches.c.id == batch_id))
         return [to_file(r) for r in doomed]
 

@@ -12,6 +12,7 @@ contract suite against SQLite and PostgreSQL.
       AdminStore      admin.py: tenants, their quotas and usage
     RunnerStore     runner/: claims, leases, progress, finishing
       RetentionStore  runner/retention.py: what has expired
+    DashboardStore  ui/: snapshots, backlog, workers, browser sessions
     WebhookStore    webhooks/endpoints.py: endpoints, their secrets, their log
     DeliveryStore   webhooks/sender.py: claiming deliveries, recording attempts
     Store           all of the above, and opening and closing: runtime.py, cli.py
@@ -31,6 +32,7 @@ from typing import Protocol
 
 from overnight.domain.batch import Batch
 from overnight.domain.chunk import Chunk, ChunkKey, ChunkWork, Tally
+from overnight.domain.dashboard import Snapshot, UiSession, WorkerView
 from overnight.domain.files import FilePurpose, FileRecord, Upload, UploadPart, UploadStatus
 from overnight.domain.grants import UploadGrant
 from overnight.domain.idempotency import IdempotencyRecord
@@ -51,6 +53,7 @@ from overnight.types import BatchId, FileId, TenantId, WorkerId
 __all__ = [
     "AdminStore",
     "ApiStore",
+    "DashboardStore",
     "DeliveryStore",
     "IdempotencyStore",
     "KeyStore",
@@ -176,8 +179,12 @@ class ApiStore(IdempotencyStore, Protocol):
         after: str | None,
         limit: int,
         newest_first: bool = True,
+        status: str | None = None,
+        model: str | None = None,
+        dialect: str | None = None,
     ) -> list[Batch] | None:
-        """A page after the cursor `after`; None if it names no visible batch."""
+        """A page after the cursor `after`; None if it names no visible
+        batch. `status`, `model`, `dialect`: only batches matching each given."""
         ...
 
     async def request_cancel(
@@ -352,6 +359,42 @@ class RunnerStore(RetentionStore, Protocol):
 
     async def chunks_of(self, batch_id: BatchId) -> list[Chunk]: ...
 
+    # -- the dashboard's throughput chart
+    async def record_snapshots(self, now: int, min_interval: int) -> int:
+        """Snapshot the counts of each running batch whose last snapshot is
+        older than `snapshot_interval`; the number taken."""
+        ...
+
+
+class DashboardStore(Protocol):
+    """What the dashboard reads beside `ApiStore` and `AdminStore`."""
+
+    async def batch_snapshots(self, batch_id: BatchId) -> list[Snapshot]:
+        """Oldest first."""
+        ...
+
+    async def queued_by_model(self, tenant: TenantId | None = None) -> dict[str | None, int]:
+        """Lines not yet run of the running batches, by batch model."""
+        ...
+
+    async def worker_views(self, now: float, ttl: float) -> list[WorkerView]: ...
+
+    async def chunks_leased(self) -> int: ...
+
+    async def count_batches_by_status(self) -> dict[str, int]: ...
+
+    async def live_workers(self, now: float, ttl: float) -> list[WorkerId]: ...
+
+    async def insert_ui_session(self, session: UiSession) -> None:
+        """Drops expired sessions on the way."""
+        ...
+
+    async def find_ui_session(self, token_hash: str, now: int) -> UiSession | None:
+        """The session, unless it expired by `now`."""
+        ...
+
+    async def delete_ui_session(self, token_hash: str) -> bool: ...
+
 
 class WebhookStore(Protocol):
     """Endpoints never come back with their secrets: those go in, and only
@@ -415,7 +458,9 @@ class DeliveryStore(Protocol):
     async def delete_old_webhook_records(self, before: float) -> int: ...
 
 
-class Store(ApiStore, AdminStore, RunnerStore, WebhookStore, DeliveryStore, Protocol):
+class Store(
+    ApiStore, AdminStore, RunnerStore, WebhookStore, DeliveryStore, DashboardStore, Protocol
+):
     """The whole store, for whoever opens it and hands its parts out."""
 
     async def close(self) -> None: ...
@@ -423,7 +468,3 @@ class Store(ApiStore, AdminStore, RunnerStore, WebhookStore, DeliveryStore, Prot
     async def release_all_leases(self) -> None:
         """At start-up of the only process on a SQLite store."""
         ...
-
-    async def live_workers(self, now: float, ttl: float) -> list[WorkerId]: ...
-
-    async def count_batches_by_status(self) -> dict[str, int]: ...

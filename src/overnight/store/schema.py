@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -140,9 +141,13 @@ batches = Table(
     # when validation ends. At `max_chunk_attempts` the batch fails.
     Column("crashes", Integer, nullable=False, default=0),
     Index("ix_batches_tenant_created", "tenant", "created_us", "id"),
-    Index("ix_batches_status", "status"),
-    # Quotas count a tenant's unfinished batches.
-    Index("ix_batches_tenant_status", "tenant", "status"),
+    # An admin's list of every tenant's batches, newest first (the dashboard),
+    # and the same filtered by status, a page at a time without sorting.
+    Index("ix_batches_created", "created_us", "id"),
+    Index("ix_batches_status_created", "status", "created_us", "id"),
+    # Quotas count a tenant's unfinished batches; a tenant's list filtered by
+    # status pages on the same index.
+    Index("ix_batches_tenant_status_created", "tenant", "status", "created_us", "id"),
 )
 
 chunks = Table(
@@ -300,4 +305,37 @@ webhook_attempts = Table(
     Column("error", Text, nullable=True),
     Index("ix_webhook_attempts_endpoint", "endpoint_id", "id"),
     Index("ix_webhook_attempts_at", "at"),
+)
+
+# A running batch's counts, sampled now and then, for the dashboard's
+# throughput chart. Samples grow sparser as the batch ages (one per
+# `elapsed / SNAPSHOTS_PER_BATCH` seconds, at least every few seconds), so a
+# batch keeps a few hundred at most however long it runs.
+batch_snapshots = Table(
+    "batch_snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("batch_id", String(64), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("completed", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False),
+    Index("ix_batch_snapshots_batch", "batch_id", "at"),
+)
+
+# Dashboard sign-ins: one row per browser session. Only the cookie's
+# SHA-256 is kept; `csrf` is the token every form of the session posts back.
+# The key is checked again on each page (by its digest), so revoking it ends
+# the session.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=True),
+    Column("admin", Boolean, nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    # The SHA-256 of the API key it signed in with (NULL in local mode).
+    Column("key_digest", String(64), nullable=True),
+    Index("ix_ui_sessions_expires_at", "expires_at"),
 )

@@ -11,7 +11,7 @@ row means someone else moved first.
 
 This module only assembles `SqlStore` from one mixin per kind of record
 (`files`, `tenants`, `batches`, `chunks`, `workers`, `idempotency`,
-`webhooks`), over
+`webhooks`, `dashboard`), over
 the engines of `_base`; rows are converted in `rows` and shared query
 fragments live in `queries`. What consumers may ask of it is written down
 in `contracts`, one Protocol per consumer; `SqlStore` meets them all.
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from overnight.store import migrate
 from overnight.store.batches import BatchesMixin
 from overnight.store.chunks import ChunksMixin
+from overnight.store.dashboard import DashboardMixin
 from overnight.store.files import FilesMixin
 from overnight.store.idempotency import IdempotencyMixin
 from overnight.store.tenants import TenantsMixin
@@ -41,6 +42,7 @@ class SqlStore(
     WorkersMixin,
     IdempotencyMixin,
     WebhooksMixin,
+    DashboardMixin,
 ):
     """Every store operation, each one transaction."""
 
