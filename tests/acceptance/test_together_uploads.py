@@ -208,9 +208,9 @@ def test_a_single_put_over_the_threshold_is_refused(
     assert "multipart/initiate" in caught.value.response.text
 
 
-def initiate(server: ServerProcess, data: bytes, num_parts: int) -> dict[str, object]:
-    response = httpx.post(
-        f"{server.url}/together/v1/files/multipart/initiate",
+def initiate(http: httpx.Client, data: bytes, num_parts: int) -> dict[str, object]:
+    response = http.post(
+        "/together/v1/files/multipart/initiate",
         json={
             "file_name": "raw.jsonl",
             "file_size": len(data),
@@ -225,23 +225,26 @@ def initiate(server: ServerProcess, data: bytes, num_parts: int) -> dict[str, ob
 
 
 def test_complete_checks_part_order_and_etags_and_abort_ends_it(
-    multipart_server: ServerProcess,
+    start_app: AppFactory, upstream: FakeUpstream
 ) -> None:
-    base = f"{multipart_server.url}/together/v1/files/multipart"
+    """Raw HTTP, in process, on both backends: the parts and the file they
+    make are kept by each backend's storage."""
+    http = start_app([fake_model(upstream.url)], multipart_threshold=THRESHOLD).client()
+    base = "/together/v1/files/multipart"
     data = b"".join(f'{{"n": {i}}}\n'.encode() for i in range(30))
-    info = initiate(multipart_server, data, 2)
+    info = initiate(http, data, 2)
     parts = info["parts"]
     assert isinstance(parts, list) and [p["PartNumber"] for p in parts] == [1, 2]
     halves = [data[: len(data) // 2], data[len(data) // 2 :]]
     etags = []
     for part, piece in zip(parts, halves, strict=True):
-        put = httpx.put(part["URL"], content=piece, headers=part["Headers"])
+        put = http.put(part["URL"], content=piece, headers=part["Headers"])
         assert put.status_code == 200
         etags.append(put.headers["etag"].strip('"'))
-    assert httpx.put(parts[0]["URL"], content=halves[0]).status_code == 403  # one use each
+    assert http.put(parts[0]["URL"], content=halves[0]).status_code == 403  # one use each
 
     ids = {"upload_id": info["upload_id"], "file_id": info["file_id"]}
-    wrong = httpx.post(
+    wrong = http.post(
         f"{base}/complete",
         json={
             **ids,
@@ -249,7 +252,7 @@ def test_complete_checks_part_order_and_etags_and_abort_ends_it(
         },
     )
     assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "etag_mismatch"
-    backwards = httpx.post(
+    backwards = http.post(
         f"{base}/complete",
         json={
             **ids,
@@ -257,12 +260,12 @@ def test_complete_checks_part_order_and_etags_and_abort_ends_it(
         },
     )
     assert backwards.status_code == 400 and backwards.json()["error"]["param"] == "parts"
-    short = httpx.post(
+    short = http.post(
         f"{base}/complete", json={**ids, "parts": [{"part_number": 1, "etag": etags[0]}]}
     )
     assert short.status_code == 400 and short.json()["error"]["param"] == "bytes"
 
-    done = httpx.post(
+    done = http.post(
         f"{base}/complete",
         json={**ids, "parts": [{"part_number": n + 1, "etag": e} for n, e in enumerate(etags)]},
     )
@@ -270,13 +273,13 @@ def test_complete_checks_part_order_and_etags_and_abort_ends_it(
     file = done.json()["file"]
     assert file["id"] == info["file_id"] and file["bytes"] == len(data)
     assert file["LineCount"] == 30
-    content = httpx.get(f"{multipart_server.url}/together/v1/files/{file['id']}/content")
+    content = http.get(f"/together/v1/files/{file['id']}/content")
     assert content.content == data
 
-    other = initiate(multipart_server, data, 3)
+    other = initiate(http, data, 3)
     ids = {"upload_id": other["upload_id"], "file_id": other["file_id"]}
-    aborted = httpx.post(f"{base}/abort", json=ids)
+    aborted = http.post(f"{base}/abort", json=ids)
     assert aborted.status_code == 200 and aborted.json()["status"] == "cancelled"
-    late = httpx.put(other["parts"][0]["URL"], content=b"x")  # type: ignore[index]
+    late = http.put(other["parts"][0]["URL"], content=b"x")  # type: ignore[index]
     assert late.status_code == 409
-    assert httpx.post(f"{base}/complete", json={**ids, "parts": []}).status_code == 409
+    assert http.post(f"{base}/complete", json={**ids, "parts": []}).status_code == 409
