@@ -8,6 +8,7 @@ but the socket tests run in process: their answers are the point."""
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 from overnight.testing.fake_upstream import FakeUpstream
 
 from backends import Backend
-from helpers import ServerProcess, chat_lines, fake_model, jsonl, keyed_server, wait_for_batch
+from helpers import ServerProcess, chat_lines, fake_model, jsonl, wait_for_batch, write_config
 from inprocess import BackgroundApi, api_settings
 
 MiB = 1024 * 1024
@@ -97,11 +98,18 @@ def on_a_socket(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, backend: Backend
 ) -> Iterator[tuple[ServerProcess, Storage]]:
     """A real server, for what only a socket shows: a body cut off while it
-    streams, and a client that hangs up. Class-scoped, so that it stops
-    before the in-process tests run."""
+    streams, and a client that hangs up. It runs no worker (so no retention
+    sweep): what is cleaned up, the API cleaned up. Class-scoped, so that it
+    stops before the in-process tests run."""
     root = tmp_path_factory.mktemp("limits")
     settings = storage_settings(backend)
-    server = keyed_server(root, models(upstream), TENANTS, **LIMITS, **settings)
+    config = write_config(root / "config.toml", models(upstream), **LIMITS, **settings)
+    server = ServerProcess(
+        root / "data",
+        config=config,
+        env={"OVERNIGHT_TENANTS": json.dumps(TENANTS)},
+        args=["--no-worker"],
+    ).start()
     yield server, Storage(root / "data", settings)
     server.stop()
 
