@@ -148,6 +148,47 @@ def auth(key: str = KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+# ------------------------------------------------------------------ exposure
+#
+# First in the file: these need no server, and run before the in-process
+# app starts instead of while it idles.
+
+
+def test_local_mode_refuses_a_public_address(tmp_path: Path) -> None:
+    """No tenants, no keys: `serve` will not listen beyond loopback. It
+    stops before binding anything."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "overnight", "serve", "--host", "0.0.0.0", "--port", "1"),
+            *("--data-dir", str(tmp_path / "data")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    said = " ".join((result.stdout + result.stderr).split())
+    assert "refusing to listen on 0.0.0.0 in single-user local mode" in said
+    assert "--allow-insecure-public" in said
+    assert time.monotonic() - started < 30
+
+
+def test_exposure_is_allowed_with_keys_or_when_told(tmp_path: Path) -> None:
+    from overnight.cli.serve import check_exposure as _check_exposure
+    from overnight.settings import load_settings
+
+    digest = hashlib.sha256(b"k").hexdigest()
+    public = {"host": "0.0.0.0", "data_dir": tmp_path / "d"}
+    assert not _check_exposure(load_settings(None, **public))
+    assert _check_exposure(load_settings(None, **public, allow_insecure_public=True))
+    assert _check_exposure(load_settings(None, **public, admin_api_key_hashes=[digest]))
+    tenants = [{"name": "t", "api_key_hashes": [digest]}]
+    assert _check_exposure(load_settings(None, **public, tenants=tenants))
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert _check_exposure(load_settings(None, host=host, data_dir=tmp_path / "d"))
+
+
 # ------------------------------------------------------------------ uploads
 
 
@@ -366,41 +407,3 @@ def test_expiry_values_are_checked(client: openai.OpenAI) -> None:
             output_expires_after={"anchor": "created_at", "seconds": 10**12},
         )
     assert caught.value.body["param"] == "output_expires_after.seconds"  # type: ignore[index]
-
-
-# ------------------------------------------------------------------ exposure
-
-
-def test_local_mode_refuses_a_public_address(tmp_path: Path) -> None:
-    """No tenants, no keys: `serve` will not listen beyond loopback. It
-    stops before binding anything."""
-    started = time.monotonic()
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "overnight", "serve", "--host", "0.0.0.0", "--port", "1"),
-            *("--data-dir", str(tmp_path / "data")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    said = " ".join((result.stdout + result.stderr).split())
-    assert "refusing to listen on 0.0.0.0 in single-user local mode" in said
-    assert "--allow-insecure-public" in said
-    assert time.monotonic() - started < 30
-
-
-def test_exposure_is_allowed_with_keys_or_when_told(tmp_path: Path) -> None:
-    from overnight.cli.serve import check_exposure as _check_exposure
-    from overnight.settings import load_settings
-
-    digest = hashlib.sha256(b"k").hexdigest()
-    public = {"host": "0.0.0.0", "data_dir": tmp_path / "d"}
-    assert not _check_exposure(load_settings(None, **public))
-    assert _check_exposure(load_settings(None, **public, allow_insecure_public=True))
-    assert _check_exposure(load_settings(None, **public, admin_api_key_hashes=[digest]))
-    tenants = [{"name": "t", "api_key_hashes": [digest]}]
-    assert _check_exposure(load_settings(None, **public, tenants=tenants))
-    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
-        assert _check_exposure(load_settings(None, host=host, data_dir=tmp_path / "d"))

@@ -97,6 +97,82 @@ def shape(response: httpx.Response, ids: dict[str, str]) -> tuple[int, Any]:
     return response.status_code, json.loads(text) if text else None
 
 
+# ------------------------------------------------------------------ CLI keys
+#
+# First in the file: on each backend it runs before the in-process `keyed`
+# app starts, so that app's worker is not polling through this test's
+# server start and CLI runs (a module-scoped fixture lives until the
+# backend changes).
+
+
+def invoke(*args: str) -> Any:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_keys_made_with_the_cli_work_and_are_stored_only_as_hashes(
+    start_server: ServerFactory, upstream: FakeUpstream, backend: Backend, tmp_path: Path
+) -> None:
+    settings = backend.settings()
+    config = write_config(tmp_path / "keys.toml", [fake_model(upstream.url)], **settings)
+    data_dir = tmp_path / "data-keys"
+    server = start_server(data_dir=data_dir, args=["--config", str(config)])
+    where = ["--config", str(config), "--data-dir", str(data_dir)]
+
+    # Local mode: no key yet, everyone is `default`.
+    assert httpx.get(f"{server.url}/v1/files").status_code == 200
+
+    made = invoke("keys", "create", "--tenant", "gamma", *where)
+    secret = made.stdout.strip()
+    assert secret.startswith("ovn-") and len(secret) > 40
+    # From the next request on, keys are required.
+    assert httpx.get(f"{server.url}/v1/files").status_code == 401
+    with sdk(server, secret) as gamma:
+        file = gamma.files.create(file=("g.jsonl", jsonl(chat_lines(2))), purpose="batch")
+        batch = gamma.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert wait_for_batch(gamma, batch.id).status == "completed"
+
+    admin_secret = invoke("keys", "create", "--admin", *where).stdout.strip()
+    listed = invoke("keys", "list", *where).stdout
+    assert secret[:12] in listed and secret not in listed and admin_secret not in listed
+    assert "gamma" in listed and "admin" in listed
+    header, *rows = listed.splitlines()
+    for name in ("KEY", "ROLE", "TENANT", "CREATED", "REVOKED"):  # every column under its name
+        start = header.index(name)
+        assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows), listed
+    with http(server, admin_secret) as admin:
+        names = [t["name"] for t in admin.get("/admin/tenants").json()["data"]]
+        assert "gamma" in names
+        assert admin.get(f"/v1/files/{file.id}").status_code == 200
+
+    if backend.postgres is None:  # SQLite: look at the database file itself
+        database = (data_dir / "overnight.db").read_bytes()
+        wal = data_dir / "overnight.db-wal"
+        everything = database + (wal.read_bytes() if wal.exists() else b"")
+        assert secret.encode() not in everything
+        with sqlite3.connect(data_dir / "overnight.db") as conn:
+            digests = {row[0] for row in conn.execute("SELECT digest FROM api_keys")}
+        assert sha256(secret) in digests
+
+    key_id = next(line.split()[0] for line in listed.splitlines() if "gamma" in line)
+    assert invoke("keys", "revoke", key_id, *where).stdout.startswith(f"revoked {key_id}")
+    with sdk(server, secret) as gamma, pytest.raises(openai.AuthenticationError):
+        gamma.files.list()
+    # Revoking every key never reopens local mode: nobody gets in.
+    admin_id = next(line.split()[0] for line in listed.splitlines() if " admin " in line)
+    invoke("keys", "revoke", admin_id, *where)
+    assert httpx.get(f"{server.url}/v1/files").status_code == 401
+    with http(server, admin_secret) as admin:
+        assert admin.get("/admin/tenants").status_code == 401
+    missing = CliRunner().invoke(cli, ["keys", "revoke", key_id, *where])
+    assert missing.exit_code == 2 and "No active key" in missing.output
+    bad = CliRunner().invoke(cli, ["keys", "create", "--tenant", "no spaces", *where])
+    assert bad.exit_code == 2 and "not a valid tenant name" in bad.output
+
+
 # ------------------------------------------------------------ authentication
 
 
@@ -267,74 +343,3 @@ def test_the_admin_api_shows_tenants_and_sets_quotas(keyed: BackgroundApi) -> No
             input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
         assert wait_for_batch(beta, batch.id).status == "completed"
-
-
-# ------------------------------------------------------------------ CLI keys
-
-
-def invoke(*args: str) -> Any:
-    result = CliRunner().invoke(cli, list(args))
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def test_keys_made_with_the_cli_work_and_are_stored_only_as_hashes(
-    start_server: ServerFactory, upstream: FakeUpstream, backend: Backend, tmp_path: Path
-) -> None:
-    settings = backend.settings()
-    config = write_config(tmp_path / "keys.toml", [fake_model(upstream.url)], **settings)
-    data_dir = tmp_path / "data-keys"
-    server = start_server(data_dir=data_dir, args=["--config", str(config)])
-    where = ["--config", str(config), "--data-dir", str(data_dir)]
-
-    # Local mode: no key yet, everyone is `default`.
-    assert httpx.get(f"{server.url}/v1/files").status_code == 200
-
-    made = invoke("keys", "create", "--tenant", "gamma", *where)
-    secret = made.stdout.strip()
-    assert secret.startswith("ovn-") and len(secret) > 40
-    # From the next request on, keys are required.
-    assert httpx.get(f"{server.url}/v1/files").status_code == 401
-    with sdk(server, secret) as gamma:
-        file = gamma.files.create(file=("g.jsonl", jsonl(chat_lines(2))), purpose="batch")
-        batch = gamma.batches.create(
-            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
-        assert wait_for_batch(gamma, batch.id).status == "completed"
-
-    admin_secret = invoke("keys", "create", "--admin", *where).stdout.strip()
-    listed = invoke("keys", "list", *where).stdout
-    assert secret[:12] in listed and secret not in listed and admin_secret not in listed
-    assert "gamma" in listed and "admin" in listed
-    header, *rows = listed.splitlines()
-    for name in ("KEY", "ROLE", "TENANT", "CREATED", "REVOKED"):  # every column under its name
-        start = header.index(name)
-        assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows), listed
-    with http(server, admin_secret) as admin:
-        names = [t["name"] for t in admin.get("/admin/tenants").json()["data"]]
-        assert "gamma" in names
-        assert admin.get(f"/v1/files/{file.id}").status_code == 200
-
-    if backend.postgres is None:  # SQLite: look at the database file itself
-        database = (data_dir / "overnight.db").read_bytes()
-        wal = data_dir / "overnight.db-wal"
-        everything = database + (wal.read_bytes() if wal.exists() else b"")
-        assert secret.encode() not in everything
-        with sqlite3.connect(data_dir / "overnight.db") as conn:
-            digests = {row[0] for row in conn.execute("SELECT digest FROM api_keys")}
-        assert sha256(secret) in digests
-
-    key_id = next(line.split()[0] for line in listed.splitlines() if "gamma" in line)
-    assert invoke("keys", "revoke", key_id, *where).stdout.startswith(f"revoked {key_id}")
-    with sdk(server, secret) as gamma, pytest.raises(openai.AuthenticationError):
-        gamma.files.list()
-    # Revoking every key never reopens local mode: nobody gets in.
-    admin_id = next(line.split()[0] for line in listed.splitlines() if " admin " in line)
-    invoke("keys", "revoke", admin_id, *where)
-    assert httpx.get(f"{server.url}/v1/files").status_code == 401
-    with http(server, admin_secret) as admin:
-        assert admin.get("/admin/tenants").status_code == 401
-    missing = CliRunner().invoke(cli, ["keys", "revoke", key_id, *where])
-    assert missing.exit_code == 2 and "No active key" in missing.output
-    bad = CliRunner().invoke(cli, ["keys", "create", "--tenant", "no spaces", *where])
-    assert bad.exit_code == 2 and "not a valid tenant name" in bad.output
