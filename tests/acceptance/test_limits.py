@@ -1,12 +1,14 @@
-"""Limits, quotas and retention on a real server, on both storage backends:
-an upload past `max_upload_bytes` is cut off while it streams and leaves
-nothing behind in storage (S3 multipart uploads included); quotas answer
-429; files expire (404 at once, bytes swept soon after), batch results
-expire with `output_expires_after`; every limit is a setting."""
+"""Limits, quotas and retention, on both storage backends: an upload past
+`max_upload_bytes` is cut off while it streams and leaves nothing behind in
+storage (S3 multipart uploads included), on a real server's socket; quotas
+answer 429; files expire (404 at once, bytes swept soon after), batch
+results expire with `output_expires_after`; every limit is a setting. All
+but the socket tests run in process: their answers are the point."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import subprocess
 import sys
@@ -22,7 +24,8 @@ import pytest
 from overnight.testing.fake_upstream import FakeUpstream
 
 from backends import Backend
-from helpers import ServerProcess, chat_lines, fake_model, jsonl, keyed_server, wait_for_batch
+from helpers import ServerProcess, chat_lines, fake_model, jsonl, wait_for_batch, write_config
+from inprocess import BackgroundApi, api_settings
 
 MiB = 1024 * 1024
 UPLOAD_LIMIT = 6 * MiB
@@ -61,37 +64,77 @@ class Storage:
         return {k for k in self.listing() if k.startswith(("files/", "multipart:", "uploads/"))}
 
 
-@pytest.fixture(scope="module")
-def limited(
-    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, backend: Backend
-) -> Iterator[tuple[ServerProcess, Storage]]:
-    root = tmp_path_factory.mktemp("limits")
+TENANTS = [{"name": "lim", "api_keys": [KEY]}, {"name": "other", "api_keys": [OTHER]}]
+
+#: Every limit these tests reach, as settings.
+LIMITS: dict[str, Any] = {
+    "max_upload_bytes": UPLOAD_LIMIT,
+    "max_line_bytes": 4096,
+    "max_custom_id_length": 16,
+    "max_metadata_pairs": 2,
+    "max_enqueued_requests_per_tenant": 50,
+    "retention_interval": 0.2,
+    "default_output_expires_after": 86400,
+    "upload_expiry": 3,
+}
+
+
+def models(upstream: FakeUpstream) -> list[dict[str, Any]]:
+    return [
+        fake_model(upstream.url),
+        fake_model(upstream.url, name="fake-small", max_concurrency=1),
+    ]
+
+
+def storage_settings(backend: Backend) -> dict[str, Any]:
     settings = backend.settings()
     if settings:
         settings["s3_part_size"] = 5 * MiB  # so a cut-off upload has S3 parts to abort
-    tenants = [{"name": "lim", "api_keys": [KEY]}, {"name": "other", "api_keys": [OTHER]}]
-    server = keyed_server(
-        root,
-        [fake_model(upstream.url), fake_model(upstream.url, name="fake-small", max_concurrency=1)],
-        tenants,
-        max_upload_bytes=UPLOAD_LIMIT,
-        max_line_bytes=4096,
-        max_custom_id_length=16,
-        max_metadata_pairs=2,
-        max_enqueued_requests_per_tenant=50,
-        retention_interval=0.2,
-        default_output_expires_after=86400,
-        upload_expiry=3,
-        **settings,
-    )
+    return settings
+
+
+@pytest.fixture(scope="class")
+def on_a_socket(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, backend: Backend
+) -> Iterator[tuple[ServerProcess, Storage]]:
+    """A real server, for what only a socket shows: a body cut off while it
+    streams, and a client that hangs up. It runs no worker (so no retention
+    sweep): what is cleaned up, the API cleaned up. Class-scoped, so that it
+    stops before the in-process tests run."""
+    root = tmp_path_factory.mktemp("limits")
+    settings = storage_settings(backend)
+    config = write_config(root / "config.toml", models(upstream), **LIMITS, **settings)
+    server = ServerProcess(
+        root / "data",
+        config=config,
+        env={"OVERNIGHT_TENANTS": json.dumps(TENANTS)},
+        args=["--no-worker"],
+    ).start()
     yield server, Storage(root / "data", settings)
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def limited(
+    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, backend: Backend
+) -> Iterator[tuple[BackgroundApi, Storage]]:
+    root = tmp_path_factory.mktemp("limits-app")
+    settings = storage_settings(backend)
+    app_settings = api_settings(
+        root / "data", worker=True, models=models(upstream), tenants=TENANTS, **LIMITS, **settings
+    )
+    with BackgroundApi(app_settings) as app:
+        yield app, Storage(root / "data", settings)
+
+
 @pytest.fixture
-def client(limited: tuple[ServerProcess, Storage]) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{limited[0].url}/v1", api_key=KEY, max_retries=0) as sdk:
+def client(limited: tuple[BackgroundApi, Storage]) -> Iterator[openai.OpenAI]:
+    with limited[0].openai(KEY) as sdk:
         yield sdk
+
+
+def socket_client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0)
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
@@ -105,82 +148,127 @@ def auth(key: str = KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+# ------------------------------------------------------------------ exposure
+#
+# First in the file: these need no server, and run before the in-process
+# app starts instead of while it idles.
+
+
+def test_local_mode_refuses_a_public_address(tmp_path: Path) -> None:
+    """No tenants, no keys: `serve` will not listen beyond loopback. It
+    stops before binding anything."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "overnight", "serve", "--host", "0.0.0.0", "--port", "1"),
+            *("--data-dir", str(tmp_path / "data")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    said = " ".join((result.stdout + result.stderr).split())
+    assert "refusing to listen on 0.0.0.0 in single-user local mode" in said
+    assert "--allow-insecure-public" in said
+    assert time.monotonic() - started < 30
+
+
+def test_exposure_is_allowed_with_keys_or_when_told(tmp_path: Path) -> None:
+    from overnight.cli.serve import check_exposure as _check_exposure
+    from overnight.settings import load_settings
+
+    digest = hashlib.sha256(b"k").hexdigest()
+    public = {"host": "0.0.0.0", "data_dir": tmp_path / "d"}
+    assert not _check_exposure(load_settings(None, **public))
+    assert _check_exposure(load_settings(None, **public, allow_insecure_public=True))
+    assert _check_exposure(load_settings(None, **public, admin_api_key_hashes=[digest]))
+    tenants = [{"name": "t", "api_key_hashes": [digest]}]
+    assert _check_exposure(load_settings(None, **public, tenants=tenants))
+    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
+        assert _check_exposure(load_settings(None, host=host, data_dir=tmp_path / "d"))
+
+
 # ------------------------------------------------------------------ uploads
 
 
-def test_an_oversized_upload_is_cut_off_and_leaves_nothing_behind(
-    limited: tuple[ServerProcess, Storage], client: openai.OpenAI
-) -> None:
-    server, storage = limited
-    before = storage.files()
-    too_big = b'{"x": 1}\n' * (UPLOAD_LIMIT // 9 + 100_000)  # about 6.9 MiB
+class TestOnASocket:
+    """What a real server's socket shows; the rest runs in process."""
 
-    with pytest.raises(openai.APIStatusError) as caught:
-        client.files.create(file=("big.jsonl", too_big), purpose="batch")
-    assert caught.value.status_code == 413
-    assert caught.value.body["code"] == "file_too_large"  # type: ignore[index]
-    assert caught.value.body["param"] == "file"  # type: ignore[index]
+    def test_an_oversized_upload_is_cut_off_and_leaves_nothing_behind(
+        self, on_a_socket: tuple[ServerProcess, Storage]
+    ) -> None:
+        server, storage = on_a_socket
+        client = socket_client(server)
+        before = storage.files()
+        too_big = b'{"x": 1}\n' * (UPLOAD_LIMIT // 9 + 100_000)  # about 6.9 MiB
 
-    upload = client.uploads.create(
-        bytes=UPLOAD_LIMIT, filename="u.jsonl", mime_type="application/jsonl", purpose="batch"
-    )
-    with pytest.raises(openai.APIStatusError) as part:
-        client.uploads.parts.create(upload_id=upload.id, data=too_big)
-    assert part.value.status_code == 413
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.files.create(file=("big.jsonl", too_big), purpose="batch")
+        assert caught.value.status_code == 413
+        assert caught.value.body["code"] == "file_too_large"  # type: ignore[index]
+        assert caught.value.body["param"] == "file"  # type: ignore[index]
 
-    grant = httpx.post(
-        f"{server.url}/together/v1/files",
-        data={"purpose": "batch-api", "file_name": "t.jsonl"},
-        headers=auth(),
-    )
-    put = httpx.put(grant.headers["location"], content=too_big, timeout=60)
-    assert put.status_code == 413
-    assert put.json()["error"]["code"] == "file_too_large"
+        upload = client.uploads.create(
+            bytes=UPLOAD_LIMIT, filename="u.jsonl", mime_type="application/jsonl", purpose="batch"
+        )
+        with pytest.raises(openai.APIStatusError) as part:
+            client.uploads.parts.create(upload_id=upload.id, data=too_big)
+        assert part.value.status_code == 413
 
-    assert storage.files() == before
-    assert [
-        f.filename for f in client.files.list().data if f.filename in ("big.jsonl", "t.jsonl")
-    ] == []
-    # Just under the limit is fine.
-    fits = client.files.create(file=("fits.jsonl", too_big[: UPLOAD_LIMIT - 10]), purpose="batch")
-    assert fits.bytes == UPLOAD_LIMIT - 10
+        grant = httpx.post(
+            f"{server.url}/together/v1/files",
+            data={"purpose": "batch-api", "file_name": "t.jsonl"},
+            headers=auth(),
+        )
+        put = httpx.put(grant.headers["location"], content=too_big, timeout=60)
+        assert put.status_code == 413
+        assert put.json()["error"]["code"] == "file_too_large"
+
+        assert storage.files() == before
+        assert [
+            f.filename for f in client.files.list().data if f.filename in ("big.jsonl", "t.jsonl")
+        ] == []
+        # Just under the limit is fine.
+        fits = client.files.create(
+            file=("fits.jsonl", too_big[: UPLOAD_LIMIT - 10]), purpose="batch"
+        )
+        assert fits.bytes == UPLOAD_LIMIT - 10
+
+    def test_a_client_that_hangs_up_mid_upload_leaves_nothing(
+        self, on_a_socket: tuple[ServerProcess, Storage]
+    ) -> None:
+        server, storage = on_a_socket
+        client = socket_client(server)
+        before = storage.files()
+        listed = {f.id for f in client.files.list()}
+        head = (
+            f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+            "Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 6000000\r\n\r\n"
+            '--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            '--B\r\nContent-Disposition: form-data; name="file"; filename="cut.jsonl"\r\n\r\n'
+        ).encode()
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(head + b'{"x": 1}\n' * 600_000)  # 5.4 MiB: an S3 part went out
+        eventually(lambda: storage.files() == before)
+        assert {f.id for f in client.files.list()} == listed
 
 
-def test_a_client_that_hangs_up_mid_upload_leaves_nothing(
-    limited: tuple[ServerProcess, Storage], client: openai.OpenAI
-) -> None:
-    server, storage = limited
-    before = storage.files()
-    listed = {f.id for f in client.files.list()}
-    head = (
-        f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
-        "Content-Type: multipart/form-data; boundary=B\r\nContent-Length: 6000000\r\n\r\n"
-        '--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
-        '--B\r\nContent-Disposition: form-data; name="file"; filename="cut.jsonl"\r\n\r\n'
-    ).encode()
-    with socket.create_connection(("127.0.0.1", server.port)) as sock:
-        sock.sendall(head + b'{"x": 1}\n' * 600_000)  # 5.4 MiB: an S3 part went out
-    eventually(lambda: storage.files() == before)
-    assert {f.id for f in client.files.list()} == listed
-
-
-def test_a_json_body_over_its_limit_is_refused(limited: tuple[ServerProcess, Storage]) -> None:
-    server, _ = limited
-    response = httpx.post(
-        f"{server.url}/v1/batches", content=b" " * (5 * MiB), headers=auth(), timeout=30
-    )
+def test_a_json_body_over_its_limit_is_refused(limited: tuple[BackgroundApi, Storage]) -> None:
+    http = limited[0].client(KEY, timeout=30)
+    response = http.post("/v1/batches", content=b" " * (5 * MiB))
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
-    assert httpx.get(f"{server.url}/v1/files", headers=auth()).status_code == 200
+    assert http.get("/v1/files").status_code == 200
 
 
 # ------------------------------------------------------------------- quotas
 
 
 def test_enqueued_requests_are_bounded_per_tenant(
-    limited: tuple[ServerProcess, Storage], client: openai.OpenAI
+    limited: tuple[BackgroundApi, Storage], client: openai.OpenAI
 ) -> None:
-    server, _ = limited
+    app, _ = limited
     file = client.files.create(file=("q.jsonl", jsonl(chat_lines(60))), purpose="batch")
     with pytest.raises(openai.RateLimitError) as caught:
         client.batches.create(
@@ -190,7 +278,7 @@ def test_enqueued_requests_are_bounded_per_tenant(
     assert body["code"] == "too_many_enqueued_requests"  # type: ignore[index]
     assert "50" in body["message"]  # type: ignore[index]
     # Other tenants are not affected by this tenant's queue.
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key=OTHER, max_retries=0) as other:
+    with app.openai(OTHER) as other:
         small = other.files.create(file=("s.jsonl", jsonl(chat_lines(5))), purpose="batch")
         created = other.batches.create(
             input_file_id=small.id, endpoint="/v1/chat/completions", completion_window="24h"
@@ -235,7 +323,7 @@ def test_metadata_limits_are_settings(client: openai.OpenAI) -> None:
 
 
 def test_an_expired_file_is_gone_at_once_and_swept_from_storage(
-    limited: tuple[ServerProcess, Storage], client: openai.OpenAI
+    limited: tuple[BackgroundApi, Storage], client: openai.OpenAI
 ) -> None:
     _, storage = limited
     file = client.files.create(
@@ -261,7 +349,7 @@ def test_an_expired_file_is_gone_at_once_and_swept_from_storage(
 
 
 def test_batch_results_expire_as_the_batch_asked(
-    limited: tuple[ServerProcess, Storage], client: openai.OpenAI
+    limited: tuple[BackgroundApi, Storage], client: openai.OpenAI
 ) -> None:
     _, storage = limited
     file = client.files.create(file=("r.jsonl", jsonl(chat_lines(3))), purpose="batch")
@@ -288,7 +376,7 @@ def test_batch_results_expire_as_the_batch_asked(
 
 
 def test_an_abandoned_upload_expires_and_its_parts_are_dropped(
-    limited: tuple[ServerProcess, Storage], client: openai.OpenAI
+    limited: tuple[BackgroundApi, Storage], client: openai.OpenAI
 ) -> None:
     _, storage = limited
     upload = client.uploads.create(
@@ -319,41 +407,3 @@ def test_expiry_values_are_checked(client: openai.OpenAI) -> None:
             output_expires_after={"anchor": "created_at", "seconds": 10**12},
         )
     assert caught.value.body["param"] == "output_expires_after.seconds"  # type: ignore[index]
-
-
-# ------------------------------------------------------------------ exposure
-
-
-def test_local_mode_refuses_a_public_address(tmp_path: Path) -> None:
-    """No tenants, no keys: `serve` will not listen beyond loopback. It
-    stops before binding anything."""
-    started = time.monotonic()
-    result = subprocess.run(
-        [
-            *(sys.executable, "-m", "overnight", "serve", "--host", "0.0.0.0", "--port", "1"),
-            *("--data-dir", str(tmp_path / "data")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    said = " ".join((result.stdout + result.stderr).split())
-    assert "refusing to listen on 0.0.0.0 in single-user local mode" in said
-    assert "--allow-insecure-public" in said
-    assert time.monotonic() - started < 30
-
-
-def test_exposure_is_allowed_with_keys_or_when_told(tmp_path: Path) -> None:
-    from overnight.cli.serve import check_exposure as _check_exposure
-    from overnight.settings import load_settings
-
-    digest = hashlib.sha256(b"k").hexdigest()
-    public = {"host": "0.0.0.0", "data_dir": tmp_path / "d"}
-    assert not _check_exposure(load_settings(None, **public))
-    assert _check_exposure(load_settings(None, **public, allow_insecure_public=True))
-    assert _check_exposure(load_settings(None, **public, admin_api_key_hashes=[digest]))
-    tenants = [{"name": "t", "api_key_hashes": [digest]}]
-    assert _check_exposure(load_settings(None, **public, tenants=tenants))
-    for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
-        assert _check_exposure(load_settings(None, host=host, data_dir=tmp_path / "d"))

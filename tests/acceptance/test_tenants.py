@@ -1,8 +1,9 @@
-"""Tenants on a real server: keys from the config (plain and hashed), from
-`overnight keys create` and for admins; every endpoint of both dialects
-answers another tenant's ids exactly as it answers ids that never existed;
-an admin sees everyone and sets quotas; single-user local mode closes for
-good once a key exists."""
+"""Tenants: keys from the settings (plain and hashed), from `overnight keys
+create` and for admins; every endpoint of both dialects answers another
+tenant's ids exactly as it answers ids that never existed; an admin sees
+everyone and sets quotas; single-user local mode closes for good once a key
+exists. The answers are checked in process; the CLI's keys against a real
+server process (a key made by another process must be honoured at once)."""
 
 from __future__ import annotations
 
@@ -24,15 +25,8 @@ from overnight.cli import app as cli
 from overnight.testing.fake_upstream import FakeUpstream
 
 from backends import Backend
-from helpers import (
-    ServerProcess,
-    chat_lines,
-    fake_model,
-    jsonl,
-    keyed_server,
-    wait_for_batch,
-    write_config,
-)
+from helpers import ServerProcess, chat_lines, fake_model, jsonl, wait_for_batch, write_config
+from inprocess import BASE_URL, BackgroundApi, api_settings
 
 ALPHA, BETA, ADMIN = "key-alpha", "key-beta", "key-admin"
 
@@ -51,26 +45,47 @@ TENANTS = [
 @pytest.fixture(scope="module")
 def keyed(
     tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream, backend: Backend
-) -> Iterator[ServerProcess]:
-    server = keyed_server(
-        tmp_path_factory.mktemp("tenants"),
-        [fake_model(upstream.url), fake_model(upstream.url, name="fake-small", max_concurrency=1)],
-        TENANTS,
-        admin_key_hashes=[sha256(ADMIN)],
+) -> Iterator[BackgroundApi]:
+    settings = api_settings(
+        tmp_path_factory.mktemp("tenants") / "data",
+        worker=True,
+        models=[
+            fake_model(upstream.url),
+            fake_model(upstream.url, name="fake-small", max_concurrency=1),
+        ],
+        tenants=TENANTS,
+        admin_api_key_hashes=[sha256(ADMIN)],
         **backend.settings(),
     )
-    yield server
-    server.stop()
+    with BackgroundApi(settings) as app:
+        yield app
 
 
-def http(server: ServerProcess, key: str | None, **headers: str) -> httpx.Client:
+#: Where the tests send requests: the in-process app, or (for the CLI's
+#: keys) a real server process.
+Server = BackgroundApi | ServerProcess
+
+
+def http(server: Server, key: str | None, **headers: str) -> httpx.Client:
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
+    if isinstance(server, BackgroundApi):
+        return server.client(headers=headers, timeout=30)
     return httpx.Client(base_url=server.url, headers=headers, timeout=30)
 
 
-def sdk(server: ServerProcess, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0)
+def sdk(server: Server, key: str, **headers: str) -> openai.OpenAI:
+    if isinstance(server, BackgroundApi):
+        return openai.OpenAI(
+            base_url=f"{BASE_URL}/v1",
+            api_key=key,
+            max_retries=0,
+            default_headers=headers,
+            http_client=server.client(),
+        )
+    return openai.OpenAI(
+        base_url=f"{server.url}/v1", api_key=key, max_retries=0, default_headers=headers
+    )
 
 
 def shape(response: httpx.Response, ids: dict[str, str]) -> tuple[int, Any]:
@@ -82,10 +97,86 @@ def shape(response: httpx.Response, ids: dict[str, str]) -> tuple[int, Any]:
     return response.status_code, json.loads(text) if text else None
 
 
+# ------------------------------------------------------------------ CLI keys
+#
+# First in the file: on each backend it runs before the in-process `keyed`
+# app starts, so that app's worker is not polling through this test's
+# server start and CLI runs (a module-scoped fixture lives until the
+# backend changes).
+
+
+def invoke(*args: str) -> Any:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_keys_made_with_the_cli_work_and_are_stored_only_as_hashes(
+    start_server: ServerFactory, upstream: FakeUpstream, backend: Backend, tmp_path: Path
+) -> None:
+    settings = backend.settings()
+    config = write_config(tmp_path / "keys.toml", [fake_model(upstream.url)], **settings)
+    data_dir = tmp_path / "data-keys"
+    server = start_server(data_dir=data_dir, args=["--config", str(config)])
+    where = ["--config", str(config), "--data-dir", str(data_dir)]
+
+    # Local mode: no key yet, everyone is `default`.
+    assert httpx.get(f"{server.url}/v1/files").status_code == 200
+
+    made = invoke("keys", "create", "--tenant", "gamma", *where)
+    secret = made.stdout.strip()
+    assert secret.startswith("ovn-") and len(secret) > 40
+    # From the next request on, keys are required.
+    assert httpx.get(f"{server.url}/v1/files").status_code == 401
+    with sdk(server, secret) as gamma:
+        file = gamma.files.create(file=("g.jsonl", jsonl(chat_lines(2))), purpose="batch")
+        batch = gamma.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        assert wait_for_batch(gamma, batch.id).status == "completed"
+
+    admin_secret = invoke("keys", "create", "--admin", *where).stdout.strip()
+    listed = invoke("keys", "list", *where).stdout
+    assert secret[:12] in listed and secret not in listed and admin_secret not in listed
+    assert "gamma" in listed and "admin" in listed
+    header, *rows = listed.splitlines()
+    for name in ("KEY", "ROLE", "TENANT", "CREATED", "REVOKED"):  # every column under its name
+        start = header.index(name)
+        assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows), listed
+    with http(server, admin_secret) as admin:
+        names = [t["name"] for t in admin.get("/admin/tenants").json()["data"]]
+        assert "gamma" in names
+        assert admin.get(f"/v1/files/{file.id}").status_code == 200
+
+    if backend.postgres is None:  # SQLite: look at the database file itself
+        database = (data_dir / "overnight.db").read_bytes()
+        wal = data_dir / "overnight.db-wal"
+        everything = database + (wal.read_bytes() if wal.exists() else b"")
+        assert secret.encode() not in everything
+        with sqlite3.connect(data_dir / "overnight.db") as conn:
+            digests = {row[0] for row in conn.execute("SELECT digest FROM api_keys")}
+        assert sha256(secret) in digests
+
+    key_id = next(line.split()[0] for line in listed.splitlines() if "gamma" in line)
+    assert invoke("keys", "revoke", key_id, *where).stdout.startswith(f"revoked {key_id}")
+    with sdk(server, secret) as gamma, pytest.raises(openai.AuthenticationError):
+        gamma.files.list()
+    # Revoking every key never reopens local mode: nobody gets in.
+    admin_id = next(line.split()[0] for line in listed.splitlines() if " admin " in line)
+    invoke("keys", "revoke", admin_id, *where)
+    assert httpx.get(f"{server.url}/v1/files").status_code == 401
+    with http(server, admin_secret) as admin:
+        assert admin.get("/admin/tenants").status_code == 401
+    missing = CliRunner().invoke(cli, ["keys", "revoke", key_id, *where])
+    assert missing.exit_code == 2 and "No active key" in missing.output
+    bad = CliRunner().invoke(cli, ["keys", "create", "--tenant", "no spaces", *where])
+    assert bad.exit_code == 2 and "not a valid tenant name" in bad.output
+
+
 # ------------------------------------------------------------ authentication
 
 
-def test_a_missing_or_wrong_key_is_401_in_each_dialect(keyed: ServerProcess) -> None:
+def test_a_missing_or_wrong_key_is_401_in_each_dialect(keyed: BackgroundApi) -> None:
     for key in (None, "wrong"):
         with http(keyed, key) as client:
             for path in ("/v1/files", "/v1/batches", "/together/v1/files", "/together/v1/batches"):
@@ -102,14 +193,14 @@ def test_a_missing_or_wrong_key_is_401_in_each_dialect(keyed: ServerProcess) -> 
         assert client.get("/health").status_code == 200
 
 
-def test_bearer_and_x_api_key_both_work(keyed: ServerProcess) -> None:
+def test_bearer_and_x_api_key_both_work(keyed: BackgroundApi) -> None:
     with http(keyed, None, **{"x-api-key": BETA}) as client:
         assert client.get("/v1/files").status_code == 200
     with sdk(keyed, BETA) as beta:
         assert beta.files.list().data is not None
 
 
-def test_another_tenants_ids_are_unknown_everywhere(keyed: ServerProcess) -> None:
+def test_another_tenants_ids_are_unknown_everywhere(keyed: BackgroundApi) -> None:
     """Alpha makes one of everything; for beta, each of alpha's ids is
     answered exactly like an id that never existed, on every endpoint of
     both dialects, and alpha's objects stay untouched."""
@@ -196,7 +287,7 @@ def test_another_tenants_ids_are_unknown_everywhere(keyed: ServerProcess) -> Non
 # --------------------------------------------------------------------- admin
 
 
-def test_an_admin_sees_every_tenant_and_creates_only_for_one(keyed: ServerProcess) -> None:
+def test_an_admin_sees_every_tenant_and_creates_only_for_one(keyed: BackgroundApi) -> None:
     with sdk(keyed, ALPHA) as alpha, sdk(keyed, BETA) as beta:
         a = alpha.files.create(file=("a.txt", b"alpha"), purpose="user_data")
         b = beta.files.create(file=("b.txt", b"beta"), purpose="user_data")
@@ -207,20 +298,14 @@ def test_an_admin_sees_every_tenant_and_creates_only_for_one(keyed: ServerProces
         with pytest.raises(openai.PermissionDeniedError) as refused:
             admin.files.create(file=("x.txt", b"x"), purpose="user_data")
         assert refused.value.body["code"] == "tenant_required"  # type: ignore[index]
-    acting = openai.OpenAI(
-        base_url=f"{keyed.url}/v1",
-        api_key=ADMIN,
-        max_retries=0,
-        default_headers={"x-overnight-tenant": "beta"},
-    )
-    with acting:
+    with sdk(keyed, ADMIN, **{"x-overnight-tenant": "beta"}) as acting:
         made = acting.files.create(file=("for-beta.txt", b"x"), purpose="user_data")
         assert a.id not in {f.id for f in acting.files.list(purpose="user_data", limit=10000)}
     with sdk(keyed, BETA) as beta:
         assert beta.files.retrieve(made.id).filename == "for-beta.txt"
 
 
-def test_the_admin_api_shows_tenants_and_sets_quotas(keyed: ServerProcess) -> None:
+def test_the_admin_api_shows_tenants_and_sets_quotas(keyed: BackgroundApi) -> None:
     with http(keyed, ALPHA) as alpha:
         refused = alpha.get("/admin/tenants")
         assert refused.status_code == 403
@@ -258,74 +343,3 @@ def test_the_admin_api_shows_tenants_and_sets_quotas(keyed: ServerProcess) -> No
             input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
         assert wait_for_batch(beta, batch.id).status == "completed"
-
-
-# ------------------------------------------------------------------ CLI keys
-
-
-def invoke(*args: str) -> Any:
-    result = CliRunner().invoke(cli, list(args))
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def test_keys_made_with_the_cli_work_and_are_stored_only_as_hashes(
-    start_server: ServerFactory, upstream: FakeUpstream, backend: Backend, tmp_path: Path
-) -> None:
-    settings = backend.settings()
-    config = write_config(tmp_path / "keys.toml", [fake_model(upstream.url)], **settings)
-    data_dir = tmp_path / "data-keys"
-    server = start_server(data_dir=data_dir, args=["--config", str(config)])
-    where = ["--config", str(config), "--data-dir", str(data_dir)]
-
-    # Local mode: no key yet, everyone is `default`.
-    assert httpx.get(f"{server.url}/v1/files").status_code == 200
-
-    made = invoke("keys", "create", "--tenant", "gamma", *where)
-    secret = made.stdout.strip()
-    assert secret.startswith("ovn-") and len(secret) > 40
-    # From the next request on, keys are required.
-    assert httpx.get(f"{server.url}/v1/files").status_code == 401
-    with sdk(server, secret) as gamma:
-        file = gamma.files.create(file=("g.jsonl", jsonl(chat_lines(2))), purpose="batch")
-        batch = gamma.batches.create(
-            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
-        )
-        assert wait_for_batch(gamma, batch.id).status == "completed"
-
-    admin_secret = invoke("keys", "create", "--admin", *where).stdout.strip()
-    listed = invoke("keys", "list", *where).stdout
-    assert secret[:12] in listed and secret not in listed and admin_secret not in listed
-    assert "gamma" in listed and "admin" in listed
-    header, *rows = listed.splitlines()
-    for name in ("KEY", "ROLE", "TENANT", "CREATED", "REVOKED"):  # every column under its name
-        start = header.index(name)
-        assert all(row[start - 2 : start] == "  " and row[start] != " " for row in rows), listed
-    with http(server, admin_secret) as admin:
-        names = [t["name"] for t in admin.get("/admin/tenants").json()["data"]]
-        assert "gamma" in names
-        assert admin.get(f"/v1/files/{file.id}").status_code == 200
-
-    if backend.postgres is None:  # SQLite: look at the database file itself
-        database = (data_dir / "overnight.db").read_bytes()
-        wal = data_dir / "overnight.db-wal"
-        everything = database + (wal.read_bytes() if wal.exists() else b"")
-        assert secret.encode() not in everything
-        with sqlite3.connect(data_dir / "overnight.db") as conn:
-            digests = {row[0] for row in conn.execute("SELECT digest FROM api_keys")}
-        assert sha256(secret) in digests
-
-    key_id = next(line.split()[0] for line in listed.splitlines() if "gamma" in line)
-    assert invoke("keys", "revoke", key_id, *where).stdout.startswith(f"revoked {key_id}")
-    with sdk(server, secret) as gamma, pytest.raises(openai.AuthenticationError):
-        gamma.files.list()
-    # Revoking every key never reopens local mode: nobody gets in.
-    admin_id = next(line.split()[0] for line in listed.splitlines() if " admin " in line)
-    invoke("keys", "revoke", admin_id, *where)
-    assert httpx.get(f"{server.url}/v1/files").status_code == 401
-    with http(server, admin_secret) as admin:
-        assert admin.get("/admin/tenants").status_code == 401
-    missing = CliRunner().invoke(cli, ["keys", "revoke", key_id, *where])
-    assert missing.exit_code == 2 and "No active key" in missing.output
-    bad = CliRunner().invoke(cli, ["keys", "create", "--tenant", "no spaces", *where])
-    assert bad.exit_code == 2 and "not a valid tenant name" in bad.output

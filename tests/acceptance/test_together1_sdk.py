@@ -5,6 +5,10 @@ SDK 1.x cannot be installed beside 3.x, so it lives in `.venv-together1`
 starts `tests/together1/drive_sdk.py` in that virtualenv against a server of
 this suite and checks the JSON it prints. Point `TOGETHER1_PYTHON` at
 another interpreter to use a virtualenv elsewhere.
+
+On SQLite only: the old SDK is the point, not the storage (both backends
+run the same flows in test_together_sdk.py and the multipart parts in
+test_together_uploads.py).
 """
 
 from __future__ import annotations
@@ -21,11 +25,17 @@ import pytest
 from conftest import ServerFactory
 from overnight.testing.fake_upstream import FakeUpstream
 
+from backends import Backend
 from helpers import ROOT, ServerProcess, fake_model
 
 PYTHON = Path(os.environ.get("TOGETHER1_PYTHON") or ROOT / ".venv-together1" / "bin" / "python")
 DRIVER = ROOT / "tests" / "together1" / "drive_sdk.py"
 THRESHOLD = 4096
+
+
+@pytest.fixture(scope="module")
+def backend() -> Backend:
+    return Backend("sqlite")
 
 
 def drive(server: ServerProcess, scenario: str, workdir: Path, *args: str) -> dict[str, Any]:

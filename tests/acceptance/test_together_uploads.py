@@ -1,10 +1,12 @@
-"""Together's signed-URL upload, step by step over raw HTTP, and its
-multipart flow through the real SDK 3.x with the threshold lowered."""
+"""Together's signed-URL upload, step by step over raw HTTP (in process:
+the answers are the point), and its multipart flow through the real SDK
+3.x with the threshold lowered, against a real server: the SDK PUTs each
+part with an `httpx.Client` of its own, so this is also the Together SDK's
+end-to-end run over real HTTP."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,37 +16,36 @@ import pytest
 import together
 from together.lib.resources import files as sdk_files
 
-from conftest import ServerFactory
 from overnight.testing.fake_upstream import FakeUpstream
 
 from helpers import ServerProcess, chat_lines, fake_model, jsonl, read_jsonl
+from inprocess import BASE_URL, AppFactory, BackgroundApi
 
 #: A single PUT may carry at most this much on the multipart server below.
 THRESHOLD = 4096
 
 
-def announce(server: ServerProcess, **fields: str) -> httpx.Response:
+def announce(app: BackgroundApi, **fields: str) -> httpx.Response:
     """Step 1, as SDK 1.x sends it: form-urlencoded metadata only."""
     form = {"purpose": "batch-api", "file_name": "in.jsonl", "file_type": "jsonl", **fields}
-    return httpx.post(
-        f"{server.url}/together/v1/files", data=form, headers={"Authorization": "Bearer k"}
-    )
+    return app.client("k").post("/together/v1/files", data=form)
 
 
-def test_the_three_steps_and_a_url_that_cannot_be_replayed(server: ServerProcess) -> None:
+def test_the_three_steps_and_a_url_that_cannot_be_replayed(app_server: BackgroundApi) -> None:
+    anonymous = app_server.client()
     data = jsonl(chat_lines(3)) + b'{"custom_id": "no-newline", "body": {}}'
-    step1 = announce(server)
+    step1 = announce(app_server)
     assert step1.status_code == 302
     url, file_id = step1.headers["location"], step1.headers["x-together-file-id"]
-    assert url.startswith(f"{server.url}/together/v1/files/upload/")
+    assert url.startswith(f"{BASE_URL}/together/v1/files/upload/")
     assert len(url.rsplit("/", 1)[1]) >= 43  # 256 random bits, base64url
     assert file_id.startswith("file-")
 
-    step2 = httpx.put(url, content=data)  # no Authorization header at all
+    step2 = anonymous.put(url, content=data)  # no Authorization header at all
     assert step2.status_code == 200
     assert step2.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
 
-    step3 = httpx.post(f"{server.url}/together/v1/files/{file_id}/preprocess")
+    step3 = anonymous.post(f"/together/v1/files/{file_id}/preprocess")
     assert step3.status_code == 200
     body = step3.json()
     assert body["id"] == file_id and body["bytes"] == len(data)
@@ -54,80 +55,75 @@ def test_the_three_steps_and_a_url_that_cannot_be_replayed(server: ServerProcess
         "COMPLETED",
         "in.jsonl",
     )
-    assert httpx.get(f"{server.url}/together/v1/files/{file_id}/content").content == data
+    assert anonymous.get(f"/together/v1/files/{file_id}/content").content == data
 
-    replay = httpx.put(url, content=b"something else")
+    replay = anonymous.put(url, content=b"something else")
     assert replay.status_code == 403
     error = replay.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == "upload_url_rejected"
     assert "already used" in error["message"]
-    assert httpx.get(f"{server.url}/together/v1/files/{file_id}/content").content == data
+    assert anonymous.get(f"/together/v1/files/{file_id}/content").content == data
 
-    forged = httpx.put(url[:-4] + "AAAA", content=data)
+    forged = anonymous.put(url[:-4] + "AAAA", content=data)
     assert forged.status_code == 403
     assert "not valid" in forged.json()["error"]["message"]
 
 
-def test_an_upload_url_expires(start_server: ServerFactory, upstream: FakeUpstream) -> None:
-    server = start_server([fake_model(upstream.url)], upload_url_expiry=1)
-    url = announce(server).headers["location"]
+def test_an_upload_url_expires(start_app: AppFactory, upstream: FakeUpstream) -> None:
+    app = start_app([fake_model(upstream.url)], upload_url_expiry=1)
+    anonymous = app.client()
+    url = announce(app).headers["location"]
     time.sleep(2.1)  # expiry is kept in whole seconds
-    late = httpx.put(url, content=b"{}\n")
+    late = anonymous.put(url, content=b"{}\n")
     assert late.status_code == 403
     assert "expired" in late.json()["error"]["message"]
     # A fresh URL works, the expired one stays refused.
-    assert httpx.put(announce(server).headers["location"], content=b"{}\n").status_code == 200
-    assert httpx.put(url, content=b"{}\n").status_code == 403
+    assert anonymous.put(announce(app).headers["location"], content=b"{}\n").status_code == 200
+    assert anonymous.put(url, content=b"{}\n").status_code == 403
 
 
 def test_the_keyless_put_stores_the_file_for_the_tenant_that_asked(
-    start_server: ServerFactory, upstream: FakeUpstream
+    start_app: AppFactory, upstream: FakeUpstream
 ) -> None:
     tenants = [{"name": "alpha", "api_keys": ["key-a"]}, {"name": "beta", "api_keys": ["key-b"]}]
-    server = start_server(
-        [fake_model(upstream.url)], env={"OVERNIGHT_TENANTS": json.dumps(tenants)}
-    )
-    files = f"{server.url}/together/v1/files"
+    app = start_app([fake_model(upstream.url)], tenants=tenants)
+    anonymous, as_a, as_b = app.client(), app.client("key-a"), app.client("key-b")
+    files = "/together/v1/files"
     data = b'{"custom_id": "a", "body": {}}\n'
     form = {
         "purpose": "batch-api",
         "file_name": "t.jsonl",
         "checksum": hashlib.sha256(data).hexdigest(),
     }
-    assert httpx.post(files, data=form).status_code == 401
-    step1 = httpx.post(files, data=form, headers={"Authorization": "Bearer key-a"})
+    assert anonymous.post(files, data=form).status_code == 401
+    step1 = as_a.post(files, data=form)
     assert step1.status_code == 302
-    assert httpx.put(step1.headers["location"], content=data).status_code == 200
+    assert anonymous.put(step1.headers["location"], content=data).status_code == 200
     file_id = step1.headers["x-together-file-id"]
-    as_b = httpx.post(f"{files}/{file_id}/preprocess", headers={"Authorization": "Bearer key-b"})
-    assert as_b.status_code == 404
-    as_a = httpx.post(f"{files}/{file_id}/preprocess", headers={"Authorization": "Bearer key-a"})
-    assert as_a.status_code == 200
+    assert as_b.post(f"{files}/{file_id}/preprocess").status_code == 404
+    assert as_a.post(f"{files}/{file_id}/preprocess").status_code == 200
     # Dedupe looks only at the asking tenant's files.
-    assert (
-        httpx.post(files, data=form, headers={"Authorization": "Bearer key-a"}).status_code == 409
-    )
-    assert (
-        httpx.post(files, data=form, headers={"Authorization": "Bearer key-b"}).status_code == 302
-    )
+    assert as_a.post(files, data=form).status_code == 409
+    assert as_b.post(files, data=form).status_code == 302
 
 
-def test_bytes_that_do_not_match_the_checksum_are_not_kept(server: ServerProcess) -> None:
-    step1 = announce(server, checksum=hashlib.sha256(b"promised").hexdigest())
-    refused = httpx.put(step1.headers["location"], content=b"delivered")
+def test_bytes_that_do_not_match_the_checksum_are_not_kept(app_server: BackgroundApi) -> None:
+    anonymous = app_server.client()
+    step1 = announce(app_server, checksum=hashlib.sha256(b"promised").hexdigest())
+    refused = anonymous.put(step1.headers["location"], content=b"delivered")
     assert refused.status_code == 400
     assert refused.json()["error"]["code"] == "checksum_mismatch"
     file_id = step1.headers["x-together-file-id"]
-    assert httpx.post(f"{server.url}/together/v1/files/{file_id}/preprocess").status_code == 404
+    assert anonymous.post(f"/together/v1/files/{file_id}/preprocess").status_code == 404
 
 
-def test_announcements_are_checked(server: ServerProcess) -> None:
-    missing = httpx.post(f"{server.url}/together/v1/files", data={"purpose": "batch-api"})
+def test_announcements_are_checked(app_server: BackgroundApi) -> None:
+    missing = app_server.client().post("/together/v1/files", data={"purpose": "batch-api"})
     assert missing.status_code == 400
     assert missing.json()["error"]["param"] == "file_name"
     for field, value in (("purpose", "nonsense"), ("file_type", "xml"), ("checksum", "abc")):
-        refused = announce(server, **{field: value})
+        refused = announce(app_server, **{field: value})
         assert refused.status_code == 400, field
         assert refused.json()["error"]["param"] == field
 
@@ -212,9 +208,9 @@ def test_a_single_put_over_the_threshold_is_refused(
     assert "multipart/initiate" in caught.value.response.text
 
 
-def initiate(server: ServerProcess, data: bytes, num_parts: int) -> dict[str, object]:
-    response = httpx.post(
-        f"{server.url}/together/v1/files/multipart/initiate",
+def initiate(http: httpx.Client, data: bytes, num_parts: int) -> dict[str, object]:
+    response = http.post(
+        "/together/v1/files/multipart/initiate",
         json={
             "file_name": "raw.jsonl",
             "file_size": len(data),
@@ -229,23 +225,26 @@ def initiate(server: ServerProcess, data: bytes, num_parts: int) -> dict[str, ob
 
 
 def test_complete_checks_part_order_and_etags_and_abort_ends_it(
-    multipart_server: ServerProcess,
+    start_app: AppFactory, upstream: FakeUpstream
 ) -> None:
-    base = f"{multipart_server.url}/together/v1/files/multipart"
+    """Raw HTTP, in process, on both backends: the parts and the file they
+    make are kept by each backend's storage."""
+    http = start_app([fake_model(upstream.url)], multipart_threshold=THRESHOLD).client()
+    base = "/together/v1/files/multipart"
     data = b"".join(f'{{"n": {i}}}\n'.encode() for i in range(30))
-    info = initiate(multipart_server, data, 2)
+    info = initiate(http, data, 2)
     parts = info["parts"]
     assert isinstance(parts, list) and [p["PartNumber"] for p in parts] == [1, 2]
     halves = [data[: len(data) // 2], data[len(data) // 2 :]]
     etags = []
     for part, piece in zip(parts, halves, strict=True):
-        put = httpx.put(part["URL"], content=piece, headers=part["Headers"])
+        put = http.put(part["URL"], content=piece, headers=part["Headers"])
         assert put.status_code == 200
         etags.append(put.headers["etag"].strip('"'))
-    assert httpx.put(parts[0]["URL"], content=halves[0]).status_code == 403  # one use each
+    assert http.put(parts[0]["URL"], content=halves[0]).status_code == 403  # one use each
 
     ids = {"upload_id": info["upload_id"], "file_id": info["file_id"]}
-    wrong = httpx.post(
+    wrong = http.post(
         f"{base}/complete",
         json={
             **ids,
@@ -253,7 +252,7 @@ def test_complete_checks_part_order_and_etags_and_abort_ends_it(
         },
     )
     assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "etag_mismatch"
-    backwards = httpx.post(
+    backwards = http.post(
         f"{base}/complete",
         json={
             **ids,
@@ -261,12 +260,12 @@ def test_complete_checks_part_order_and_etags_and_abort_ends_it(
         },
     )
     assert backwards.status_code == 400 and backwards.json()["error"]["param"] == "parts"
-    short = httpx.post(
+    short = http.post(
         f"{base}/complete", json={**ids, "parts": [{"part_number": 1, "etag": etags[0]}]}
     )
     assert short.status_code == 400 and short.json()["error"]["param"] == "bytes"
 
-    done = httpx.post(
+    done = http.post(
         f"{base}/complete",
         json={**ids, "parts": [{"part_number": n + 1, "etag": e} for n, e in enumerate(etags)]},
     )
@@ -274,13 +273,13 @@ def test_complete_checks_part_order_and_etags_and_abort_ends_it(
     file = done.json()["file"]
     assert file["id"] == info["file_id"] and file["bytes"] == len(data)
     assert file["LineCount"] == 30
-    content = httpx.get(f"{multipart_server.url}/together/v1/files/{file['id']}/content")
+    content = http.get(f"/together/v1/files/{file['id']}/content")
     assert content.content == data
 
-    other = initiate(multipart_server, data, 3)
+    other = initiate(http, data, 3)
     ids = {"upload_id": other["upload_id"], "file_id": other["file_id"]}
-    aborted = httpx.post(f"{base}/abort", json=ids)
+    aborted = http.post(f"{base}/abort", json=ids)
     assert aborted.status_code == 200 and aborted.json()["status"] == "cancelled"
-    late = httpx.put(other["parts"][0]["URL"], content=b"x")  # type: ignore[index]
+    late = http.put(other["parts"][0]["URL"], content=b"x")  # type: ignore[index]
     assert late.status_code == 409
-    assert httpx.post(f"{base}/complete", json={**ids, "parts": []}).status_code == 409
+    assert http.post(f"{base}/complete", json={**ids, "parts": []}).status_code == 409
