@@ -77,8 +77,9 @@ class _Job:
     completion: list[int] = field(default_factory=list)
     #: Sampled, not yet decoded.
     next_token: int = -1
-    #: Waiting for another job to decode the first n prompt tokens they share.
-    copy_from: tuple[_Job, int] | None = None
+    #: Waiting for another job to decode, into its sequence, the first n
+    #: prompt tokens they share.
+    copy_from: tuple[_Job, _Slot, int] | None = None
 
     @property
     def prompt_pending(self) -> bool:
@@ -145,10 +146,18 @@ class BatchingEngine:
         self._active: list[_Job] = []
         self._embeddings: list[_Embedding] = []
         self._closing = False
+        #: Prompt tokens decoded so far: those copied from another
+        #: sequence's cells are not (bench/embedded.py reports the saving).
+        self.prompt_tokens_decoded = 0
         self._thread = Thread(target=self._run, name=f"llama-{name}", daemon=True)
         self._thread.start()
 
     # -- from any thread
+
+    @property
+    def decoding(self) -> int:
+        """Requests holding a sequence now (a snapshot)."""
+        return len(self._active)
 
     def call(self, function: Callable[[], T]) -> Future[T]:
         """Run `function` on the model's thread, between two decodes."""
@@ -181,14 +190,21 @@ class BatchingEngine:
         try:
             while not self._closing:
                 self._take(block=not self._active and not self._waiting)
-                if self._embeddings:
-                    self._embed_waiting()
-                self._drop_cancelled()
-                self._admit()
-                if self._active:
-                    self._step()
+                try:
+                    self._turn()
+                except Exception as exc:  # a bug: fail what is in flight, serve on
+                    log.exception("the embedded engine failed a turn")
+                    self._fail_in_flight(RuntimeError(f"the embedded engine failed: {exc}"))
         finally:
             self._shut()
+
+    def _turn(self) -> None:
+        if self._embeddings:
+            self._embed_waiting()
+        self._drop_cancelled()
+        self._admit()
+        if self._active:
+            self._step()
 
     def _take(self, *, block: bool) -> None:
         try:
@@ -268,8 +284,8 @@ class BatchingEngine:
         for sibling in self._active:
             if sibling.prompt_pending and sibling.copy_from is None:
                 length = shared(sibling.generation.prompt)
-                if length >= best + WAIT_FOR_PREFIX:
-                    job.copy_from, best = (sibling, length), length
+                if length >= best + WAIT_FOR_PREFIX and sibling.slot is not None:
+                    job.copy_from, best = (sibling, sibling.slot, length), length
         job.slot, slot.job = slot, job
         job.n_past = len(slot.cached)
         self._active.append(job)
@@ -300,16 +316,16 @@ class BatchingEngine:
         for job in self._active:
             if job.copy_from is None:
                 continue
-            source, length = job.copy_from
-            assert source.slot is not None and job.slot is not None
+            source, cells, length = job.copy_from
+            assert job.slot is not None
             prompt = job.generation.prompt
-            if source.slot.cached[:length] == prompt[:length]:
+            if cells.cached[:length] == prompt[:length]:
                 low.llama_memory_seq_rm(self._memory, job.slot.seq, -1, -1)
-                low.llama_memory_seq_cp(self._memory, source.slot.seq, job.slot.seq, 0, length)
+                low.llama_memory_seq_cp(self._memory, cells.seq, job.slot.seq, 0, length)
                 job.slot.cached = prompt[:length]
                 job.n_past = length
                 job.copy_from = None
-            elif source.slot.job is not source:  # it went before decoding them
+            elif cells.job is not source:  # it went before decoding them
                 job.copy_from = None
 
     def _fill(self) -> list[tuple[_Job, list[int], int | None]]:
@@ -337,6 +353,7 @@ class BatchingEngine:
                 _put(batch, n + i, token, job.n_past + i, job.slot, output=end)
             entries.append((job, chunk, n + len(chunk) - 1 if last else None))
             n += len(chunk)
+            self.prompt_tokens_decoded += len(chunk)
         batch.n_tokens = n
         return entries
 
@@ -391,6 +408,7 @@ class BatchingEngine:
             stop_reason=stop_reason,
             prompt_tokens=len(job.generation.prompt),
             completion_tokens=len(job.completion),
+            tokens=job.completion,
         )
         self._release(job)
         _settle(job.future, answer)
@@ -505,12 +523,19 @@ class BatchingEngine:
             at += len(group)
         return results
 
-    def _shut(self) -> None:
-        closing = RuntimeError("the embedded model is shutting down")
+    def _fail_in_flight(self, error: Exception) -> None:
         for job in [*self._active, *self._waiting]:
             self._release(job)
-            _settle(job.future, error=closing)
+            _settle(job.future, error=error)
         self._waiting.clear()
+        for slot in self._slots:
+            slot.cached = []
+        if self._memory is not None:
+            _low().llama_memory_clear(self._memory, True)
+
+    def _shut(self) -> None:
+        closing = RuntimeError("the embedded model is shutting down")
+        self._fail_in_flight(closing)
         for one in self._embeddings:
             _settle(one.future, error=closing)
         while True:

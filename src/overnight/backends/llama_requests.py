@@ -212,6 +212,8 @@ class Answer:
     stop_reason: str | None
     prompt_tokens: int
     completion_tokens: int
+    #: The answer's tokens, as sampled.
+    tokens: list[int] = field(default_factory=list)
 
 
 def response(kind: Kind, answer: Answer, model: str) -> dict[str, Any]:

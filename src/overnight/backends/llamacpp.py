@@ -23,6 +23,7 @@ so a translated Messages request can report `stop_sequence`.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import uuid
@@ -146,14 +147,23 @@ class LlamaCppBackend:
 
     # -- on the model's thread
 
+    @property
+    def threads(self) -> int:
+        """`n_threads`, or half the cores (what llama-cpp-python gives one
+        token at a time) for batches too: llama.cpp's threads spin at their
+        barriers, so one more thread than there are idle cores costs far
+        more than it brings (20x slower at 2 threads on 2 busy cores;
+        docs/benchmarks.md, 5)."""
+        return self.model.n_threads or max(1, (os.cpu_count() or 2) // 2)
+
     def _load_generator(self) -> Any:
         return load_llama(
             repack=self.model.repack,
             sequences=self.model.max_concurrency,
             model_path=self.path,
             n_ctx=self.model.context_pool,
-            n_threads=self.model.n_threads,
-            n_threads_batch=self.model.n_threads,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
             verbose=False,
         )
 
@@ -164,7 +174,8 @@ class LlamaCppBackend:
             repack=self.model.repack,
             model_path=self.path,
             n_ctx=self.model.n_ctx,
-            n_threads=self.model.n_threads,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
             embedding=True,
             pooling_type=LLAMA_POOLING_TYPE_MEAN,
             verbose=False,
