@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -153,7 +154,17 @@ def main() -> None:
     from overnight.settings import bundled_gguf_path
 
     bodies = [body(q, args.max_tokens) for q in questions(args.prompts)]
-    llm = load_llama(repack=False, model_path=str(bundled_gguf_path()), n_ctx=2048, verbose=False)
+    # The serial engine on as many threads as the batching one (half the
+    # cores): more would only spin on a busy machine (docs/benchmarks.md).
+    threads = max(1, (os.cpu_count() or 2) // 2)
+    llm = load_llama(
+        repack=False,
+        model_path=str(bundled_gguf_path()),
+        n_ctx=2048,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
     backends = {}
     for n in args.sequences:
         backends[n] = LlamaCppBackend(

@@ -16,7 +16,7 @@ CASES = {
     "memory": ["--lines", "2000"],
     "validation": ["--lines", "20000"],
     "api_latency": ["--lines", "5000", "--samples", "20"],
-    "embedded": ["--prompts", "2", "--max-tokens", "8"],
+    "embedded": ["--prompts", "2", "--max-tokens", "4", "--rounds", "1", "--sequences", "2"],
 }
 
 

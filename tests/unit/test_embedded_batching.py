@@ -201,7 +201,12 @@ async def test_at_temperature_0_answers_differ_from_the_serial_engines_only_at_n
     batched = [(await asyncio.wrap_future(f)) for f in futures]
 
     serial = load_llama(
-        repack=False, model_path=backend.path, n_ctx=N_CTX, n_threads=1, verbose=False
+        repack=False,
+        model_path=backend.path,
+        n_ctx=N_CTX,
+        n_threads=1,
+        n_threads_batch=1,
+        verbose=False,
     )
     identical = 0
     try:
