@@ -38,7 +38,7 @@ from overnight.webhooks.signing import secret_problem
 EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
 #: Requests the embedded engine decodes together by default (bench/embedded.py
 #: measured the quickstart's workload; docs/benchmarks.md).
-EMBEDDED_SEQUENCES = 8
+EMBEDDED_SEQUENCES = 16
 #: llama.cpp's limit on sequences in one context (LLAMA_MAX_SEQ).
 MAX_EMBEDDED_SEQUENCES = 256
 #: Longest `expires_after` / `output_expires_after` accepted: ten years.
@@ -113,7 +113,7 @@ class ModelSettings(BaseModel):
     #: llama-cpp: KV cache cells shared by the requests decoding at once
     #: (each in flight reserves its prompt plus max_tokens); default
     #: 2 x n_ctx. For llama-cpp, `max_concurrency` is the number of
-    #: requests decoding together, default 8.
+    #: requests decoding together, default 16.
     kv_cache_tokens: int | None = Field(None, ge=128)
     #: llama-cpp: CPU threads; default lets llama.cpp decide.
     n_threads: int | None = Field(None, ge=1)

@@ -102,11 +102,11 @@ def test_the_model_loads_with_extra_buffer_types_only_when_asked(repack: bool) -
     assert ModelSettings(name="m", backend="llama-cpp").repack is False
 
 
-def test_an_embedded_model_decodes_eight_requests_together_unless_told() -> None:
-    """`max_concurrency` is the engine's sequences in flight: 8 by default,
+def test_an_embedded_model_decodes_sixteen_requests_together_unless_told() -> None:
+    """`max_concurrency` is the engine's sequences in flight: 16 by default,
     with no adaptive limit (there is no server to signal congestion)."""
     default = ModelSettings(name="m", backend="llama-cpp")
-    assert (default.max_concurrency, default.adaptive) == (8, False)
+    assert (default.max_concurrency, default.adaptive) == (16, False)
     assert default.context_pool == 2 * default.n_ctx
     chosen = ModelSettings(
         name="m", backend="llama-cpp", max_concurrency=3, adaptive=True, kv_cache_tokens=9000
