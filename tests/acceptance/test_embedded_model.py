@@ -142,9 +142,10 @@ async def test_message_batches_on_the_embedded_model(tmp_path: Path) -> None:
 def test_kill_9_while_sequences_decode_loses_nothing_and_repeats_nothing(
     tmp_path: Path,
 ) -> None:
-    """The embedded engine decodes several lines at once; a `kill -9` while
-    it does loses none of them and reports none twice: the restarted server
-    picks the chunk up where its last flush left it."""
+    """The embedded engine decodes several lines at once (16); a `kill -9`
+    while it does loses none of them and reports none twice: the restarted
+    server picks the chunk up where its last flush left it. 40 lines: the
+    kill lands after the first wave, with the rest still to come."""
     lines = [
         {
             "custom_id": f"line-{i}",
@@ -157,7 +158,7 @@ def test_kill_9_while_sequences_decode_loses_nothing_and_repeats_nothing(
                 "temperature": 0,
             },
         }
-        for i in range(16)
+        for i in range(40)
     ]
     config = write_config(tmp_path / "config.toml", [], flush_lines=2, max_chunk_attempts=5)
     data = tmp_path / "data"
