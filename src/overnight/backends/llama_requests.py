@@ -160,6 +160,8 @@ def _generation(
 ) -> Generation:
     prompt = arguments["prompt"]
     tokens = prompt if isinstance(prompt, list) else _text_prompt(llama, prompt)
+    if not tokens:
+        raise ValueError("the prompt is empty")
     if len(tokens) >= n_ctx:
         raise PromptTooLong(
             f"the prompt is {len(tokens)} tokens; the model's context holds {n_ctx} "
