@@ -18,7 +18,7 @@ CASES = {
     "memory": ["--lines", "300"],
     "validation": ["--lines", "2000"],
     "api_latency": ["--lines", "800", "--samples", "5"],
-    "embedded": ["--prompts", "2", "--max-tokens", "8"],
+    "embedded": ["--prompts", "2", "--max-tokens", "4", "--rounds", "1", "--sequences", "2"],
     "retry": ["--lines", "2000"],
 }
 

