@@ -56,3 +56,62 @@ def test_with_every_replica_out_the_first_due_back_is_used() -> None:
         replicas.release(replica, healthy=False)
         clock.now += 1
     assert replicas.pick().url == "a"
+
+
+# -- prefix affinity: consistent hashing with bounded loads
+
+
+def _affinity_counts(replicas: Replicas, keys: range) -> dict[int, str]:
+    chosen: dict[int, str] = {}
+    for key in keys:
+        replica = replicas.pick(key)
+        chosen[key] = replica.url
+        replicas.release(replica, healthy=True)
+    return chosen
+
+
+def test_one_prefix_goes_to_one_replica_and_prefixes_spread() -> None:
+    replicas = Replicas(["a", "b", "c", "d"])
+    first = _affinity_counts(replicas, range(400))
+    assert _affinity_counts(Replicas(["a", "b", "c", "d"]), range(400)) == first  # stable
+    assert _affinity_counts(replicas, range(400)) == first
+    share = {url: sum(1 for u in first.values() if u == url) for url in "abcd"}
+    assert all(60 <= n <= 140 for n in share.values()), share
+
+
+def test_a_replica_leaving_moves_only_its_own_prefixes() -> None:
+    clock = Clock()
+    replicas = Replicas(["a", "b", "c", "d"], eject_after=1, cooldown=5, clock=clock)
+    before = _affinity_counts(replicas, range(400))
+    c = next(r for r in replicas.replicas if r.url == "c")
+    c.outstanding += 1
+    replicas.release(c, healthy=False)  # c is out for a while
+    after = _affinity_counts(replicas, range(400))
+    assert "c" not in after.values()
+    moved = [key for key in before if before[key] != after[key]]
+    assert moved and all(before[key] == "c" for key in moved)
+
+
+def test_a_saturated_replica_sends_its_prefix_to_the_least_busy_one() -> None:
+    replicas = Replicas(["a", "b", "c", "d"], load_factor=1.25)
+    key = 12345
+    home = replicas.pick(key)
+    held = [home]
+    # The same prefix keeps coming while nothing finishes: its replica takes
+    # its bounded share, then the others get the overflow, least busy first.
+    for _ in range(15):
+        held.append(replicas.pick(key))
+    loads = {r.url: r.outstanding for r in replicas.replicas}
+    assert sum(loads.values()) == 16
+    assert loads[home.url] == max(loads.values()) and loads[home.url] <= 5
+    assert min(loads.values()) >= 3  # the overflow went to the least busy ones
+    for replica in held:
+        replicas.release(replica, healthy=True)
+    assert replicas.pick(key) is home  # room again: back to its replica
+
+
+def test_without_affinity_the_choice_is_least_outstanding() -> None:
+    replicas = Replicas(["a", "b"])
+    a = replicas.pick()
+    b = replicas.pick()
+    assert {a.url, b.url} == {"a", "b"}

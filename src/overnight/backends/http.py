@@ -66,7 +66,7 @@ class HttpBackend:
         payload = _encode(request.body)
         if self._single is not None:  # one replica: nothing to choose or eject
             return await self._transports[self._single].post(self._single + path, payload)
-        replica = self.replicas.pick()
+        replica = self.replicas.pick(request.affinity)
         try:
             result = await self._transports[replica.url].post(replica.url + path, payload)
         except BaseException:
