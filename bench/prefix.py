@@ -58,7 +58,7 @@ RULES = [
 def system_prompt(index: int) -> str:
     """About 300 tokens, distinct from its first words."""
     role = ROLES[index]
-    body = " ".join(f"Rule {n + 1} for {role}: {rule}" for n, rule in enumerate(RULES * 2))
+    body = " ".join(f"Rule {n + 1} for {role}: {rule}" for n, rule in enumerate(RULES + RULES[:4]))
     return f"You are {role}, number {index}. {body} Remember: you are {role}."
 
 
@@ -82,8 +82,9 @@ def batch_lines(count: int, model: str, max_tokens: int, seed: int = 19) -> list
     return lines
 
 
-def config(path: Path, grouped: bool, models: list[dict[str, Any]]) -> Path:
+def config(path: Path, grouped: bool, models: list[dict[str, Any]], **settings: Any) -> Path:
     text = [f"prefix_dispatch = {json.dumps(grouped)}"]
+    text += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     for model in models:
         text.append("[[models]]")
         text += [f"{key} = {json.dumps(value)}" for key, value in model.items()]
@@ -91,13 +92,16 @@ def config(path: Path, grouped: bool, models: list[dict[str, Any]]) -> Path:
     return path
 
 
-def run(workdir: Path, grouped: bool, models: list[dict[str, Any]], lines: list[Any]) -> Any:
+def run(
+    workdir: Path, grouped: bool, models: list[dict[str, Any]], lines: list[Any], **settings: Any
+) -> Any:
     """One batch through `overnight serve`; (the ended batch, seconds)."""
-    run_dir = workdir / ("grouped" if grouped else "file-order")
+    run_dir = workdir / f"{'grouped' if grouped else 'file-order'}-{len(list(workdir.iterdir()))}"
     run_dir.mkdir()
     data = run_dir / "input.jsonl"
     data.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    with overnight_server(run_dir, config(run_dir / "overnight.toml", grouped, models)) as server:
+    settings_file = config(run_dir / "overnight.toml", grouped, models, **settings)
+    with overnight_server(run_dir, settings_file) as server:
         client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="bench")
         with data.open("rb") as handle:
             file = client.files.create(file=handle, purpose="batch")
@@ -181,13 +185,18 @@ def with_replicas(workdir: Path, args: argparse.Namespace) -> str:
             "max_concurrency": args.concurrency,
             "adaptive": False,
         }
-        for grouped in (False, True):
+        chunked = args.replica_lines // 8
+        runs = [(False, {}), (True, {}), (True, {"chunk_lines": chunked})]
+        for grouped, settings in runs:
             replica_stats(procs, reset=True)
-            _, seconds = run(workdir, grouped, [model], lines)
+            _, seconds = run(workdir, grouped, [model], lines, **settings)
             hits, misses = replica_stats(procs)
+            name = "grouped, replica by prefix" if grouped else "file order, least-outstanding"
+            if settings:
+                name += f", chunk_lines {chunked} (4 chunks at once)"
             rows.append(
                 [
-                    "grouped, replica by prefix" if grouped else "file order, least-outstanding",
+                    name,
                     hits,
                     misses,
                     f"{hits / (hits + misses):.2f}",

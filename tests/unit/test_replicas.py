@@ -92,22 +92,37 @@ def test_a_replica_leaving_moves_only_its_own_prefixes() -> None:
     assert moved and all(before[key] == "c" for key in moved)
 
 
-def test_a_saturated_replica_sends_its_prefix_to_the_least_busy_one() -> None:
+def test_a_saturated_replica_sends_its_prefix_on_to_the_next_in_its_order() -> None:
     replicas = Replicas(["a", "b", "c", "d"], load_factor=1.25)
     key = 12345
     home = replicas.pick(key)
     held = [home]
     # The same prefix keeps coming while nothing finishes: its replica takes
-    # its bounded share, then the others get the overflow, least busy first.
+    # its bounded share, then the overflow goes on down the key's order,
+    # each replica taking up to its share.
     for _ in range(15):
         held.append(replicas.pick(key))
     loads = {r.url: r.outstanding for r in replicas.replicas}
     assert sum(loads.values()) == 16
-    assert loads[home.url] == max(loads.values()) and loads[home.url] <= 5
-    assert min(loads.values()) >= 3  # the overflow went to the least busy ones
+    assert loads[home.url] == 5  # its share: ceil(1.25 * 16 / 4)
+    assert sorted(loads.values()) == [1, 5, 5, 5], loads  # the last in order, the rest
+    # The overflow takes the same path each time: the second replica fills first.
+    again = Replicas(["a", "b", "c", "d"], load_factor=1.25)
+    first_two = [again.pick(key).url for _ in range(2)]
+    assert first_two[0] == home.url and first_two[1] != home.url
     for replica in held:
         replicas.release(replica, healthy=True)
     assert replicas.pick(key) is home  # room again: back to its replica
+
+
+def test_when_every_replica_is_at_its_share_the_least_busy_takes_it() -> None:
+    replicas = Replicas(["a", "b"], load_factor=1.0)
+    a, b = replicas.replicas
+    a.outstanding, b.outstanding = 3, 2
+    # share = ceil(1.0 * 6 / 2) = 3: "a" is full; "b" has room whatever the key.
+    assert {replicas.pick(key).url for key in range(2)} == {"b"}
+    a.outstanding, b.outstanding = 3, 3  # share 4: both have room, each key its own
+    assert {replicas.pick(key).url for key in range(40)} == {"a", "b"}
 
 
 def test_without_affinity_the_choice_is_least_outstanding() -> None:

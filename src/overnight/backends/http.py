@@ -1,6 +1,7 @@
 """Any OpenAI-compatible model server (vLLM, SGLang, llama.cpp server, Ollama,
 TGI, a hosted API): requests go to the replica with the fewest outstanding
-requests (`replicas.py`), over one of two clients.
+requests, or to their prompt prefix's replica (`replicas.py`), over one of
+two clients.
 
 - `http://` servers (a model server on your own network, where a fast
   server makes the client's CPU the limit): overnight's own HTTP/1.1 client
