@@ -40,14 +40,14 @@ def prefix_key(endpoint: str, body: dict[str, Any], chars: int) -> int | None:
     endpoint has no prompt to cache or the body names none."""
     if endpoint not in PROMPT_ENDPOINTS:
         return None
-    text = _prefix_text(body)
+    text = _prefix_text(body, chars)
     if not text:
         return None
     digest = hashlib.blake2b(text[:chars].encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
 
 
-def _prefix_text(body: dict[str, Any]) -> str:
+def _prefix_text(body: dict[str, Any], chars: int) -> str:
     leading: list[Any] = []
     for field in ("system", "instructions"):  # Messages, Responses
         if body.get(field):
@@ -60,17 +60,30 @@ def _prefix_text(body: dict[str, Any]) -> str:
         last: Any = turns[-1]
     else:
         last = turns if turns is not None else body.get("prompt")
-    if leading:
-        # The model is part of the prefix: two models never share a cache.
-        return _text([body.get("model"), leading])
-    if last is None:
-        return ""
-    return _text([body.get("model"), last])
+    if not leading:
+        if last is None:
+            return ""
+        leading = [last]
+    # The model is part of the prefix: two models never share a cache.
+    return _rendered([body.get("model"), *leading], chars)
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
+def _rendered(parts: list[Any], chars: int) -> str:
+    """The parts as text, one after another, until `chars` characters: a
+    long conversation is not rendered past what decides its key."""
+    pieces: list[str] = []
+    length = 0
+    for part in parts:
+        piece = part if isinstance(part, str) else _json(part)
+        pieces.append(piece)
+        length += len(piece) + 1
+        if length >= chars:
+            break
+    # A rare clash of two renderings only puts two prefixes in one group.
+    return "\x1e".join(pieces)
+
+
+def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
