@@ -20,6 +20,7 @@ CASES = {
     "api_latency": ["--lines", "800", "--samples", "5"],
     "embedded": ["--prompts", "2", "--max-tokens", "4", "--rounds", "1", "--sequences", "2"],
     "retry": ["--lines", "2000"],
+    "prefix": ["--part", "replicas", "--replica-lines", "80"],
 }
 
 

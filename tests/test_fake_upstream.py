@@ -327,6 +327,8 @@ async def test_stats_count_requests_tags_and_concurrency(
         "resets": 0,
         "hangs": 0,
         "by_tag": {},
+        "prefix_hits": 0,
+        "prefix_misses": 0,
     }
 
 
@@ -345,6 +347,37 @@ async def test_control_endpoint(fake: FakeUpstream, http: aiohttp.ClientSession)
         fake.configure(error_rate=-1)
     with pytest.raises(ValueError):
         FakeUpstream(hang_rate=5)
+
+
+async def test_prefix_cache_is_an_lru_of_prompt_prefixes(
+    fake: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    fake.configure(prefix_cache=2, prefix_miss_latency=0.3)
+
+    def chat(system: str, user: str = "q") -> dict[str, Any]:
+        turns = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return {"model": "m", "messages": turns}
+
+    async def cache_of(body: dict[str, Any]) -> tuple[str | None, float]:
+        started = time.monotonic()
+        status, headers, _ = await post(http, f"{fake.url}/chat/completions", body)
+        assert status == 200
+        return headers.get("x-prefix-cache"), time.monotonic() - started
+
+    assert (await cache_of(chat("A", "one")))[0] == "miss"
+    header, seconds = await cache_of(chat("A", "two"))  # another question, same prefix
+    assert header == "hit" and seconds < 0.3
+    assert (await cache_of(chat("B")))[0] == "miss"
+    assert (await cache_of(chat("C")))[0] == "miss"  # evicts A, the least recent
+    header, seconds = await cache_of(chat("A"))
+    assert header == "miss" and seconds >= 0.3
+    assert (await cache_of(CHAT))[0] is None  # nothing before the last turn
+    stats = fake.stats()
+    assert (stats["prefix_hits"], stats["prefix_misses"]) == (1, 4)
+    fake.reset_stats()  # empties the cache too
+    assert (await cache_of(chat("A")))[0] == "miss"
+    with pytest.raises(ValueError):
+        fake.configure(prefix_cache=-1)
 
 
 # ---- command line ---------------------------------------------------------------

@@ -316,6 +316,13 @@ class Settings(BaseSettings):
     #: up: its unfinished lines fail as `chunk_failed`. A validation or
     #: finalisation that crashed this many times fails its batch.
     max_chunk_attempts: int = Field(5, ge=1)
+    #: Run requests that share a prompt prefix (system prompt and leading
+    #: messages) back to back within each chunk, and send each prefix to
+    #: the same replica of a model server, so its prefix cache is hit
+    #: (domain/prefixes.py). Off: file order and least-outstanding replicas.
+    prefix_dispatch: bool = True
+    #: Characters of the rendered prefix that decide which lines share one.
+    prefix_chars: int = Field(2048, ge=16)
     #: A batch whose deadline is this close (seconds) is urgent: urgent batches
     #: run first, earliest deadline first; the rest share fairly.
     urgent_within: float = Field(3600.0, ge=0)

@@ -17,6 +17,10 @@ class UpstreamRequest:
     endpoint: str
     """The batch endpoint, e.g. `/v1/chat/completions`."""
     body: dict[str, Any]
+    #: The request's prompt-prefix key (domain/prefixes.py), or None: a
+    #: backend with replicas sends one key to one replica, whose prefix
+    #: cache then holds it.
+    affinity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

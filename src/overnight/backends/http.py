@@ -1,6 +1,7 @@
 """Any OpenAI-compatible model server (vLLM, SGLang, llama.cpp server, Ollama,
 TGI, a hosted API): requests go to the replica with the fewest outstanding
-requests (`replicas.py`), over one of two clients.
+requests, or to their prompt prefix's replica (`replicas.py`), over one of
+two clients.
 
 - `http://` servers (a model server on your own network, where a fast
   server makes the client's CPU the limit): overnight's own HTTP/1.1 client
@@ -66,7 +67,7 @@ class HttpBackend:
         payload = _encode(request.body)
         if self._single is not None:  # one replica: nothing to choose or eject
             return await self._transports[self._single].post(self._single + path, payload)
-        replica = self.replicas.pick()
+        replica = self.replicas.pick(request.affinity)
         try:
             result = await self._transports[replica.url].post(replica.url + path, payload)
         except BaseException:

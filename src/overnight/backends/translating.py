@@ -53,7 +53,7 @@ class Translating:
                 f"{request.endpoint} requests are translated, and this one cannot be."
             )
             return UpstreamResult(400, translator.error_body(400, message))
-        result = await self.inner.send(UpstreamRequest(CHAT_ENDPOINT, chat))
+        result = await self.inner.send(UpstreamRequest(CHAT_ENDPOINT, chat, request.affinity))
         if result.status_code is None:
             return result
         if not result.ok:

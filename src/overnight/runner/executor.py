@@ -1,7 +1,9 @@
 """Run one chunk: read its lines, dispatch them, append their results.
 
 Lines are dispatched concurrently by a pool of lanes, bounded by each
-model's limiter. Each result is rendered in the batch's dialect and held for
+model's limiter, in file order or, with `prefix_dispatch`, with the lines
+that share a prompt prefix brought together (domain/prefixes.py) and each
+request carrying its prefix key, by which a backend with replicas picks one. Each result is rendered in the batch's dialect and held for
 the chunk's output or error part; the worker's flusher (runner/flushing.py)
 writes every chunk's results and stores their counts in one transaction per
 flush, never one per request.
@@ -31,6 +33,7 @@ from overnight.blobs import BlobStore
 from overnight.domain.batch import Usage
 from overnight.domain.chunk import ChunkKey, ChunkWork, Tally
 from overnight.domain.lines import Request, Unreadable
+from overnight.domain.prefixes import grouped, prefix_key
 from overnight.domain.results import Outcome
 from overnight.domain.status import StopReason
 from overnight.runner.dispatch import send_with_retries
@@ -101,6 +104,8 @@ class ChunkRun:
         self._dispatch: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._waiting: set[asyncio.Task[Any]] = set()  # lanes waiting for a slot
+        #: custom_id -> prompt-prefix key, with `prefix_dispatch`.
+        self._prefixes: dict[str, int] = {}
 
     def stop(self, reason: StopReason) -> None:
         """Cancel or expiry: stop dispatching; unrun lines become errors.
@@ -201,6 +206,8 @@ class ChunkRun:
         if self.given_up:
             self._give_up(todo)
             return
+        if self.settings.prefix_dispatch:
+            todo = self._grouped_by_prefix(todo)
         queue = iter(todo)
         unrun: list[str] = []
         count = min(len(todo), max(m.settings.max_concurrency for m in self.models.all()))
@@ -219,6 +226,18 @@ class ChunkRun:
         unrun.extend(request.custom_id for request in queue)  # lanes cut off by a stop
         for custom_id in unrun:
             self._record(self._never_ran(custom_id))
+
+    def _grouped_by_prefix(self, todo: list[Request]) -> list[Request]:
+        """The chunk's lines with those sharing a prompt prefix back to back
+        (results are joined by `custom_id`, so their order is free), each
+        prefix's key kept for its requests' choice of replica."""
+        chars, endpoint = self.settings.prefix_chars, self.work.endpoint
+        keys = self._prefixes
+        for request in todo:
+            key = prefix_key(endpoint, request.body, chars)
+            if key is not None:
+                keys[request.custom_id] = key
+        return grouped(todo, lambda request: keys.get(request.custom_id))
 
     def _give_up(self, todo: list[Request]) -> None:
         crashes = self.work.chunk.crashes
@@ -293,7 +312,9 @@ class ChunkRun:
     async def _send(self, request: Request, served: ServedModel) -> None:
         if CRASH_MARKER is not None:  # test-only (overnight/testing/crash.py)
             crash_if_marked(request.body)
-        upstream = UpstreamRequest(self.work.endpoint, request.body)
+        upstream = UpstreamRequest(
+            self.work.endpoint, request.body, self._prefixes.get(request.custom_id)
+        )
         try:
             result = await send_with_retries(served, upstream, self._stopped)
         except asyncio.CancelledError:

@@ -21,7 +21,8 @@ Endpoints (all answers are JSON and carry an ``x-request-id`` header):
 - ``GET /v1/models`` and ``GET /health``: for clients that probe before sending.
 - ``GET /_control`` reads the knobs; ``POST /_control`` with a JSON object holding any
   subset of them changes them at runtime (and answers the new set).
-- ``GET /_stats`` and ``POST /_stats/reset``: counters, see below.
+- ``GET /_stats`` and ``POST /_stats/reset``: counters, see below (a reset
+  also empties the modelled prefix cache).
 
 Usage counts whitespace-separated words: ``prompt_tokens`` over every message (or
 prompt, or input), at least 1; ``completion_tokens`` over the reply.
@@ -38,6 +39,16 @@ Knobs (server-wide, class `Knobs`):
   the client sees a connection reset / ``ServerDisconnectedError``.
 - ``hang_rate`` (0..1): no answer at all for an hour, until the client gives up.
 - ``seed`` (int or null): seeds the random source, for reproducible runs.
+- ``prefix_cache`` (int, default 0: off): model an engine's prefix cache, an LRU of
+  this many prompt prefixes held by this server (one replica). A request's prefix is
+  what precedes its last turn: ``system`` / ``instructions`` and every message (or
+  Responses input item) but the last. A request whose prefix is in the LRU is a hit,
+  else a miss and the prefix goes in (evicting the least recently used); a request
+  with nothing before its last turn is neither. The answer carries
+  ``x-prefix-cache: hit`` or ``miss``, and the stats count ``prefix_hits`` and
+  ``prefix_misses``.
+- ``prefix_miss_latency`` (s, default 0): added to a miss's delay, the prefill a
+  hit saves.
 
 The four rates share one random draw per request, tried in the order reset, hang,
 rate limit, error; their sum should stay at or below 1.
@@ -58,7 +69,7 @@ alone is enough; a body that is not a JSON object, or lacks ``model`` (or
 Statistics (``GET /_stats``) count inference requests only (not control, stats or
 probe requests): ``requests`` (counted on arrival), ``in_flight``,
 ``max_in_flight`` (the peak of concurrent requests), ``by_status``, ``resets``,
-``hangs`` and ``by_tag``.
+``hangs``, ``by_tag``, and ``prefix_hits`` / ``prefix_misses`` (with ``prefix_cache``).
 
 In-process use (tests): ``with FakeUpstream(latency=0.01) as up:`` runs the server on
 127.0.0.1 and a free port in a background thread with its own event loop; hand
@@ -90,6 +101,7 @@ import struct
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypedDict, TypeVar, Unpack
 
@@ -116,7 +128,9 @@ MAX_BODY_BYTES: Final = 64 * 1024 * 1024
 """Batch lines can be large (long prompts, images); aiohttp's default is 1 MiB."""
 
 _RATES: Final = ("error_rate", "rate_limit_rate", "reset_rate", "hang_rate")
-_FLOATS: Final = frozenset({"latency", "latency_jitter", "retry_after", *_RATES})
+_FLOATS: Final = frozenset(
+    {"latency", "latency_jitter", "retry_after", "prefix_miss_latency", *_RATES}
+)
 
 _T = TypeVar("_T")
 
@@ -133,6 +147,8 @@ class KnobValues(TypedDict, total=False):
     reset_rate: float
     hang_rate: float
     seed: int | None
+    prefix_cache: int
+    prefix_miss_latency: float
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -152,9 +168,13 @@ class Knobs:
     reset_rate: float = 0.0
     hang_rate: float = 0.0
     seed: int | None = None
+    prefix_cache: int = 0
+    prefix_miss_latency: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("latency", "latency_jitter", "retry_after"):
+        if self.prefix_cache < 0:
+            raise ValueError("prefix_cache must be >= 0")
+        for name in ("latency", "latency_jitter", "retry_after", "prefix_miss_latency"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         for name in _RATES:
@@ -171,7 +191,7 @@ class Knobs:
                 raise ValueError(f"unknown knob {name!r}")
             if name == "seed":
                 values[name] = None if value is None else _as_int(name, value)
-            elif name == "error_status":
+            elif name in ("error_status", "prefix_cache"):
                 values[name] = _as_int(name, value)
             else:
                 values[name] = _as_float(name, value)
@@ -248,6 +268,10 @@ class FakeUpstreamState:
         self.hangs = 0
         self.by_status: dict[int, int] = {}
         self.by_tag: dict[str, int] = {}
+        #: The modelled prefix cache: prefix hashes, least recently used first.
+        self.prefixes: OrderedDict[bytes, None] = OrderedDict()
+        self.prefix_hits = 0
+        self.prefix_misses = 0
 
     # ---- control -------------------------------------------------------------
 
@@ -268,16 +292,21 @@ class FakeUpstreamState:
             "resets": self.resets,
             "hangs": self.hangs,
             "by_tag": dict(self.by_tag),
+            "prefix_hits": self.prefix_hits,
+            "prefix_misses": self.prefix_misses,
         }
 
     def reset_stats(self) -> None:
-        """Zero the counters; requests still in flight stay counted as in flight."""
+        """Zero the counters and empty the prefix cache; requests still in
+        flight stay counted as in flight."""
         self.requests = 0
         self.max_in_flight = self.in_flight
         self.resets = 0
         self.hangs = 0
         self.by_status.clear()
         self.by_tag.clear()
+        self.prefix_hits = self.prefix_misses = 0
+        self.prefixes.clear()
 
     # ---- HTTP handlers -------------------------------------------------------
 
@@ -365,6 +394,7 @@ class FakeUpstreamState:
             except _BadRequest as exc:
                 return self._error(400, exc.message, rid, param="x_fake")
 
+        cached: bool | None = None
         if fault == _NO_FAULT:
             try:
                 payload = build(body, rid)
@@ -372,6 +402,8 @@ class FakeUpstreamState:
                 return self._error(400, exc.message, rid, param=exc.param)
             if not forced_ok and knobs.fault_rate > 0.0:
                 fault = self._draw_fault(knobs)
+            if knobs.prefix_cache:
+                cached = self._look_up_prefix(body, knobs.prefix_cache)
         else:
             payload = {}
 
@@ -381,10 +413,15 @@ class FakeUpstreamState:
             delay = knobs.latency
             if knobs.latency_jitter > 0.0:
                 delay += self._rng.uniform(0.0, knobs.latency_jitter)
+        if cached is False:
+            delay += knobs.prefix_miss_latency
         if delay > 0.0:
             await asyncio.sleep(delay)
         if fault == _NO_FAULT:
-            return self._json(200, payload, rid)
+            response = self._json(200, payload, rid)
+            if cached is not None:
+                response.headers["x-prefix-cache"] = "hit" if cached else "miss"
+            return response
         if fault == _RESET:
             self.resets += 1
             return _drop_connection(request)
@@ -420,6 +457,24 @@ class FakeUpstreamState:
         if not 400 <= status <= 599:
             raise _BadRequest("x_fake.status must be 200 or between 400 and 599")
         return delay, status, False
+
+    def _look_up_prefix(self, body: dict[str, Any], capacity: int) -> bool | None:
+        """Hit or miss in the modelled prefix cache (None: no prefix), and
+        the prefix made the most recently used."""
+        prefix = _prompt_prefix(body)
+        if prefix is None:
+            return None
+        key = hashlib.blake2b(prefix, digest_size=16).digest()
+        lru = self.prefixes
+        if key in lru:
+            lru.move_to_end(key)
+            self.prefix_hits += 1
+            return True
+        self.prefix_misses += 1
+        lru[key] = None
+        while len(lru) > capacity:
+            lru.popitem(last=False)
+        return False
 
     def _draw_fault(self, knobs: Knobs) -> int:
         r = self._rng.random()
@@ -488,6 +543,18 @@ def _drop_connection(request: web.Request) -> web.Response:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
     return web.Response(status=499)
+
+
+def _prompt_prefix(body: dict[str, Any]) -> bytes | None:
+    """What an engine could reuse from an earlier prompt: everything before
+    the last turn, as bytes; None when there is nothing before it."""
+    turns = body.get("messages", body.get("input"))
+    leading = [body.get("system"), body.get("instructions")]
+    if isinstance(turns, list):
+        leading.extend(turns[:-1])
+    if not any(leading):
+        return None
+    return orjson.dumps([body.get("model"), leading])
 
 
 def _model(body: dict[str, Any]) -> str:
@@ -944,6 +1011,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--reset-rate", type=float, default=0.0, help="share whose connection is reset")
     add("--hang-rate", type=float, default=0.0, help="share that never gets an answer")
     add("--seed", type=int, default=None, help="seed for reproducible fault draws")
+    add("--prefix-cache", type=int, default=0, help="prompt prefixes an LRU holds (0: off)")
+    add("--prefix-miss-latency", type=float, default=0.0, help="extra seconds on a miss")
     return parser
 
 
@@ -960,6 +1029,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             reset_rate=args.reset_rate,
             hang_rate=args.hang_rate,
             seed=args.seed,
+            prefix_cache=args.prefix_cache,
+            prefix_miss_latency=args.prefix_miss_latency,
         )
     except ValueError as exc:
         print(f"fake upstream: {exc}", file=sys.stderr)
