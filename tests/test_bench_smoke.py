@@ -17,6 +17,7 @@ CASES = {
     "validation": ["--lines", "20000"],
     "api_latency": ["--lines", "5000", "--samples", "20"],
     "embedded": ["--prompts", "2", "--max-tokens", "8"],
+    "wide": ["--case", "100:0.2:1", "--lines", "1000"],
 }
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,7 @@ class ChunkRun:
         models: Models,
         settings: Settings,
         flusher: Flusher,
+        on_drained: Callable[[], None] | None = None,
     ) -> None:
         self.work = work
         self.worker = worker
@@ -101,6 +102,11 @@ class ChunkRun:
         self._dispatch: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._waiting: set[asyncio.Task[Any]] = set()  # lanes waiting for a slot
+        #: Lines with neither a slot nor a result yet: the worker claims more
+        #: chunks while its free slots exceed these (runner/demand.py).
+        self.unsent = max(0, work.chunk.requests - work.chunk.tally.done)
+        #: Called when `unsent` reaches 0: the worker may want another chunk.
+        self._on_drained = on_drained
 
     def stop(self, reason: StopReason) -> None:
         """Cancel or expiry: stop dispatching; unrun lines become errors.
@@ -198,9 +204,13 @@ class ChunkRun:
                     self._record(Outcome.unreadable(read))
                 else:
                     todo.append(read)
+        self.unsent = len(todo)
         if self.given_up:
             self._give_up(todo)
+            self._sent(len(todo))
             return
+        if not todo:
+            self._sent(0)
         queue = iter(todo)
         unrun: list[str] = []
         count = min(len(todo), max(m.settings.max_concurrency for m in self.models.all()))
@@ -246,6 +256,7 @@ class ChunkRun:
                 continue
             served = self.models.get(request.model)
             if served is None:
+                self._sent(1)
                 self._record(
                     Outcome.never_ran(
                         request.custom_id,
@@ -267,7 +278,14 @@ class ChunkRun:
                     raise
                 finally:
                     self._waiting.discard(lane)
+            self._sent(1)
             await self._send(request, served)
+
+    def _sent(self, lines: int) -> None:
+        """`lines` took a slot (or ended without one)."""
+        unsent = self.unsent = self.unsent - lines
+        if unsent <= 0 and self._on_drained is not None:
+            self._on_drained()
 
     async def _drain_in_flight(self) -> None:
         """Wait for in-flight requests; after a stop, only `stop_grace` more."""
