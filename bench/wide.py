@@ -133,6 +133,18 @@ def wait_for_workers(server: Proc, workers: int) -> None:
     time.sleep(1.0)  # a heartbeat or two, so every worker has shrunk to its share
 
 
+def workers_in_flight(stats: httpx.Client, server: Proc) -> int:
+    """Requests in flight as the workers count them (their limiters)."""
+    text = stats.get(f"{server.url}/metrics").text
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("overnight_model_in_flight{")
+        )
+    )
+
+
 def run_case(case: Case, lines: int, args: argparse.Namespace) -> dict[str, Any]:
     upstreams = args.upstreams or max(1, math.ceil(case.slots / CONNECTIONS_PER_UPSTREAM))
     with contextlib.ExitStack() as stack:
@@ -188,6 +200,12 @@ def run_case(case: Case, lines: int, args: argparse.Namespace) -> dict[str, Any]
             for proc in procs:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     upstream_rss = max(upstream_rss, proc.ps.memory_info().rss)
+            if args.trace:
+                print(
+                    f"{samples[-1].at:6.2f} s  done {samples[-1].completed:>8,}  "
+                    f"at upstream {in_flight:>6,}  sent by workers {workers_in_flight(stats, server):>6,}",
+                    file=sys.stderr,
+                )
             if batch.status in ENDED:
                 break
             time.sleep(0.25)
@@ -224,6 +242,7 @@ def main() -> None:
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--chunk-lines", type=int, default=None)
     parser.add_argument("--label", default="", help="a name for this run in the table")
+    parser.add_argument("--trace", action="store_true", help="print every sample to stderr")
     args = parser.parse_args()
     cases = args.case or [Case(10_000, 5.0, 1), Case(8_000, 1.0, 1), Case(19_000, 10.0, 1)]
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from overnight.domain.chunk import ChunkStatus
-from overnight.runner.demand import Holding, Slots, wants_chunk
+from overnight.runner.demand import Holding, Slots, chunks_wanted
 from overnight.runner.models import Models
 from overnight.runner.wakeups import Wakeups
 from overnight.runner.worker import Worker
@@ -166,18 +166,20 @@ async def test_a_second_worker_finds_work_the_first_left(
         assert held == {"w-a": 7, "w-b": 4}
 
 
-def test_the_claim_rule_keeps_worker_chunks_as_a_floor() -> None:
+def test_the_claim_rule_fills_slots_above_a_floor_of_worker_chunks() -> None:
     rule = {"worker_chunks": 4, "chunk_lines": 2000, "max_lines": 60_000}
     narrow = Slots(limit=64, free=0)
-    # Fewer than worker_chunks: claim, whatever the slots.
-    assert wants_chunk(Holding(chunks=3, lines=6000, waiting=5936), narrow, **rule)
+    # Fewer than worker_chunks: up to worker_chunks, whatever the slots.
+    assert chunks_wanted(Holding(chunks=3, lines=6000, waiting=5936), narrow, **rule) == 1
     # A narrow model with lines waiting: no more.
-    assert not wants_chunk(Holding(chunks=4, lines=8000, waiting=7936), narrow, **rule)
-    # A wide model whose slots the held lines cannot fill: more.
+    assert chunks_wanted(Holding(chunks=4, lines=8000, waiting=7936), narrow, **rule) == 0
+    # A wide model with 12,000 slots free: six chunks fill them, a seventh
+    # waits in reserve; all in one claim.
     wide = Slots(limit=20_000, free=12_000)
-    assert wants_chunk(Holding(chunks=4, lines=8000, waiting=0), wide, **rule)
+    assert chunks_wanted(Holding(chunks=4, lines=8000, waiting=0), wide, **rule) == 7
     # Filled, with a chunk's worth waiting: enough.
     full = Slots(limit=20_000, free=0)
-    assert not wants_chunk(Holding(chunks=11, lines=22_000, waiting=2000), full, **rule)
-    # The cap holds even with slots free.
-    assert not wants_chunk(Holding(chunks=30, lines=60_000, waiting=0), wide, **rule)
+    assert chunks_wanted(Holding(chunks=11, lines=22_000, waiting=2000), full, **rule) == 0
+    # The cap holds with slots free: what fits under it, then nothing.
+    assert chunks_wanted(Holding(chunks=27, lines=54_000, waiting=0), wide, **rule) == 3
+    assert chunks_wanted(Holding(chunks=30, lines=60_000, waiting=0), wide, **rule) == 0

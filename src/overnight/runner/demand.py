@@ -45,15 +45,17 @@ class Slots:
     free: int
 
 
-def wants_chunk(
+def chunks_wanted(
     holding: Holding, slots: Slots, *, worker_chunks: int, chunk_lines: int, max_lines: int
-) -> bool:
-    """Whether a worker holding `holding` should claim another chunk."""
-    if holding.chunks < worker_chunks:
-        return True
-    if not within_cap(holding, chunk_lines=chunk_lines, max_lines=max_lines):
-        return False
-    return holding.waiting < slots.free + min(slots.limit, chunk_lines)
+) -> int:
+    """How many more chunks a worker holding `holding` should claim now
+    (reckoning each at `chunk_lines`; a smaller one leaves the rest wanted
+    at the next look)."""
+    floor = worker_chunks - holding.chunks
+    short = slots.free + min(slots.limit, chunk_lines) - holding.waiting
+    for_slots = -(-short // chunk_lines) if short > 0 else 0
+    room = max(0, (max_lines - holding.lines) // chunk_lines)
+    return max(floor, min(for_slots, room), 0)
 
 
 def within_cap(holding: Holding, *, chunk_lines: int, max_lines: int) -> bool:

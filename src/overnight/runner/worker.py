@@ -29,7 +29,7 @@ from overnight.domain.batch import Batch
 from overnight.domain.chunk import ChunkKey, ChunkWork
 from overnight.domain.lines import LineError
 from overnight.errors import StorageError
-from overnight.runner.demand import Holding, Slots, wants_chunk, within_cap
+from overnight.runner.demand import Holding, Slots, chunks_wanted, within_cap
 from overnight.runner.executor import ChunkRun, LeaseLost
 from overnight.runner.finalize import finalize_batch
 from overnight.runner.flushing import Flusher
@@ -182,8 +182,8 @@ class Worker:
             await _cancel_all(active)
 
     async def _chunk_loop(self) -> None:
-        """Claim chunks while `wants_chunk` says this worker's slots need
-        them (runner/demand.py). One that wants none still admits up to
+        """Claim the chunks `chunks_wanted` says this worker's slots need
+        (runner/demand.py), several in one transaction. One that wants none still admits up to
         `worker_chunks` chunks of batches with nothing running anywhere
         (`idle_only`), within `worker_max_lines`, so a newcomer starts at
         once instead of waiting for a running chunk to end. A chunk whose
@@ -209,10 +209,12 @@ class Worker:
 
         try:
             while True:
-                while (wanted := self._wants_chunk()) and (
-                    work := await self._claim_chunk()
-                ) is not None:
-                    start(work)
+                while wanted := self._chunks_wanted():
+                    claimed = await self._claim_chunks(wanted)
+                    for work in claimed:
+                        start(work)
+                    if len(claimed) < wanted:
+                        break  # no more pending work
                 if not wanted:
                     while (
                         len(admitted) < settings.worker_chunks
@@ -236,13 +238,13 @@ class Worker:
             waiting=sum(run.unsent for run in runs),
         )
 
-    def _wants_chunk(self) -> bool:
+    def _chunks_wanted(self) -> int:
         limiters = [model.limiter for model in self.models.all()]
         slots = Slots(
             limit=sum(limiter.limit for limiter in limiters),
             free=sum(max(0, limiter.limit - limiter.in_flight) for limiter in limiters),
         )
-        return wants_chunk(
+        return chunks_wanted(
             self._holding(),
             slots,
             worker_chunks=self.settings.worker_chunks,
@@ -256,11 +258,12 @@ class Worker:
     async def _claim_finalization(self) -> Batch | None:
         return await self.store.claim_finalization(self.id, time.time(), self.settings.lease_ttl)
 
-    async def _claim_chunk(self) -> ChunkWork | None:
-        return await self.store.claim_chunk(
+    async def _claim_chunks(self, count: int) -> list[ChunkWork]:
+        return await self.store.claim_chunks(
             self.id,
             time.time(),
             self.settings.lease_ttl,
+            count,
             urgent_within=self.settings.urgent_within,
             running=list(self.runs),
         )
