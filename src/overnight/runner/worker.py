@@ -223,9 +223,9 @@ class Worker:
                             chunk_lines=settings.chunk_lines,
                             max_lines=settings.worker_max_lines,
                         )
-                        and (work := await self._claim_idle_chunk()) is not None
+                        and (newcomer := await self._claim_idle_chunk()) is not None
                     ):
-                        admitted.add(start(work))
+                        admitted.add(start(newcomer))
                 await self._sleep_or_wake(wake)
         finally:
             await _cancel_all(active)
