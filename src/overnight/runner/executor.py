@@ -288,25 +288,26 @@ class ChunkRun:
             self._on_drained()
 
     async def _drain_in_flight(self) -> None:
-        """Wait for in-flight requests; after a stop, only `stop_grace` more."""
-        pending: set[asyncio.Future[Any]] = set(self._in_flight)
+        """Wait for in-flight requests; after a stop, only `stop_grace` more.
+
+        All lanes are awaited through one future: waiting on the set of
+        them again after each lane ends costs a callback per lane per wait,
+        which with a wide model (2,000 lanes in a chunk, ending one by one)
+        took a second of CPU per chunk."""
+        lanes: asyncio.Future[Any] = asyncio.gather(*self._in_flight, return_exceptions=True)
         stopped: asyncio.Future[Any] = asyncio.ensure_future(self._stopped.wait())
         try:
-            while pending:
-                done, pending = await asyncio.wait(
-                    pending | {stopped}, return_when=asyncio.FIRST_COMPLETED
-                )
-                pending.discard(stopped)
-                if stopped in done:
-                    if pending:
-                        _, pending = await asyncio.wait(pending, timeout=self.settings.stop_grace)
-                    break
+            await asyncio.wait({lanes, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not lanes.done():  # stopped: a grace period, then the rest are cut off
+                await asyncio.wait({lanes}, timeout=self.settings.stop_grace)
         finally:
             stopped.cancel()
+        pending = [task for task in self._in_flight if not task.done()]
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(lanes, return_exceptions=True)
 
     async def _send(self, request: Request, served: ServedModel) -> None:
         if CRASH_MARKER is not None:  # test-only (overnight/testing/crash.py)
