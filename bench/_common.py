@@ -66,12 +66,13 @@ class Proc:
 
 
 @contextlib.contextmanager
-def fake_upstream(workdir: Path, **knobs: float) -> Iterator[Proc]:
-    """The fake model server in its own process (uvloop), answering at once."""
+def fake_upstream(workdir: Path, name: str = "upstream", **knobs: float) -> Iterator[Proc]:
+    """The fake model server in its own process (uvloop), answering at once
+    unless `knobs` say otherwise; it logs to `workdir/<name>.log`."""
     args = [sys.executable, "-m", "overnight.testing.fake_upstream", "--port", "0"]
-    for name, value in knobs.items():
-        args += [f"--{name.replace('_', '-')}", str(value)]
-    log = workdir / "upstream.log"
+    for knob, value in knobs.items():
+        args += [f"--{knob.replace('_', '-')}", str(value)]
+    log = workdir / f"{name}.log"
     popen = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log.open("wb"))
     assert popen.stdout is not None
     line = popen.stdout.readline().decode()

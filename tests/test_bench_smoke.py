@@ -21,6 +21,7 @@ CASES = {
     "embedded": ["--prompts", "2", "--max-tokens", "4", "--rounds", "1", "--sequences", "2"],
     "retry": ["--lines", "2000"],
     "prefix": ["--part", "replicas", "--replica-lines", "80"],
+    "wide": ["--case", "100:0.2:1", "--lines", "1000"],
 }
 
 

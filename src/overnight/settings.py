@@ -295,8 +295,11 @@ class Settings(BaseSettings):
     chunk_lines: int = Field(2000, ge=1)
     #: ...and at most this many bytes of input (a single longer line still forms a chunk).
     chunk_bytes: int = Field(8 * 1024 * 1024, ge=1024)
-    #: Chunks one worker runs at once.
+    #: Chunks one worker always runs at once; beyond them it claims more while
+    #: its models have free slots (runner/demand.py)...
     worker_chunks: int = Field(4, ge=1)
+    #: ...as long as the lines of the chunks it holds stay within this (memory).
+    worker_max_lines: int = Field(60_000, ge=1)
     #: Seconds a lease lives without a heartbeat before another worker may take the chunk.
     lease_ttl: float = Field(30.0, gt=0)
     #: Seconds between heartbeats; each renews every lease the worker holds.

@@ -96,6 +96,43 @@ async def test_a_claim_never_retakes_what_the_claimer_runs(store: Store) -> None
     assert again is not None and again.chunk.index == 1
 
 
+async def test_one_claim_of_several_chunks_shares_them_as_separate_claims_would(
+    store: Store,
+) -> None:
+    # Two tenants' batches: five chunks in one claim go 3 + 2 between the
+    # tenants (fewest running first after each), lowest index first.
+    acme = await running_batch(store, chunks=4)
+    globex = await running_batch(store, GLOBEX, chunks=4)
+    claimed = await store.claim_chunks(ALICE, NOW, TTL, 5)
+    assert [(w.chunk.key.batch_id, w.chunk.index) for w in claimed] == [
+        (acme.id, 0),
+        (globex.id, 0),
+        (acme.id, 1),
+        (globex.id, 1),
+        (acme.id, 2),
+    ]
+    assert {w.tenant for w in claimed} == {ACME, GLOBEX}
+    assert all((w.chunk.status, w.chunk.attempts) == (ChunkStatus.RUNNING, 1) for w in claimed)
+    # Leased, so another worker finds only the three left, and then nothing.
+    rest = await store.claim_chunks(BOB, NOW, TTL, 10)
+    assert sorted((w.chunk.key.batch_id, w.chunk.index) for w in rest) == sorted(
+        [(acme.id, 3), (globex.id, 2), (globex.id, 3)]
+    )
+    assert await store.claim_chunks(BOB, NOW, TTL, 10) == []
+
+
+async def test_a_claim_of_several_takes_lapsed_leases_first(store: Store) -> None:
+    batch = await running_batch(store, chunks=3)
+    held = await claim(store)
+    taken = await store.claim_chunks(BOB, LAPSED, TTL, 2)
+    assert [(w.chunk.index, w.chunk.crashes) for w in taken] == [(held.chunk.index, 1), (1, 0)]
+    assert [c.status for c in await store.chunks_of(batch.id)] == [
+        ChunkStatus.RUNNING,
+        ChunkStatus.RUNNING,
+        ChunkStatus.PENDING,
+    ]
+
+
 async def test_a_full_worker_admits_only_batches_with_nothing_running(store: Store) -> None:
     busy = await running_batch(store, chunks=2)
     idle = await running_batch(store, GLOBEX, chunks=1)

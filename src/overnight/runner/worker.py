@@ -11,7 +11,7 @@ limping on without, say, its heartbeat.
     stops       closes expired windows; tells running chunks of a cancel/expiry
     retention   deletes expired files and uploads (runner/retention.py)
     validator   claims `validating` batches and validates them
-    chunks      claims chunks and runs up to `worker_chunks` at once
+    chunks      claims chunks while its models have slots to fill (runner/demand.py)
     finalizer   claims `finalizing` batches and assembles their results
 """
 
@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any, TypeVar
 
 from overnight._ids import new_worker_id
@@ -30,6 +30,7 @@ from overnight.domain.batch import Batch
 from overnight.domain.chunk import ChunkKey, ChunkWork
 from overnight.domain.lines import LineError
 from overnight.errors import StorageError
+from overnight.runner.demand import Holding, Slots, chunks_wanted, within_cap
 from overnight.runner.executor import ChunkRun, LeaseLost
 from overnight.runner.finalize import finalize_batch
 from overnight.runner.flushing import Flusher
@@ -88,16 +89,7 @@ class Worker:
                     ),
                     name="validator",
                 )
-                group.create_task(
-                    self._claim_loop(
-                        "chunks",
-                        self._claim_chunk,
-                        self._run_chunk,
-                        self.settings.worker_chunks,
-                        overflow=(self._claim_idle_chunk, self.settings.worker_chunks),
-                    ),
-                    name="chunks",
-                )
+                group.create_task(self._chunk_loop(), name="chunks")
                 group.create_task(
                     self._claim_loop(
                         "finalizer",
@@ -176,11 +168,8 @@ class Worker:
         claim: Callable[[], Awaitable[T | None]],
         handle: Callable[[T], Coroutine[Any, Any, None]],
         concurrency: int,
-        overflow: tuple[Callable[[], Awaitable[T | None]], int] | None = None,
     ) -> None:
-        """Claim and handle items, up to `concurrency` at once. When full,
-        `overflow` (another claim, and how many more it may add) still lets
-        in work that would otherwise wait behind the running items."""
+        """Claim and handle items, up to `concurrency` at once."""
         wake = self.wakeups.subscribe()
         active: set[asyncio.Task[Any]] = set()
 
@@ -188,27 +177,86 @@ class Worker:
             active.discard(task)
             wake.set()
 
-        def start(item: T) -> None:
-            task = asyncio.create_task(handle(item), name=f"{name}-work")
-            active.add(task)
-            task.add_done_callback(finished)
-
         try:
             while True:
                 while len(active) < concurrency and (item := await claim()) is not None:
-                    start(item)
-                if overflow is not None and len(active) >= concurrency:
-                    claim_more, extra = overflow
-                    while (
-                        len(active) < concurrency + extra
-                        and (item := await claim_more()) is not None
-                    ):
-                        start(item)
+                    task = asyncio.create_task(handle(item), name=f"{name}-work")
+                    active.add(task)
+                    task.add_done_callback(finished)
                 await self._sleep_or_wake(wake)
         finally:
-            for task in active:
-                task.cancel()
-            await asyncio.gather(*active, return_exceptions=True)
+            await _cancel_all(active)
+
+    async def _chunk_loop(self) -> None:
+        """Claim the chunks `chunks_wanted` says this worker's slots need
+        (runner/demand.py), several in one transaction. One that wants none still admits up to
+        `worker_chunks` chunks of batches with nothing running anywhere
+        (`idle_only`), within `worker_max_lines`, so a newcomer starts at
+        once instead of waiting for a running chunk to end. A chunk whose
+        lines all hold a slot wakes the loop: it may be time for the next."""
+        wake = self.wakeups.subscribe()
+        active: set[asyncio.Task[None]] = set()
+        admitted: set[asyncio.Task[None]] = set()
+        settings = self.settings
+
+        def finished(task: asyncio.Task[None]) -> None:
+            active.discard(task)
+            admitted.discard(task)
+            wake.set()
+
+        def start(work: ChunkWork) -> asyncio.Task[None]:
+            # The run is registered before its task starts, so the next
+            # `_holding` already counts its lines.
+            run = self._chunk_run(work, on_drained=wake.set)
+            task = asyncio.create_task(self._run_chunk(run), name="chunks-work")
+            active.add(task)
+            task.add_done_callback(finished)
+            return task
+
+        try:
+            while True:
+                while wanted := self._chunks_wanted():
+                    claimed = await self._claim_chunks(wanted)
+                    for work in claimed:
+                        start(work)
+                    if len(claimed) < wanted:
+                        break  # no more pending work
+                if not wanted:
+                    while (
+                        len(admitted) < settings.worker_chunks
+                        and within_cap(
+                            self._holding(),
+                            chunk_lines=settings.chunk_lines,
+                            max_lines=settings.worker_max_lines,
+                        )
+                        and (newcomer := await self._claim_idle_chunk()) is not None
+                    ):
+                        admitted.add(start(newcomer))
+                await self._sleep_or_wake(wake)
+        finally:
+            await _cancel_all(active)
+
+    def _holding(self) -> Holding:
+        runs = self.runs.values()
+        return Holding(
+            chunks=len(self.runs),
+            lines=sum(run.work.chunk.requests for run in runs),
+            waiting=sum(run.unsent for run in runs),
+        )
+
+    def _chunks_wanted(self) -> int:
+        limiters = [model.limiter for model in self.models.all()]
+        slots = Slots(
+            limit=sum(limiter.limit for limiter in limiters),
+            free=sum(max(0, limiter.limit - limiter.in_flight) for limiter in limiters),
+        )
+        return chunks_wanted(
+            self._holding(),
+            slots,
+            worker_chunks=self.settings.worker_chunks,
+            chunk_lines=self.settings.chunk_lines,
+            max_lines=self.settings.worker_max_lines,
+        )
 
     async def _claim_validation(self) -> Batch | None:
         return await self.store.claim_validation(self.id, time.time(), self.settings.lease_ttl)
@@ -216,11 +264,12 @@ class Worker:
     async def _claim_finalization(self) -> Batch | None:
         return await self.store.claim_finalization(self.id, time.time(), self.settings.lease_ttl)
 
-    async def _claim_chunk(self) -> ChunkWork | None:
-        return await self.store.claim_chunk(
+    async def _claim_chunks(self, count: int) -> list[ChunkWork]:
+        return await self.store.claim_chunks(
             self.id,
             time.time(),
             self.settings.lease_ttl,
+            count,
             urgent_within=self.settings.urgent_within,
             running=list(self.runs),
         )
@@ -287,8 +336,7 @@ class Worker:
         )
         self.wakeups.notify()
 
-    async def _run_chunk(self, work: ChunkWork) -> None:
-        key = work.chunk.key
+    def _chunk_run(self, work: ChunkWork, on_drained: Callable[[], None]) -> ChunkRun:
         run = ChunkRun(
             work,
             worker=self.id,
@@ -297,8 +345,13 @@ class Worker:
             models=self.models,
             settings=self.settings,
             flusher=self.flusher,
+            on_drained=on_drained,
         )
-        self.runs[key] = run
+        self.runs[work.chunk.key] = run
+        return run
+
+    async def _run_chunk(self, run: ChunkRun) -> None:
+        key = run.key
         try:
             outcome = await run.run()
             if outcome.finalizing:
@@ -326,3 +379,9 @@ class Worker:
             return
         if finished:  # its webhook event is due now
             self.wakeups.notify()
+
+
+async def _cancel_all(tasks: Collection[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

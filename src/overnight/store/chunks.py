@@ -110,6 +110,23 @@ def _chunk_counters(key: ChunkKey, worker: WorkerId, attempt: int, tally: Tally)
     }
 
 
+async def _lease(
+    conn: AsyncConnection, row: Any, worker: WorkerId, until: float, *, lapsed: bool
+) -> None:
+    """Mark a chunk (`row`, as read before) running under `worker`'s lease."""
+    await conn.execute(
+        update(chunks)
+        .where(chunks.c.batch_id == row.batch_id, chunks.c.idx == row.idx)
+        .values(
+            status=ChunkStatus.RUNNING.value,
+            lease_owner=worker,
+            lease_expires_at=until,
+            attempts=chunks.c.attempts + 1,
+            crashes=chunks.c.crashes + int(lapsed),
+        )
+    )
+
+
 class ChunksMixin(StoreBase):
     # ----------------------------------------------------------------- chunks
 
@@ -123,20 +140,49 @@ class ChunksMixin(StoreBase):
         idle_only: bool = False,
         running: Collection[ChunkKey] = (),
     ) -> ChunkWork | None:
-        """Lease the next chunk to run, or None.
+        """Lease the next chunk to run, or None: `claim_chunks` of one."""
+        claimed = await self.claim_chunks(
+            worker,
+            now,
+            ttl,
+            1,
+            urgent_within=urgent_within,
+            idle_only=idle_only,
+            running=running,
+        )
+        return claimed[0] if claimed else None
+
+    async def claim_chunks(
+        self,
+        worker: WorkerId,
+        now: float,
+        ttl: float,
+        count: int,
+        *,
+        urgent_within: float = 3600.0,
+        idle_only: bool = False,
+        running: Collection[ChunkKey] = (),
+    ) -> list[ChunkWork]:
+        """Lease up to `count` chunks to run, in one transaction, in the
+        order that many claims of one chunk each would take them.
 
         A chunk whose lease lapsed (its worker died) is taken first: it is
         work already under way. Otherwise the batch is chosen by
         `domain.scheduling.schedule_order`, and its lowest pending chunk is
-        taken. With `idle_only`, only batches with no chunk running anywhere
-        are considered: a worker that is full still admits a newcomer.
-        `running` are the chunks the claiming worker runs now: even if their
-        lease lapsed (it stalled), it must not take them a second time.
-        Attempts count up on every claim; crashes count up when the lease
-        had lapsed (whoever held it died or stalled): the caller gives the
-        chunk up when they reach its bound."""
+        taken; each chunk taken counts as running before the next is
+        chosen, so several chunks spread over batches and tenants as
+        separate claims would. With `idle_only`, only batches with no chunk
+        running anywhere are considered: a worker that is full still admits
+        a newcomer. `running` are the chunks the claiming worker runs now:
+        even if their lease lapsed (it stalled), it must not take them a
+        second time. Attempts count up on every claim; crashes count up when
+        the lease had lapsed (whoever held it died or stalled): the caller
+        gives the chunk up when they reach its bound. One transaction for
+        several chunks keeps a worker that needs many (a wide model, a
+        slow upstream) from queueing a claim per chunk behind the
+        database."""
         async with self._write() as conn:
-            row = (
+            lapsed = (
                 await conn.execute(
                     select(chunks)
                     .where(
@@ -153,29 +199,28 @@ class ChunksMixin(StoreBase):
                         ),
                     )
                     .order_by(chunks.c.deadline, chunks.c.idx)
-                    .limit(1)
+                    .limit(count)
                     .with_for_update(skip_locked=True)
                 )
-            ).first()
-            lapsed = row is not None
-            if row is None:
-                row = await self._next_pending_chunk(conn, now, urgent_within, idle_only)
-            if row is None:
-                return None
-            await conn.execute(
-                update(chunks)
-                .where(chunks.c.batch_id == row.batch_id, chunks.c.idx == row.idx)
-                .values(
-                    status=ChunkStatus.RUNNING.value,
-                    lease_owner=worker,
-                    lease_expires_at=now + ttl,
-                    attempts=chunks.c.attempts + 1,
-                    crashes=chunks.c.crashes + int(lapsed),
-                )
-            )
-            batch = (
-                await conn.execute(
+            ).all()
+            taken: list[tuple[Any, bool]] = [(row, True) for row in lapsed]
+            for row in lapsed:
+                await _lease(conn, row, worker, now + ttl, lapsed=True)
+            if len(taken) < count:
+                taken += [
+                    (row, False)
+                    for row in await self._next_pending_chunks(
+                        conn, worker, now + ttl, count - len(taken), now, urgent_within, idle_only
+                    )
+                ]
+            if not taken:
+                return []
+            batch_ids = sorted({row.batch_id for row, _ in taken})
+            info = {
+                r.id: r
+                for r in await conn.execute(
                     select(
+                        batches.c.id,
                         batches.c.tenant,
                         batches.c.endpoint,
                         batches.c.dialect,
@@ -183,27 +228,42 @@ class ChunksMixin(StoreBase):
                         files.c.blob_key,
                     )
                     .select_from(batches.join(files, files.c.id == batches.c.input_file_id))
-                    .where(batches.c.id == row.batch_id)
+                    .where(batches.c.id.in_(batch_ids))
                 )
-            ).one()
-        chunk = to_chunk(row)
-        return ChunkWork(
-            chunk=dataclasses.replace(
-                chunk,
-                status=ChunkStatus.RUNNING,
-                attempts=chunk.attempts + 1,
-                crashes=chunk.crashes + int(lapsed),
-            ),
-            tenant=TenantId(batch.tenant),
-            endpoint=batch.endpoint,
-            dialect=dialect_named(batch.dialect),
-            input_blob_key=batch.blob_key,
-            stop_reason=StopReason(batch.stop_reason) if batch.stop_reason else None,
-        )
+            }
+        claimed = []
+        for row, was_lapsed in taken:
+            chunk = to_chunk(row)
+            batch = info[row.batch_id]
+            claimed.append(
+                ChunkWork(
+                    chunk=dataclasses.replace(
+                        chunk,
+                        status=ChunkStatus.RUNNING,
+                        attempts=chunk.attempts + 1,
+                        crashes=chunk.crashes + int(was_lapsed),
+                    ),
+                    tenant=TenantId(batch.tenant),
+                    endpoint=batch.endpoint,
+                    dialect=dialect_named(batch.dialect),
+                    input_blob_key=batch.blob_key,
+                    stop_reason=StopReason(batch.stop_reason) if batch.stop_reason else None,
+                )
+            )
+        return claimed
 
-    async def _next_pending_chunk(
-        self, conn: AsyncConnection, now: float, urgent_within: float, idle_only: bool
-    ) -> Any | None:
+    async def _next_pending_chunks(
+        self,
+        conn: AsyncConnection,
+        worker: WorkerId,
+        lease_until: float,
+        count: int,
+        now: float,
+        urgent_within: float,
+        idle_only: bool,
+    ) -> list[Any]:
+        """Lease up to `count` pending chunks, choosing the batch of each by
+        `schedule_order` with the chunks taken so far counted as running."""
         candidates = [
             Candidate(BatchId(r.id), TenantId(r.tenant), r.expires_at, r.priority, r.created_us)
             for r in await conn.execute(
@@ -222,7 +282,7 @@ class ChunksMixin(StoreBase):
             )
         ]
         if not candidates:
-            return None
+            return []
         by_batch: dict[BatchId, int] = {}
         by_tenant: dict[TenantId, int] = {}
         for r in await conn.execute(
@@ -234,29 +294,41 @@ class ChunksMixin(StoreBase):
             by_tenant[TenantId(r.tenant)] = by_tenant.get(TenantId(r.tenant), 0) + r.n
         if idle_only:
             candidates = [c for c in candidates if not by_batch.get(c.batch_id)]
-        ordered = schedule_order(
-            candidates,
-            running_by_batch=by_batch,
-            running_by_tenant=by_tenant,
-            now=now,
-            urgent_within=urgent_within,
-        )
-        for candidate in ordered:
-            row = (
-                await conn.execute(
-                    select(chunks)
-                    .where(
-                        chunks.c.batch_id == candidate.batch_id,
-                        chunks.c.status == ChunkStatus.PENDING.value,
+        taken: list[Any] = []
+        while len(taken) < count and candidates:
+            ordered = schedule_order(
+                candidates,
+                running_by_batch=by_batch,
+                running_by_tenant=by_tenant,
+                now=now,
+                urgent_within=urgent_within,
+            )
+            for candidate in ordered:
+                row = (
+                    await conn.execute(
+                        select(chunks)
+                        .where(
+                            chunks.c.batch_id == candidate.batch_id,
+                            chunks.c.status == ChunkStatus.PENDING.value,
+                        )
+                        .order_by(chunks.c.idx)
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
                     )
-                    .order_by(chunks.c.idx)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                )
-            ).first()
-            if row is not None:
-                return row
-        return None
+                ).first()
+                if row is None:  # nothing left to take here: never ask again
+                    candidates.remove(candidate)
+                    continue
+                await _lease(conn, row, worker, lease_until, lapsed=False)
+                taken.append(row)
+                by_batch[candidate.batch_id] = by_batch.get(candidate.batch_id, 0) + 1
+                by_tenant[candidate.tenant] = by_tenant.get(candidate.tenant, 0) + 1
+                if idle_only:  # it is running now
+                    candidates.remove(candidate)
+                break
+            else:
+                break
+        return taken
 
     async def release_chunk(
         self, key: ChunkKey, worker: WorkerId, attempt: int, *, crashed: bool = False

@@ -333,6 +333,21 @@ class RunnerStore(RetentionStore, Protocol):
         running: Collection[ChunkKey] = (),
     ) -> ChunkWork | None: ...
 
+    async def claim_chunks(
+        self,
+        worker: WorkerId,
+        now: float,
+        ttl: float,
+        count: int,
+        *,
+        urgent_within: float = 3600.0,
+        idle_only: bool = False,
+        running: Collection[ChunkKey] = (),
+    ) -> list[ChunkWork]:
+        """Up to `count` chunks in one transaction, in the order as many
+        `claim_chunk` calls would take them."""
+        ...
+
     async def release_chunk(
         self, key: ChunkKey, worker: WorkerId, attempt: int, *, crashed: bool = False
     ) -> None: ...
