@@ -5,6 +5,7 @@ copy in the blob store. Real files, local blobs."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import orjson
@@ -16,7 +17,7 @@ from overnight.domain.chunk import ZERO_TALLY, ChunkKey, Tally
 from overnight.domain.dialects import ANTHROPIC, OPENAI, TOGETHER, Dialect
 from overnight.domain.results import Outcome
 from overnight.domain.status import StopReason
-from overnight.runner.parts import ChunkParts, part_key, snapshot_key
+from overnight.runner.parts import ChunkParts, part_key, snapshot_key, write_parts
 from overnight.types import BatchId
 
 KEY = ChunkKey(BatchId("batch-1"), 0)
@@ -131,3 +132,39 @@ async def test_a_reopened_part_counts_again_what_a_stop_kept_from_running(
     assert ids == {"ok", "bad", "c", "e"}
     assert (tally.completed, tally.failed, tally.stopped) == (1, 3, 2)
     assert (tally.usage.input_tokens, tally.usage.output_tokens) == (5, 2)
+
+
+async def test_a_chunk_closing_while_a_flush_writes_on_a_thread_waits_for_it(
+    tmp_path: Path, blobs: LocalBlobs
+) -> None:
+    """A chunk whose lease is lost closes its parts on the loop while the
+    Flusher may be writing them on a worker thread: the close waits for the
+    write, and a later write is dropped, instead of `ValueError: I/O
+    operation on closed file` stopping the worker."""
+    parts = parts_of(tmp_path, blobs)
+    await parts.open()
+    real = parts._handles["output"]
+    writing, release = threading.Event(), threading.Event()
+
+    class SlowHandle:
+        def write(self, data: bytes) -> int:
+            writing.set()
+            release.wait(10)
+            return real.write(data)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+    parts._handles["output"] = SlowHandle()  # type: ignore[assignment]
+    writer = threading.Thread(target=write_parts, args=([(parts, {"output": result("a")})],))
+    writer.start()
+    assert writing.wait(10)
+    closer = threading.Thread(target=parts.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive(), "the close did not wait for the write in progress"
+    release.set()
+    writer.join(10)
+    closer.join(10)
+    write_parts([(parts, {"output": result("b")})])  # after the close: dropped, no error
+    assert parts.paths["output"].read_bytes() == result("a")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,6 +57,10 @@ class ChunkParts:
             kind: folder / f"{key.index:06d}.{kind}.jsonl" for kind in ("output", "error")
         }
         self._handles: dict[str, BinaryIO] = {}
+        #: Writes run on worker threads while the chunk may end (and close
+        #: its parts) on the loop: a write must never meet a closed file,
+        #: which raised in the Flusher and stopped the whole worker.
+        self._lock = threading.Lock()
         self._pending: dict[str, list[bytes]] = {"output": [], "error": []}
         self.buffered = 0
 
@@ -142,19 +147,22 @@ class ChunkParts:
         await self.write(self.take())
 
     def _write(self, pending: dict[str, bytes]) -> None:
-        for kind, data in pending.items():
-            handle = self._handles[kind]
-            handle.write(data)
-            handle.flush()
+        with self._lock:
+            if not self._handles:  # closed parts (the chunk ended) take nothing more
+                return
+            for kind, data in pending.items():
+                handle = self._handles[kind]
+                handle.write(data)
+                handle.flush()
 
     def write_now(self, pending: dict[str, bytes]) -> None:
         """Append, blocking: for `write_parts`, on a worker thread."""
-        if self._handles:  # closed parts (the chunk ended) take nothing more
-            self._write(pending)
+        self._write(pending)
 
     def _sync(self) -> None:
-        for handle in self._handles.values():
-            os.fsync(handle.fileno())
+        with self._lock:
+            for handle in self._handles.values():
+                os.fsync(handle.fileno())
 
     async def upload_snapshot(self) -> None:
         """Copy the parts as they stand to the blob store, so that a worker
@@ -176,9 +184,10 @@ class ChunkParts:
                 path.unlink(missing_ok=True)
 
     def close(self) -> None:
-        for handle in self._handles.values():
-            handle.close()
-        self._handles.clear()
+        with self._lock:
+            for handle in self._handles.values():
+                handle.close()
+            self._handles.clear()
 
 
 def write_parts(pending: list[tuple[ChunkParts, dict[str, bytes]]]) -> None:
