@@ -646,3 +646,40 @@ async def test_a_close_long_after_the_request_is_not_sent_again(
     assert first.status_code == 200 and second.error_code == "upstream_disconnected"
     assert second.error_message == "The model server closed the connection before answering."
     assert len(seen.requests) == 2
+
+
+@on_each_loop
+async def test_a_model_keeps_no_more_connections_open_than_its_max_concurrency() -> None:
+    """A burst spread over replicas opens a connection per request in
+    flight; once it is over, the model keeps at most max_concurrency of them
+    over all its replicas (each replica's pool kept every one before, and a
+    wide model over several replicas ran out of file descriptors)."""
+    alive, peak = [0], [0]
+
+    async def counted(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seen: Seen
+    ) -> None:
+        alive[0] += 1
+        peak[0] = max(peak[0], alive[0])
+        try:
+            await serve_each(lambda body: answer(b'{"ok": true}'))(reader, writer, seen)
+        finally:
+            alive[0] -= 1
+
+    async with raw_server(counted) as (first, _), raw_server(counted) as (second, _):
+        model = ModelSettings(
+            name="m", base_urls=[first, second], max_concurrency=2, http_client="native"
+        )
+        backend = HttpBackend(model)
+        try:
+            answers = await asyncio.gather(*(chat(backend) for _ in range(12)))
+            assert all(a.body == {"ok": True} for a in answers)
+            for _ in range(100):
+                if alive[0] <= 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert peak[0] > 2, "the burst never opened more connections than are kept"
+            assert alive[0] <= 2
+            assert (await chat(backend)).body == {"ok": True}  # and the kept ones still serve
+        finally:
+            await backend.close()

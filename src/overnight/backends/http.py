@@ -27,7 +27,7 @@ import orjson
 
 from overnight import __version__
 from overnight.backends.base import UpstreamRequest, UpstreamResult
-from overnight.backends.http1 import Origin, UpstreamClosed
+from overnight.backends.http1 import OpenConnections, Origin, UpstreamClosed
 from overnight.backends.replicas import Replicas
 from overnight.settings import ModelSettings
 
@@ -85,6 +85,8 @@ class NativeTransport:
     def __init__(self, model: ModelSettings) -> None:
         self.model = model
         self._origins: dict[tuple[str, int], Origin] = {}
+        #: Over all replicas, at most max_concurrency connections kept open.
+        self._connections = OpenConnections(keep=model.max_concurrency)
         #: URL -> (its origin, its request head); as many as replicas x endpoints.
         self._targets: dict[str, tuple[Origin, bytes]] = {}
 
@@ -114,7 +116,9 @@ class NativeTransport:
         assert host is not None, url
         origin = self._origins.get((host, port))
         if origin is None:
-            origin = self._origins[host, port] = Origin(host, port, timeout=self.model.timeout)
+            origin = self._origins[host, port] = Origin(
+                host, port, timeout=self.model.timeout, connections=self._connections
+            )
         name = f"[{host}]" if ":" in host else host
         lines = [
             f"POST {parsed.path or '/'} HTTP/1.1",  # no query: settings refuse one

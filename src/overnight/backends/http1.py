@@ -67,16 +67,37 @@ class Answer:
         self.retry_after = retry_after
 
 
+class OpenConnections:
+    """How many connections one model holds open over all its origins, and
+    how many of them it keeps once idle. The limiter bounds requests in
+    flight, not connections: without a bound on those kept, each replica's
+    pool grew to the most ever in flight to it, and a wide model over
+    several replicas ran out of file descriptors."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.count = 0
+
+
 class Origin:
     """Keep-alive connections to one `host:port`, most recently used first
     (a connection used a moment ago is the least likely to have been closed
-    by the server). How many are open at once is bounded by the caller: the
-    model's limiter bounds requests in flight."""
+    by the server). How many are open at once is bounded by the caller (the
+    model's limiter bounds requests in flight); how many stay open when idle
+    by `connections`, shared with the model's other origins."""
 
-    def __init__(self, host: str, port: int, *, timeout: float) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float,
+        connections: OpenConnections | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.connections = connections or OpenConnections(keep=2**31)
         self._idle: deque[_Connection] = deque()
         self._open: set[_Connection] = set()
 
@@ -121,13 +142,20 @@ class Origin:
 
     def opened(self, connection: _Connection) -> None:
         self._open.add(connection)
+        self.connections.count += 1
 
     def released(self, connection: _Connection) -> None:
-        """An exchange ended with the connection fit for another."""
-        self._idle.append(connection)
+        """An exchange ended with the connection fit for another: kept, unless
+        the model already holds more open than it may keep."""
+        if self.connections.count > self.connections.keep:
+            connection.abort()
+        else:
+            self._idle.append(connection)
 
     def lost(self, connection: _Connection) -> None:
-        self._open.discard(connection)
+        if connection in self._open:
+            self._open.discard(connection)
+            self.connections.count -= 1
 
     def close(self) -> None:
         for connection in list(self._open):
