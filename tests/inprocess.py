@@ -203,6 +203,12 @@ class BackgroundApi:
             except TimeoutError:
                 log.warning("the in-process app did not stop in %s s; left behind", timeout)
                 return
+        # What the app left running (a shielded store call whose caller
+        # was cancelled, say) ends before the loop closes: an aiosqlite
+        # thread answering a closed loop raises in its thread, and pytest
+        # pins that on whichever test sets up next.
+        with contextlib.suppress(TimeoutError):
+            self.call(_settle(), timeout)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
@@ -289,6 +295,13 @@ def start_app(tmp_path: Path, backend: Backend) -> Iterator[AppFactory]:
             return stack.enter_context(BackgroundApi(app_settings))
 
         yield start
+
+
+async def _settle(seconds: float = 10) -> None:
+    """Wait (a while) for every other task on this loop to end."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    if others:
+        await asyncio.wait(others, timeout=seconds)
 
 
 class _ThreadedAsgi(httpx.BaseTransport):
