@@ -57,6 +57,8 @@ def start_server(tmp_path: Path, backend: Backend) -> Iterator[ServerFactory]:
     ) -> ServerProcess:
         config = None
         if models is not None or settings:
+            if "database_url" not in settings:  # on the module's backend
+                settings = {**backend.settings(), **settings}
             config = write_config(
                 tmp_path / f"config-{len(started)}.toml", models or [], **settings
             )

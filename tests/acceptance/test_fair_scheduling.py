@@ -7,10 +7,21 @@ import time
 from pathlib import Path
 
 import openai
+import pytest
 
 from overnight.testing.fake_upstream import FakeUpstream
 
+from backends import Backend
 from helpers import chat_lines, fake_model, jsonl, wait_for_batch
+
+
+@pytest.fixture(scope="module")
+def backend() -> Backend:
+    """SQLite only: the order in which chunks are claimed (fair share,
+    urgency) is the store's, and the store contract suite checks it on
+    SQLite and PostgreSQL alike (tests/store/test_contract_chunks.py). Its
+    "postgres+s3" run here had been on SQLite all along."""
+    return Backend("sqlite")
 
 
 def create(client: openai.OpenAI, lines: list[dict[str, object]]) -> str:
