@@ -29,6 +29,7 @@ from overnight.backends import http1
 from overnight.backends.base import UpstreamRequest, UpstreamResult
 from overnight.backends.http import HttpBackend
 from overnight.backends.http1 import Answer, Origin
+from overnight.runner.models import ServedModel
 from overnight.settings import ModelSettings
 from overnight.testing.fake_upstream import FakeUpstream
 
@@ -683,3 +684,23 @@ async def test_a_model_keeps_no_more_connections_open_than_its_max_concurrency()
             assert (await chat(backend)).body == {"ok": True}  # and the kept ones still serve
         finally:
             await backend.close()
+
+
+def test_a_worker_keeps_connections_to_its_share_of_max_concurrency(loop: str) -> None:
+    """With three workers each keeps at most a third of max_concurrency
+    open; alone again, all of it. (Three wide workers that each kept the
+    whole of it ran out of file descriptors.)"""
+    model = ServedModel.build(
+        ModelSettings(
+            name="m",
+            base_urls=["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"],
+            max_concurrency=300,
+            adaptive=False,
+        )
+    )
+    connections = model.backend.connections  # type: ignore[attr-defined]
+    assert connections.keep == 300
+    model.share_between(3)
+    assert connections.keep == 100 == model.limiter.limit
+    model.share_between(1)
+    assert connections.keep == 300

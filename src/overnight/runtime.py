@@ -6,10 +6,12 @@ worker also runs the webhook sender beside it, under the worker's id."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import gc
 import logging
 import os
+import resource
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -105,6 +107,7 @@ class Runtime:
             self.wakeups.forward(self.supervisor.wake)
             await self.supervisor.start()
             return
+        _allow_open_files()
         await self.models.start()
         self.worker = Worker(
             store=self.store,
@@ -148,6 +151,17 @@ class Runtime:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+def _allow_open_files() -> None:
+    """A worker holds a connection per request in flight: raise its soft
+    limit on open files to the hard one (often 1,024 against far more), as
+    servers that hold many sockets do, so a wide model is bounded by the
+    system and not by a default."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def ensure_data_dir_free(settings: Settings) -> None:

@@ -52,6 +52,9 @@ class HttpBackend:
             for url in model.urls
         }
         self._single = model.urls[0] if len(model.urls) == 1 else None
+        #: The native client's connections, kept to this worker's share of
+        #: max_concurrency (runner/models.py); None with aiohttp only.
+        self.connections = native.connections if native is not None else None
 
     async def start(self) -> None:
         pass  # connections are opened on first use
@@ -85,8 +88,9 @@ class NativeTransport:
     def __init__(self, model: ModelSettings) -> None:
         self.model = model
         self._origins: dict[tuple[str, int], Origin] = {}
-        #: Over all replicas, at most max_concurrency connections kept open.
-        self._connections = OpenConnections(keep=model.max_concurrency)
+        #: Over all replicas, at most max_concurrency connections kept open
+        #: (lowered to this worker's share as workers join).
+        self.connections = OpenConnections(keep=model.max_concurrency)
         #: URL -> (its origin, its request head); as many as replicas x endpoints.
         self._targets: dict[str, tuple[Origin, bytes]] = {}
 
@@ -117,7 +121,7 @@ class NativeTransport:
         origin = self._origins.get((host, port))
         if origin is None:
             origin = self._origins[host, port] = Origin(
-                host, port, timeout=self.model.timeout, connections=self._connections
+                host, port, timeout=self.model.timeout, connections=self.connections
             )
         name = f"[{host}]" if ":" in host else host
         lines = [

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from overnight.backends.base import Backend, UpstreamRequest, UpstreamResult
+from overnight.backends.http1 import OpenConnections
 from overnight.backends.replicas import Replicas
 from overnight.translate import CHAT_ENDPOINT, Untranslatable, translator_for
 
@@ -34,6 +35,12 @@ class Translating:
         """The wrapped server's replicas, which the dashboard shows."""
         replicas: Replicas | None = getattr(self.inner, "replicas", None)
         return replicas
+
+    @property
+    def connections(self) -> OpenConnections | None:
+        """The wrapped server's kept connections, bounded to a worker's share."""
+        connections: OpenConnections | None = getattr(self.inner, "connections", None)
+        return connections
 
     async def start(self) -> None:
         await self.inner.start()

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from overnight import metrics
 from overnight.backends import Backend, UpstreamResult, build_backend
+from overnight.backends.http1 import OpenConnections
 from overnight.domain.batch import Usage
 from overnight.runner.faults import FaultSummary
 from overnight.runner.limiter import AdaptiveLimit, Limiter
@@ -104,6 +105,11 @@ class ServedModel:
         else:
             self.limiter.limit = share
         self._limit.set(self.limiter.limit)
+        # Connections kept open past a burst, too: three workers each keeping
+        # max_concurrency ran out of file descriptors.
+        connections: OpenConnections | None = getattr(self.backend, "connections", None)
+        if connections is not None:
+            connections.keep = share
 
     @property
     def epoch(self) -> int:
