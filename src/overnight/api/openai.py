@@ -19,7 +19,6 @@ from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runt
 from overnight.domain.batch import Batch
 from overnight.domain.dialects import OPENAI
 from overnight.domain.files import UPLOADABLE_PURPOSES, FileRecord, Upload, UploadPart
-from overnight.domain.result_cursor import ResultKind
 from overnight.errors import InvalidRequest
 from overnight.retries import Retries
 from overnight.service import Page
@@ -361,26 +360,7 @@ async def cancel_batch(request: Request, batch_id: str) -> JSONBytes:
 # ------------------------------------------------- results so far, and retry
 
 
-@router.get(
-    "/batches/{batch_id}/output",
-    response_class=StreamingResponse,
-    responses=results.RESULTS_RESPONSES,
-)
-async def batch_output(
-    request: Request, batch_id: str, after: str | None = None, merged: bool = False
-) -> StreamingResponse:
-    return await results.results_response(request, batch_id, ResultKind.OUTPUT, after, merged)
-
-
-@router.get(
-    "/batches/{batch_id}/errors",
-    response_class=StreamingResponse,
-    responses=results.RESULTS_RESPONSES,
-)
-async def batch_errors(
-    request: Request, batch_id: str, after: str | None = None, merged: bool = False
-) -> StreamingResponse:
-    return await results.results_response(request, batch_id, ResultKind.ERRORS, after, merged)
+router.include_router(results.router, tags=["openai"], responses=schemas.error_responses())
 
 
 class RetryBatchBody(BaseModel):

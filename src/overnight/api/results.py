@@ -5,6 +5,7 @@ render a retry's batch in their own shape."""
 
 from __future__ import annotations
 
+from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
@@ -59,3 +60,30 @@ async def results_response(
     found = await BatchResults(service).so_far(scope, batch_id, kind, after)
     headers = {INCOMPLETE: "true" if found.incomplete else "false", NEXT_AFTER: found.next_after}
     return StreamingResponse(found.lines, media_type=MEDIA_TYPE, headers=headers)
+
+
+#: The two routes, mounted by the OpenAI and Together dialects under their
+#: own prefixes and tags (`include_router`).
+router = APIRouter()
+
+
+@router.get(
+    "/batches/{batch_id}/output",
+    response_class=StreamingResponse,
+    responses=RESULTS_RESPONSES,
+)
+async def batch_output(
+    request: Request, batch_id: str, after: str | None = None, merged: bool = False
+) -> StreamingResponse:
+    return await results_response(request, batch_id, ResultKind.OUTPUT, after, merged)
+
+
+@router.get(
+    "/batches/{batch_id}/errors",
+    response_class=StreamingResponse,
+    responses=RESULTS_RESPONSES,
+)
+async def batch_errors(
+    request: Request, batch_id: str, after: str | None = None, merged: bool = False
+) -> StreamingResponse:
+    return await results_response(request, batch_id, ResultKind.ERRORS, after, merged)

@@ -25,7 +25,6 @@ from overnight.api.responses import JSONBytes, file_download, ok, ok_bytes, runt
 from overnight.domain.batch import Batch
 from overnight.domain.dialects import TOGETHER
 from overnight.domain.files import UPLOADABLE_PURPOSES, FilePurpose, FileRecord
-from overnight.domain.result_cursor import ResultKind
 from overnight.domain.status import BatchStatus
 from overnight.errors import InvalidRequest, PayloadTooLarge
 from overnight.retries import Retries
@@ -464,26 +463,7 @@ async def cancel_batch(request: Request, batch_id: str) -> JSONBytes:
 # Overnight's own routes, the same as the OpenAI dialect's (docs/api-together.md).
 
 
-@router.get(
-    "/batches/{batch_id}/output",
-    response_class=StreamingResponse,
-    responses=results.RESULTS_RESPONSES,
-)
-async def batch_output(
-    request: Request, batch_id: str, after: str | None = None, merged: bool = False
-) -> StreamingResponse:
-    return await results.results_response(request, batch_id, ResultKind.OUTPUT, after, merged)
-
-
-@router.get(
-    "/batches/{batch_id}/errors",
-    response_class=StreamingResponse,
-    responses=results.RESULTS_RESPONSES,
-)
-async def batch_errors(
-    request: Request, batch_id: str, after: str | None = None, merged: bool = False
-) -> StreamingResponse:
-    return await results.results_response(request, batch_id, ResultKind.ERRORS, after, merged)
+router.include_router(results.router, tags=["together"], responses=schemas.error_responses())
 
 
 class RetryBatchBody(BaseModel):
