@@ -141,6 +141,16 @@ def with_value(fragment: bytes, custom_id: str = "b") -> bytes:
     return good[: good.rindex(b"}}")] + b', "x": ' + fragment + b"}}"
 
 
+def in_a_message(fragment: bytes, custom_id: str = "b") -> bytes:
+    """A good line whose conversation opens with a system message holding
+    `fragment` (raw JSON text): a prompt prefix, which prefix-aware
+    dispatch renders to group lines by."""
+    value = line(custom_id=custom_id)
+    value["body"]["messages"].insert(0, {"role": "system", "content": "be brief", "x": 0})
+    good = json.dumps(value).encode()
+    return good.replace(b'"x": 0', b'"x": ' + fragment, 1)
+
+
 def ids(values: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**v, "custom_id": f"c{i}"} for i, v in enumerate(values)]
 
@@ -238,6 +248,14 @@ FILE_CASES: dict[str, tuple[bytes, list[tuple[int | None, str, str | None]] | in
     ),
     "an integer past 64 bits runs": (
         rows(line(custom_id="a"), with_value(b"123456789012345678901234567890")), 2
+    ),
+    # The same in a conversation's leading messages, which dispatch renders
+    # to find the prompt prefix (domain/prefixes.py).
+    "an integer past 64 bits in a prompt prefix runs": (
+        rows(line(custom_id="a"), in_a_message(b"123456789012345678901234567890")), 2
+    ),
+    "nesting 128 deep in a prompt prefix runs": (
+        rows(line(custom_id="a"), in_a_message(b"[" * 123 + b"]" * 123)), 2
     ),
     "more requests than max_requests_per_batch": (
         jsonl(ids(chat_lines(1001))),

@@ -25,7 +25,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import orjson
+import msgspec
 
 #: Endpoints whose requests are prompts a model prefills (and can cache).
 PROMPT_ENDPOINTS = frozenset(
@@ -84,7 +84,13 @@ def _rendered(parts: list[Any], chars: int) -> str:
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    """msgspec, the decoder of input lines, renders every value it read,
+    integers past 64 bits included: orjson refuses those, and one such line
+    failed every line of its chunk."""
+    return _encode_sorted(value).decode()
+
+
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
 def grouped(items: Sequence[T], key: Callable[[T], int | None]) -> list[T]:
