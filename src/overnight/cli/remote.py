@@ -148,17 +148,7 @@ class Remote:
 
     def download(self, file_id: str, sink: IO[bytes], progress: Progress | None = None) -> int:
         """Stream a file's bytes into `sink`; returns how many."""
-        written = 0
-        with self._guarded(), self.http.stream("GET", f"/files/{file_id}/content") as response:
-            if response.is_error:
-                response.read()
-                raise self._refusal(response)
-            for piece in response.iter_bytes(PIECE):
-                sink.write(piece)
-                written += len(piece)
-                if progress is not None:
-                    progress(len(piece))
-        return written
+        return self._stream_into(f"/files/{file_id}/content", {}, sink, progress)
 
     def first_lines(self, file_id: str, limit: int) -> list[bytes]:
         """Up to `limit` lines from the start of a file, without reading the
@@ -235,9 +225,18 @@ class Remote:
         """Stream a batch's result lines of `kind` (`output` or `errors`)
         written so far, or merged with the batches it retries, into `sink`;
         returns how many bytes."""
-        written = 0
         params = {"merged": "true"} if merged else {}
-        route = f"/batches/{batch_id}/{kind}"
+        return self._stream_into(f"/batches/{batch_id}/{kind}", params, sink, progress)
+
+    # ---------------------------------------------------------------- the wire
+
+    def _stream_into(
+        self, route: str, params: dict[str, str], sink: IO[bytes], progress: Progress | None
+    ) -> int:
+        """GET `route` and write its body into `sink` piece by piece;
+        returns how many bytes. A refusal is raised before anything is
+        written."""
+        written = 0
         with self._guarded(), self.http.stream("GET", route, params=params) as response:
             if response.is_error:
                 response.read()
@@ -248,8 +247,6 @@ class Remote:
                 if progress is not None:
                     progress(len(piece))
         return written
-
-    # ---------------------------------------------------------------- the wire
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         with self._guarded():
