@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -112,21 +113,19 @@ def chat_generation(
     """A chat request as the chat template renders it."""
     from llama_cpp import Llama
 
-    named = stops(body.get("stop"))
     options = sampling(body)
     if isinstance(body.get("response_format"), dict):
         options["response_format"] = body["response_format"]
-    try:
-        Llama.create_chat_completion(
-            Recorder(llama),  # type: ignore[arg-type]
-            messages=messages,
-            max_tokens=max_tokens(body),
-            stop=named,
-            **options,
-        )
-    except _Captured as captured:
-        return _generation(llama, "chat", captured.arguments, named, n_ctx=n_ctx, seeds=seeds)
-    raise RuntimeError("llama-cpp-python generated instead of handing its arguments over")
+    return _recorded(
+        Llama.create_chat_completion,
+        llama,
+        "chat",
+        body,
+        n_ctx=n_ctx,
+        seeds=seeds,
+        messages=messages,
+        **options,
+    )
 
 
 def completion_generation(
@@ -135,17 +134,35 @@ def completion_generation(
     """A text completion request, with create_completion's defaults."""
     from llama_cpp import Llama
 
+    return _recorded(
+        Llama.create_completion,
+        llama,
+        "text",
+        body,
+        n_ctx=n_ctx,
+        seeds=seeds,
+        prompt=prompt,
+        **sampling(body),
+    )
+
+
+def _recorded(
+    method: Callable[..., Any],
+    llama: Any,
+    kind: Kind,
+    body: dict[str, Any],
+    *,
+    n_ctx: int,
+    seeds: random.Random,
+    **arguments: Any,
+) -> Generation:
+    """Run llama-cpp-python's `method` on a Recorder up to where it would
+    generate, and make the generation from the arguments it got there."""
     named = stops(body.get("stop"))
     try:
-        Llama.create_completion(
-            Recorder(llama),  # type: ignore[arg-type]
-            prompt=prompt,
-            max_tokens=max_tokens(body),
-            stop=named,
-            **sampling(body),
-        )
+        method(Recorder(llama), max_tokens=max_tokens(body), stop=named, **arguments)
     except _Captured as captured:
-        return _generation(llama, "text", captured.arguments, named, n_ctx=n_ctx, seeds=seeds)
+        return _generation(llama, kind, captured.arguments, named, n_ctx=n_ctx, seeds=seeds)
     raise RuntimeError("llama-cpp-python generated instead of handing its arguments over")
 
 
