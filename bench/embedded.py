@@ -3,7 +3,8 @@
 interleaved rounds so that the machine's load falls on every engine alike:
 
 - serial: llama-cpp-python's `create_chat_completion`, one request after
-  another (the embedded engine before continuous batching);
+  another (the embedded engine before continuous batching, on half the
+  cores as it was); serial-Nt: the same on every core;
 - batching, direct: overnight's batching engine (backends/llamacpp.py)
   driven by `asyncio.gather`, for each number of sequences asked for;
 - overnight: the same engine through a whole batch (`overnight serve`,
@@ -150,21 +151,20 @@ def main() -> None:
         help="sequences in flight for the direct batching runs",
     )
     args = parser.parse_args()
-    from overnight.backends.llamacpp import LlamaCppBackend, load_llama
-    from overnight.settings import bundled_gguf_path
+    from overnight.backends.llamacpp import LlamaCppBackend, load_llama, usable_cores
 
     bodies = [body(q, args.max_tokens) for q in questions(args.prompts)]
-    # The serial engine on as many threads as the batching one (half the
-    # cores): more would only spin on a busy machine (docs/benchmarks.md).
-    threads = max(1, (os.cpu_count() or 2) // 2)
-    llm = load_llama(
-        repack=False,
-        model_path=str(bundled_gguf_path()),
-        n_ctx=2048,
-        n_threads=threads,
-        n_threads_batch=threads,
-        verbose=False,
-    )
+
+    # The serial engine as it was before continuous batching: half the
+    # cores, which is what it ran on (its threads spun at their barriers,
+    # so more would only have slowed it on a busy machine). The batching
+    # engine runs on every core (n_threads' default); so that the table
+    # shows how much of the gain is the batching and how much the second
+    # core, the serial engine also runs on every core ("serial-Nt").
+    half, every = max(1, (os.cpu_count() or 2) // 2), usable_cores()
+    serial_engines = {"serial": _serial_engine(load_llama, half)}
+    if every != half:
+        serial_engines[f"serial-{every}t"] = _serial_engine(load_llama, every)
     backends = {}
     for n in args.sequences:
         backends[n] = LlamaCppBackend(
@@ -184,7 +184,8 @@ def main() -> None:
             client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="bench")
             through_overnight(client, server, workdir, bodies[:2])  # the model loads
             for _ in range(args.rounds):
-                runs.setdefault("serial", []).append(serial(llm, bodies))
+                for key, llm in serial_engines.items():
+                    runs.setdefault(key, []).append(serial(llm, bodies))
                 for n, backend in backends.items():
                     runs.setdefault(f"direct-{n}", []).append(
                         loop.run_until_complete(batched(backend, bodies))
@@ -254,7 +255,21 @@ def main() -> None:
     )
     for backend in backends.values():
         loop.run_until_complete(backend.close())
-    llm.close()
+    for llm in serial_engines.values():
+        llm.close()
+
+
+def _serial_engine(load_llama: Any, threads: int) -> Any:
+    from overnight.settings import bundled_gguf_path
+
+    return load_llama(
+        repack=False,
+        model_path=str(bundled_gguf_path()),
+        n_ctx=2048,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
 
 
 if __name__ == "__main__":

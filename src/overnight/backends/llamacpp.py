@@ -149,12 +149,13 @@ class LlamaCppBackend:
 
     @property
     def threads(self) -> int:
-        """`n_threads`, or half the cores (what llama-cpp-python gives one
-        token at a time) for batches too: llama.cpp's threads spin at their
-        barriers, so one more thread than there are idle cores costs far
-        more than it brings (20x slower at 2 threads on 2 busy cores;
-        docs/benchmarks.md, 5)."""
-        return self.model.n_threads or max(1, (os.cpu_count() or 2) // 2)
+        """`n_threads`, or every core this process may run on: a batched
+        decode of many sequences is compute-bound and gains from each core.
+        llama.cpp's OpenMP threads would spin at their barriers and, on a
+        busy machine, burn the core a descheduled sibling needs (20x slower
+        at 2 threads on 2 busy cores); `load_llama` makes them sleep instead
+        (docs/benchmarks.md, 5)."""
+        return self.model.n_threads or usable_cores()
 
     def _load_generator(self) -> Any:
         return load_llama(
@@ -168,6 +169,7 @@ class LlamaCppBackend:
         )
 
     def _load_embedder(self) -> Any:
+        _threads_wait_asleep()
         from llama_cpp import LLAMA_POOLING_TYPE_MEAN
 
         return load_llama(
@@ -207,6 +209,31 @@ def _plain(message: Any) -> Any:
     return {**message, "content": content}
 
 
+def usable_cores() -> int:
+    """The cores this process may be scheduled on (its affinity, which a
+    container or `taskset` may narrow), at least one."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _threads_wait_asleep() -> None:
+    """Make llama.cpp's worker threads sleep, not spin, while they wait.
+
+    The portable build runs its threads on OpenMP (libgomp), whose threads
+    spin for a while at every barrier before sleeping. With as many threads
+    as cores that is right on an idle machine, and ruinous on a busy one: a
+    spinning thread holds the core its descheduled sibling needs to reach
+    the barrier (measured here: a batched decode 6x slower at 2 threads on
+    2 cores under load, and 10% faster than 1 thread with the passive
+    policy; docs/benchmarks.md, 5). libgomp reads the policy once, when it
+    is loaded with llama.cpp, so it is set before the first import; an
+    operator's own `OMP_WAIT_POLICY` wins.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 #: Held while a model loads with llama.cpp's defaults wrapped (`load_llama`):
 #: two models of one process may load at once, each on its own thread.
 _LOADING = threading.Lock()
@@ -228,6 +255,7 @@ def load_llama(*, repack: bool, sequences: int | None = None, **arguments: Any) 
     `llama_model_default_params()` and `llama_context_default_params()`,
     so those functions are wrapped while the model loads.
     """
+    _threads_wait_asleep()
     import llama_cpp.llama_cpp as low
     from llama_cpp import Llama
 
