@@ -14,11 +14,11 @@ Memory: one bucket, about 1/64 of the results (or one chunk's, if more).
 from __future__ import annotations
 
 import asyncio
-import shutil
 import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import BinaryIO
+
+from overnight.runner.bucket_files import BucketFiles
 
 MAX_BUCKETS = 64
 _HEAD = struct.Struct("<QI")  # input place, line length
@@ -35,8 +35,8 @@ async def sorted_by_place(
     place goes last, in arrival order). `folder` is scratch space, removed
     at the end."""
     width = max(span, 1, -(-places // MAX_BUCKETS))
-    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    buckets: dict[int, BinaryIO] = {}
+    buckets = BucketFiles(folder, ".bin")
+    await buckets.open()
     try:
         arrival = 0
         async for batch in lines:
@@ -49,24 +49,12 @@ async def sorted_by_place(
                 records.setdefault(min(place // width, MAX_BUCKETS), []).append(
                     _HEAD.pack(place, len(line)) + line
                 )
-            await asyncio.to_thread(_append, folder, buckets, records)
-        for handle in buckets.values():
-            handle.close()
-        for bucket in sorted(buckets):
-            data = await asyncio.to_thread((folder / f"{bucket:02d}.bin").read_bytes)
+            await buckets.append({bucket: b"".join(packed) for bucket, packed in records.items()})
+        for bucket in buckets.finish():
+            data = await asyncio.to_thread(buckets.path(bucket).read_bytes)
             yield [line for _, line in sorted(_records(data), key=lambda r: r[0])]
     finally:
-        for handle in buckets.values():
-            handle.close()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _append(folder: Path, buckets: dict[int, BinaryIO], records: dict[int, list[bytes]]) -> None:
-    for bucket, packed in records.items():
-        handle = buckets.get(bucket)
-        if handle is None:
-            handle = buckets[bucket] = (folder / f"{bucket:02d}.bin").open("wb")
-        handle.write(b"".join(packed))
+        buckets.remove()
 
 
 def _records(data: bytes) -> list[tuple[int, bytes]]:

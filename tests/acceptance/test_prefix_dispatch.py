@@ -84,11 +84,7 @@ async def run_batch(
     batch = await client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    deadline = time.monotonic() + 60
-    while batch.status not in ("completed", "failed", "expired", "cancelled"):
-        assert time.monotonic() < deadline, f"batch still {batch.status}"
-        await asyncio.sleep(0.05)
-        batch = await client.batches.retrieve(batch.id)
+    batch = await ended(client, batch)
     assert batch.status == "completed", batch
     assert batch.error_file_id is None
     assert batch.output_file_id is not None
@@ -100,6 +96,16 @@ async def run_batch(
     assert sum(s["requests"] for s in stats) == LINES  # each line sent once
     assert hits + misses == LINES
     return hits / LINES, results
+
+
+async def ended(client: Any, batch: Any) -> Any:
+    """The batch (openai SDK) once it has ended, polled every 50 ms."""
+    deadline = time.monotonic() + 60
+    while batch.status not in ("completed", "failed", "expired", "cancelled"):
+        assert time.monotonic() < deadline, f"batch still {batch.status}"
+        await asyncio.sleep(0.05)
+        batch = await client.batches.retrieve(batch.id)
+    return batch
 
 
 def assert_answered_once(results: list[dict[str, Any]]) -> None:
@@ -168,11 +174,7 @@ async def run_in_small_chunks(
         batch = await client.batches.create(
             input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
-        deadline = time.monotonic() + 60
-        while batch.status not in ("completed", "failed", "expired", "cancelled"):
-            assert time.monotonic() < deadline, f"batch still {batch.status}"
-            await asyncio.sleep(0.05)
-            batch = await client.batches.retrieve(batch.id)
+        batch = await ended(client, batch)
         assert batch.status == "completed", batch
         assert batch.request_counts is not None and batch.request_counts.completed == 200
         assert batch.output_file_id is not None and batch.error_file_id is None

@@ -17,7 +17,6 @@ import orjson
 import pytest
 
 from overnight.domain.status import BatchStatus
-from overnight.runner.validate import validate_batch
 from overnight.testing.fake_upstream import FakeUpstream
 from overnight.types import BatchId
 from unit.pipeline import ENDPOINT, MODEL, TENANT, TTL, Pipeline, open_pipeline, pipeline_settings
@@ -157,15 +156,7 @@ async def test_a_validation_that_crashed_after_writing_the_copy_runs_again(
     # The lease lapses; the next worker validates again, over the same copy.
     claimed = await pipeline.store.claim_validation(pipeline.worker, time.time() + TTL + 1, TTL)
     assert claimed is not None and claimed.id == batch_id
-    status = await validate_batch(
-        claimed,
-        worker=pipeline.worker,
-        store=pipeline.store,
-        blobs=pipeline.blobs,
-        settings=pipeline.settings,
-        model_names=pipeline.models.names,
-    )
-    assert status is BatchStatus.IN_PROGRESS
+    assert await pipeline.validate(claimed) is BatchStatus.IN_PROGRESS
     assert len(blob_files(pipeline, "grouped")) == 1
     assert not list((pipeline.settings.data_dir / "staging").glob("grouped-*"))
     await pipeline.run_all_chunks()

@@ -19,21 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from array import array
-from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 from overnight.blobs import BlobStore
 from overnight.domain.lines import is_blank, strip_bom
 from overnight.domain.regrouping import GroupedChunks
 from overnight.domain.validation import ChunkRange
+from overnight.runner.bucket_files import BucketFiles
 from overnight.runner.reading import lines_with_offsets
 from overnight.types import BatchId
-
-#: Bytes copied at once from a bucket file into the grouped copy.
-PIECE = 1024 * 1024
 
 
 def grouped_key(batch_id: BatchId) -> str:
@@ -54,8 +49,8 @@ async def write_grouped(
     """Write the grouped copy of blob `source` under `key`, each request
     line to its place by `groups` (one entry a request, in file order), and
     return its chunks. `folder` is scratch space, removed at the end."""
-    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    buckets: dict[int, BinaryIO] = {}
+    buckets = BucketFiles(folder, ".jsonl")
+    await buckets.open()
     try:
         request = line = 0
         async for lines in lines_with_offsets(blobs, source):
@@ -67,34 +62,22 @@ async def write_grouped(
                     continue
                 pieces.setdefault(groups[request], []).append(raw)
                 request += 1
-            await asyncio.to_thread(_append, folder, buckets, pieces)
-        for handle in buckets.values():
-            handle.close()
+            await buckets.append({g: b"\n".join(raws) + b"\n" for g, raws in pieces.items()})
         grouped = folder / "grouped.jsonl"
         cutter = GroupedChunks(chunk_lines, chunk_bytes)
-        await asyncio.to_thread(_concatenate, grouped, folder, sorted(buckets), cutter)
+        await asyncio.to_thread(_concatenate, grouped, buckets, cutter)
         await blobs.put_file(key, grouped)
         return cutter.finish()
     finally:
-        for handle in buckets.values():
-            handle.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        buckets.remove()
 
 
-def _append(folder: Path, buckets: dict[int, BinaryIO], pieces: dict[int, list[bytes]]) -> None:
-    for group, raws in pieces.items():
-        handle = buckets.get(group)
-        if handle is None:
-            handle = buckets[group] = (folder / f"{group:03d}.jsonl").open("wb")
-        handle.write(b"\n".join(raws) + b"\n")
-
-
-def _concatenate(target: Path, folder: Path, groups: Iterable[int], cutter: GroupedChunks) -> None:
+def _concatenate(target: Path, buckets: BucketFiles, cutter: GroupedChunks) -> None:
     """The bucket files one after another into `target`, every line shown
     to `cutter` (a line is at most `max_line_bytes`: validation said so)."""
     with target.open("wb") as out:
-        for group in groups:
-            with (folder / f"{group:03d}.jsonl").open("rb") as bucket:
+        for group in buckets.finish():
+            with buckets.path(group).open("rb") as bucket:
                 for raw in bucket:
                     cutter.line(len(raw))
                     out.write(raw)
