@@ -3,7 +3,7 @@ grouped copy into chunks (domain/regrouping.py): pure code."""
 
 from __future__ import annotations
 
-from overnight.domain.regrouping import MAX_GROUPS, GroupedChunks, PrefixGroups
+from overnight.domain.regrouping import MAX_GROUPS, SAMPLE, GroupedChunks, PrefixGroups
 
 
 def groups_of(keys: list[int | None]) -> PrefixGroups:
@@ -32,6 +32,15 @@ def test_prefixes_past_the_last_group_share_it_in_file_order() -> None:
     assert max(groups.groups) == MAX_GROUPS - 1
     assert list(groups.groups[MAX_GROUPS - 1 :]) == [MAX_GROUPS - 1] * 12
     assert groups.used() == MAX_GROUPS
+
+
+def test_keying_stops_when_the_first_requests_share_no_prefix() -> None:
+    unrelated = groups_of([*range(SAMPLE), 1, 2, 1, 2])
+    assert unrelated.gave_up and len(unrelated.groups) == 0
+    assert not unrelated.worth_grouping(chunks=9)
+    # Half of them shared (pairs): kept on, and worth grouping when mixed.
+    paired = groups_of([n // 2 for n in range(SAMPLE)] + [0, 1])
+    assert not paired.gave_up and paired.worth_grouping(chunks=3)
 
 
 def test_chunks_are_cut_at_the_limits_and_where_a_prefix_ends() -> None:

@@ -25,12 +25,17 @@ from array import array
 from dataclasses import dataclass, field
 
 from overnight.domain.lines import Request
-from overnight.domain.prefixes import prefix_key
+from overnight.domain.prefixes import prefix_text
 from overnight.domain.validation import ChunkRange
 
 #: Bucket files at most: one byte a request names its group.
 MAX_GROUPS = 256
 REST = MAX_GROUPS - 1
+#: Requests looked at before deciding whether prefixes repeat at all: when
+#: more than half of the first `SAMPLE` are distinct (a file of unrelated
+#: one-message prompts, say), validation stops keying the rest, which
+#: would cost about as much as checking them, and writes no copy.
+SAMPLE = 4096
 
 
 @dataclass
@@ -43,13 +48,24 @@ class PrefixGroups:
     _numbers: dict[int, int] = field(default_factory=dict)
     _runs: int = 0
     _rest_used: bool = False
+    #: The distinct keys among the first `SAMPLE` requests.
+    _sampled: set[int] = field(default_factory=set)
+    #: Set when the sample showed too few shared prefixes to group.
+    gave_up: bool = False
 
     def add_request(self, request: Request) -> None:
-        """The validator's hook (`FileValidator.on_request`)."""
-        self.add(prefix_key(self.endpoint, request.body, self.chars))
+        """The validator's hook (`FileValidator.on_request`). The groups
+        live only in this process, so Python's `hash` of the prefix will
+        do: a fraction of the cost of `prefix_key`'s stable one."""
+        if self.gave_up:
+            return
+        text = prefix_text(self.endpoint, request.body, self.chars)
+        self.add(None if text is None else hash(text))
 
     def add(self, key: int | None) -> None:
         """The next request's prefix key (None: it has none)."""
+        if self.gave_up:
+            return
         numbers = self._numbers
         if key is None:
             group = REST
@@ -65,6 +81,17 @@ class PrefixGroups:
         if not groups or groups[-1] != group:
             self._runs += 1
         groups.append(group)
+        if len(groups) <= SAMPLE:
+            self._sample(key, len(groups))
+
+    def _sample(self, key: int | None, seen: int) -> None:
+        if key is not None:
+            self._sampled.add(key)
+        if seen == SAMPLE:
+            if len(self._sampled) > SAMPLE // 2:
+                self.gave_up = True
+                self.groups = array("B")
+            self._sampled = set()
 
     def used(self) -> int:
         """How many groups hold a request."""
@@ -75,7 +102,7 @@ class PrefixGroups:
         requests carry several prefixes that are not already together (each
         group one run of consecutive lines). Otherwise nothing is written."""
         used = self.used()
-        return chunks > 1 and used > 1 and self._runs > used
+        return not self.gave_up and chunks > 1 and used > 1 and self._runs > used
 
 
 @dataclass
