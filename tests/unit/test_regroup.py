@@ -17,6 +17,8 @@ import orjson
 import pytest
 
 from overnight.domain.status import BatchStatus
+from overnight.runner.wakeups import Wakeups
+from overnight.service import Service
 from overnight.testing.fake_upstream import FakeUpstream
 from overnight.types import BatchId
 from unit.pipeline import ENDPOINT, MODEL, TENANT, TTL, Pipeline, open_pipeline, pipeline_settings
@@ -163,4 +165,28 @@ async def test_a_validation_that_crashed_after_writing_the_copy_runs_again(
     final = await pipeline.finalize(claimed.id)
     output = await pipeline.file_lines(final.output_file_id)
     assert sorted(o["custom_id"] for o in output) == sorted(prefixes)
+    assert blob_files(pipeline, "grouped") == []
+
+
+async def test_deleting_the_batch_deletes_a_copy_a_crash_left_behind(pipeline: Pipeline) -> None:
+    lines, _ = shuffled(12)
+    batch = await pipeline.add_batch(lines)
+    assert batch.grouped_blob_key is not None
+    copy = await pipeline.blob(batch.grouped_blob_key)
+    await pipeline.run_all_chunks()
+    await pipeline.finalize(batch.id)
+    # As if the worker died between ending the batch and deleting the copy.
+    writer = pipeline.blobs.writer(batch.grouped_blob_key)
+    await writer.write(copy)
+    await writer.commit()
+    service = Service(
+        store=pipeline.store,
+        blobs=pipeline.blobs,
+        settings=pipeline.settings,
+        model_names=pipeline.models.names,
+        wakeups=Wakeups(),
+    )
+
+    await service.delete_batch(TENANT, batch.id)
+
     assert blob_files(pipeline, "grouped") == []
