@@ -8,7 +8,10 @@ line one short question. Two measures:
   prefix with the previous prompt), or any OpenAI-compatible server with
   `--base-url` (vLLM, SGLang, llama.cpp server: prefix caching on). Tokens
   (prompt + completion) per second, from create to end, grouped vs file
-  order. Target: 3x or more on the embedded engine.
+  order. Target: 3x or more on the embedded engine. With `--chunk-lines`
+  below `--lines` the batch spans several chunks, and a third run groups
+  within chunks only (`prefix_regroup = false`), beside the default that
+  groups across them at validation.
 - `replicas`: 4 fake upstreams (overnight.testing.fake_upstream), each
   modelling a prefix cache (an LRU of `--cache` prefixes, `--miss-latency`
   extra seconds on a miss), behind one model. The share of requests that hit
@@ -17,6 +20,7 @@ line one short question. Two measures:
 
     python bench/prefix.py                                 # both, 400 + 2000 lines
     python bench/prefix.py --part embedded --lines 120     # fewer lines
+    python bench/prefix.py --part embedded --chunk-lines 50  # 8 chunks: across vs within
     python bench/prefix.py --part embedded --base-url http://gpu:8000/v1 --model NAME
     python bench/prefix.py --part replicas --replica-lines 200   # smoke test
 """
@@ -84,6 +88,7 @@ def batch_lines(count: int, model: str, max_tokens: int, seed: int = 19) -> list
 
 def config(path: Path, grouped: bool, models: list[dict[str, Any]], **settings: Any) -> Path:
     text = [f"prefix_dispatch = {json.dumps(grouped)}"]
+    settings = {key: value for key, value in settings.items() if value is not None}
     text += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
     for model in models:
         text.append("[[models]]")
@@ -125,26 +130,34 @@ def embedded(workdir: Path, args: argparse.Namespace) -> str:
         model, models = EMBEDDED_MODEL_NAME, []
         engine = "embedded SmolLM2-135M (llama-cpp-python)"
     lines = batch_lines(args.lines, model, args.max_tokens)
+    chunked = args.chunk_lines is not None and args.chunk_lines < args.lines
+    runs: list[tuple[str, bool, dict[str, Any]]] = [("file order", False, {})]
+    if chunked:
+        runs.append(("grouped within chunks", True, {"prefix_regroup": False}))
+    runs.append(("grouped (prefix_dispatch)", True, {}))
     rows = []
-    rates = {}
-    for grouped in (False, True):
-        batch, seconds = run(workdir, grouped, models, lines)
+    base = 0.0
+    for name, grouped, settings in runs:
+        batch, seconds = run(
+            workdir, grouped, models, lines, chunk_lines=args.chunk_lines, **settings
+        )
         usage = batch.usage
-        tokens = usage.input_tokens + usage.output_tokens
-        rates[grouped] = tokens / seconds
+        rate = (usage.input_tokens + usage.output_tokens) / seconds
+        base = base or rate
         rows.append(
             [
-                "grouped (prefix_dispatch)" if grouped else "file order",
+                name,
                 usage.input_tokens,
                 usage.output_tokens,
                 f"{seconds:.1f}",
-                f"{rates[grouped]:.0f}",
-                f"{rates[grouped] / rates[False]:.2f}",
+                f"{rate:.0f}",
+                f"{rate / base:.2f}",
             ]
         )
+    chunks = f", chunk_lines {args.chunk_lines}" if chunked else ""
     return table(
         f"{engine}: {args.lines} shuffled lines over 8 system prompts of ~300 tokens, "
-        f"max_tokens {args.max_tokens}",
+        f"max_tokens {args.max_tokens}{chunks}",
         ["order", "prompt tokens", "output tokens", "seconds", "tokens/s", "x file order"],
         rows,
     )
@@ -218,6 +231,7 @@ def main() -> None:
     parser.add_argument("--part", choices=["embedded", "replicas", "both"], default="both")
     parser.add_argument("--lines", type=int, default=400, help="embedded: lines")
     parser.add_argument("--max-tokens", type=int, default=8, help="embedded: tokens a line")
+    parser.add_argument("--chunk-lines", type=int, help="embedded: chunk_lines (default 2000)")
     parser.add_argument("--base-url", help="embedded: another engine (OpenAI-compatible)")
     parser.add_argument("--model", help="with --base-url: the model's name")
     parser.add_argument("--replica-lines", type=int, default=2000)

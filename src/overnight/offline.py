@@ -16,7 +16,9 @@ the batch's own output file, written at the end.
 chunks' parts in chunk order, and a chunk is a run of consecutive input
 lines, so a line is never further than one chunk from its place: a heap
 one chunk wide sorts the stream in bounded memory, plus a map of
-custom_id to line number."""
+custom_id to line number. A batch whose chunks were cut from a grouped copy
+of its input (prefix grouping, runner/regroup.py) has no such bound; its
+results are sorted through bucket files on disk instead (result_order.py)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from typing import Protocol
 import msgspec
 
 from overnight.domain.batch import Batch
+from overnight.result_order import sorted_by_place
 from overnight.runner.reading import lines_with_offsets
 from overnight.runtime import Runtime
 from overnight.settings import Settings
@@ -174,7 +177,10 @@ class OfflineRun:
                 continue
             record = await self.runtime.service.get_file(LOCAL_TENANT, file_id)
             lines = self._lines(record.blob_key)
-            if order is not None:
+            if order is not None and batch.grouped_blob_key is not None:
+                scratch = self.settings.data_dir / "staging" / f"order-{batch.id}"
+                lines = sorted_by_place(lines, _place_in(order), len(order), window, scratch)
+            elif order is not None:
                 lines = in_input_order(lines, order, window)
             await _copy(lines, sink, stop)
 
@@ -198,6 +204,16 @@ class OfflineRun:
         return max((chunk.requests for chunk in chunks), default=0)
 
 
+def _place_in(order: dict[str, int]) -> Callable[[bytes], int | None]:
+    def place(line: bytes) -> int | None:
+        try:
+            return order.get(_read_custom_id(line).custom_id)
+        except msgspec.DecodeError:
+            return None
+
+    return place
+
+
 async def in_input_order(
     lines: AsyncIterator[list[bytes]], order: dict[str, int], window: int
 ) -> AsyncIterator[list[bytes]]:
@@ -207,16 +223,14 @@ async def in_input_order(
     Once the heap holds more than `window` lines, one of them comes from an
     earlier block than anything still to come, so its smallest is final."""
     heap: list[tuple[int, int, bytes]] = []
+    place_of = _place_in(order)
     unknown = len(order)  # lines naming no input line (cannot happen) go last
     arrival = 0
     async for batch in lines:
         out: list[bytes] = []
         for line in batch:
             arrival += 1
-            try:
-                place = order.get(_read_custom_id(line).custom_id)
-            except msgspec.DecodeError:
-                place = None
+            place = place_of(line)
             heapq.heappush(heap, (unknown + arrival if place is None else place, arrival, line))
             if len(heap) > window:
                 out.append(heapq.heappop(heap)[2])

@@ -586,6 +586,8 @@ class Service:
             raise NotFound(f"No such batch: {batch_id}", param="batch_id", code="batch_not_found")
         for record in deleted:
             await self.blobs.delete(record.blob_key)
+        if batch.grouped_blob_key is not None:  # finalisation's delete, if a crash kept it
+            await self.blobs.delete(batch.grouped_blob_key)
         return batch
 
     # ---------------------------------------------------------------- helpers

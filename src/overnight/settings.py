@@ -324,6 +324,11 @@ class Settings(BaseSettings):
     #: the same replica of a model server, so its prefix cache is hit
     #: (domain/prefixes.py). Off: file order and least-outstanding replicas.
     prefix_dispatch: bool = True
+    #: With `prefix_dispatch`, group a batch's lines by prefix across its
+    #: chunks at validation, by writing a grouped copy of the input when it
+    #: spans several chunks and its prefixes are mixed (runner/regroup.py).
+    #: Off: chunks are runs of the input's lines, grouped only within.
+    prefix_regroup: bool = True
     #: Characters of the rendered prefix that decide which lines share one.
     prefix_chars: int = Field(2048, ge=16)
     #: A batch whose deadline is this close (seconds) is urgent: urgent batches

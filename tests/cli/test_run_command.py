@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -109,6 +110,33 @@ def test_ordered_writes_results_in_input_order(
     failed = set(wanted[0::9])
     assert ids(ordered) == [i for i in wanted if i not in failed]
     assert ids(tmp_path / "ordered-out.errors.jsonl") == wanted[0::9]
+
+
+def test_ordered_puts_back_a_batch_grouped_by_prompt_prefix(
+    tmp_path: Path, cache: Path, config: Path
+) -> None:
+    # Three system prompts in shuffled order over 6 chunks: validation
+    # groups the lines by prompt, so the chunks no longer follow the input.
+    lines = chat_lines(60, prefix="g")
+    systems = [f"You are helper {n}. " * 10 for n in range(3)]
+    for number, line in enumerate(lines):
+        system = {"role": "system", "content": systems[(number * 7) % 3]}
+        line["body"]["messages"].insert(0, system)
+    lines[11]["body"]["x_fake"] = {"status": 400}
+    source = tmp_path / "prompts.jsonl"
+    source.write_bytes(jsonl(lines))
+    wanted = [line["custom_id"] for line in lines]
+    system_of = {line["custom_id"]: line["body"]["messages"][0]["content"] for line in lines}
+
+    unordered = tmp_path / "grouped.jsonl"
+    ok(run(cache, str(source), "-o", str(unordered), "-c", str(config), "--json"))
+    prompts = [system_of[i] for i in ids(unordered)]
+    assert sum(a != b for a, b in itertools.pairwise(prompts)) == 2  # grouped
+
+    ordered = tmp_path / "in-order.jsonl"
+    ok(run(cache, str(source), "-o", str(ordered), "-c", str(config), "--ordered", "--json"))
+    assert ids(ordered) == [i for i in wanted if i != "g-11"]
+    assert ids(tmp_path / "in-order.errors.jsonl") == ["g-11"]
 
 
 def test_stdin_and_a_path_with_the_same_bytes_are_the_same_run(

@@ -105,9 +105,16 @@ def ranges(chunks: int, lines: int = 10) -> list[ChunkRange]:
 
 
 async def running_batch(
-    store: Store, tenant: TenantId = ACME, *, chunks: int = 2, lines: int = 10, **fields: Any
+    store: Store,
+    tenant: TenantId = ACME,
+    *,
+    chunks: int = 2,
+    lines: int = 10,
+    grouped_blob_key: str | None = None,
+    **fields: Any,
 ) -> Batch:
-    """A batch validated into `chunks` pending chunks: in progress."""
+    """A batch validated into `chunks` pending chunks (cut from
+    `grouped_blob_key`, if given): in progress."""
     batch = await add_batch(store, tenant, **fields)
     claimed = await store.claim_validation(ALICE, NOW, TTL)
     assert claimed is not None and claimed.id == batch.id
@@ -118,6 +125,7 @@ async def running_batch(
         model="m",
         chunk_ranges=ranges(chunks, lines),
         now=NOW,
+        grouped_blob_key=grouped_blob_key,
     )
     assert status is BatchStatus.IN_PROGRESS
     return batch

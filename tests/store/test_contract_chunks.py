@@ -44,6 +44,14 @@ async def test_a_claim_leases_the_next_chunk_with_what_running_it_needs(store: S
     assert await store.claim_chunk(BOB, NOW, TTL) is None
 
 
+async def test_chunks_cut_from_a_grouped_copy_are_read_from_it(store: Store) -> None:
+    batch = await running_batch(store, chunks=2, grouped_blob_key="grouped/some.jsonl")
+    stored = await store.get_batch(None, batch.id)
+    assert stored is not None and stored.grouped_blob_key == "grouped/some.jsonl"
+    assert (await claim(store)).input_blob_key == "grouped/some.jsonl"
+    assert (await claim(store, BOB)).input_blob_key == "grouped/some.jsonl"
+
+
 async def test_a_lapsed_lease_is_taken_first_and_counted_as_a_crash(store: Store) -> None:
     await running_batch(store, chunks=2)
     held = await claim(store)

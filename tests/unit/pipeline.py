@@ -109,7 +109,12 @@ class Pipeline:
         await self.store.insert_batch(batch, created_us=now * 1_000_000)
         claimed = await self.store.claim_validation(self.worker, time.time(), TTL)
         assert claimed is not None
-        status = await validate_batch(
+        assert await self.validate(claimed) is BatchStatus.IN_PROGRESS
+        return await self.batch(batch.id)
+
+    async def validate(self, claimed: Batch) -> BatchStatus | None:
+        """Validate a batch whose validation this worker has claimed."""
+        return await validate_batch(
             claimed,
             worker=self.worker,
             store=self.store,
@@ -117,8 +122,6 @@ class Pipeline:
             settings=self.settings,
             model_names=self.models.names,
         )
-        assert status is BatchStatus.IN_PROGRESS
-        return await self.batch(batch.id)
 
     async def batch(self, batch_id: BatchId) -> Batch:
         batch = await self.store.get_batch(None, batch_id)

@@ -109,6 +109,9 @@ class Batch:
     crashes: int = 0
     #: Seconds the result files are kept once made; None keeps them until deleted.
     output_expires_after: int | None = None
+    #: The grouped copy of the input its chunks read, when validation wrote
+    #: one (runner/regroup.py); None: they read the input file.
+    grouped_blob_key: str | None = None
 
     @property
     def progress(self) -> float:

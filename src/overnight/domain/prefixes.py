@@ -16,7 +16,8 @@ prompt) is keyed by the first `chars` characters of that turn, so lines
 opening with the same long instruction are grouped too. Embeddings have no
 prefix worth caching: they get no key.
 
-Pure code: the runner calls `prefix_key` and `grouped`.
+Pure code: the runner calls `prefix_key` and `grouped`; validation's
+grouping across chunks (domain/regrouping.py) calls `prefix_text`.
 """
 
 from __future__ import annotations
@@ -38,13 +39,21 @@ T = TypeVar("T")
 def prefix_key(endpoint: str, body: dict[str, Any], chars: int) -> int | None:
     """A stable 64-bit hash of the request's prompt prefix; None when the
     endpoint has no prompt to cache or the body names none."""
+    text = prefix_text(endpoint, body, chars)
+    if text is None:
+        return None
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def prefix_text(endpoint: str, body: dict[str, Any], chars: int) -> str | None:
+    """The request's prompt prefix as text, cut to `chars` characters;
+    None when there is none. Equal texts are one prefix (what `prefix_key`
+    hashes, stably, for replicas; a grouping inside one process may use
+    Python's faster, per-process `hash`)."""
     if endpoint not in PROMPT_ENDPOINTS:
         return None
-    text = _prefix_text(body, chars)
-    if not text:
-        return None
-    digest = hashlib.blake2b(text[:chars].encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big")
+    return _prefix_text(body, chars)[:chars] or None
 
 
 def _prefix_text(body: dict[str, Any], chars: int) -> str:

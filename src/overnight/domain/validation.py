@@ -15,6 +15,7 @@ Chunks are cut while validating, at line boundaries, when a chunk reaches
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -96,6 +97,9 @@ class FileValidator:
     #: memory (8 bytes a request: fine for tests and small files).
     hash_sink: HashSink | None = None
     spill_every: int = SPILL_EVERY
+    #: Shown every request counted, in file order (the prefix grouping of
+    #: runner/regroup.py learns each line's prefix in this same pass).
+    on_request: Callable[[Request], None] | None = None
 
     requests: int = 0
     model: str | None = None
@@ -124,6 +128,7 @@ class FileValidator:
         max_requests = self.max_requests or 1 << 62
         single_model = self.require_single_model
         valid = Request
+        on_request = self.on_request
         # Counters live in locals for the loop (attribute writes cost as
         # much as the rest of a line's bookkeeping), and go back to `self`
         # around the slow path and at the end.
@@ -141,6 +146,8 @@ class FileValidator:
                 counted = True
                 requests += 1
                 append_hash(hash(checked.custom_id))
+                if on_request is not None:
+                    on_request(checked)
                 if model is None:
                     model = checked.model
             else:
@@ -184,6 +191,8 @@ class FileValidator:
                 )
             return
         self._hashes.append(hash(result.custom_id))
+        if self.on_request is not None:
+            self.on_request(result)
         self._note_model(result, line)
 
     def _note_model(self, request: Request, line: int) -> None:

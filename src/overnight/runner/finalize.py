@@ -3,7 +3,9 @@
 Runs only for a batch in `finalizing` whose lease this worker holds. The
 output and error files are the chunks' parts concatenated in chunk order;
 the lines of chunks that never ran (the batch stopped first) are written to
-the error file as `batch_cancelled` / `batch_expired`. Then one transaction
+the error file as `batch_cancelled` / `batch_expired`, read from the input
+or from the grouped copy the chunks were cut from (runner/regroup.py),
+which is deleted once the batch has ended. Then one transaction
 creates the file records and moves the batch to its final status, guarded by
 the lease: if two workers ever raced here, only one would commit. A crash
 midway leaves the batch in `finalizing` with a lease that expires, and the
@@ -74,6 +76,8 @@ async def finalize_batch(
         if record is None:  # nothing went into it
             await blobs.delete(f"files/{file_id}")
     await blobs.delete_prefix(f"parts/{batch.id}")
+    if batch.grouped_blob_key is not None:  # no chunk reads it any more
+        await blobs.delete(batch.grouped_blob_key)
     shutil.rmtree(settings.data_dir / "staging" / batch.id, ignore_errors=True)
     log.info("finalised %s as %s in %.2f s", batch.id, status.value, time.monotonic() - started)
     return True
@@ -87,7 +91,10 @@ async def _assemble(
     from running (the rest no longer read as requests)."""
     render = batch.dialect.render
     reason = batch.stop_reason or StopReason.CANCELLED
-    input_file = await store.get_file(None, batch.input_file_id)
+    source = batch.grouped_blob_key
+    if source is None:
+        input_file = await store.get_file(None, batch.input_file_id)
+        source = None if input_file is None else input_file.blob_key
     never_ran = stopped = 0
     for chunk in await store.chunks_of(batch.id):
         if chunk.status is ChunkStatus.DONE:
@@ -96,8 +103,8 @@ async def _assemble(
                 if await blobs.exists(key):
                     async for piece in blobs.read(key):
                         await writer.write(piece)
-        elif chunk.status is ChunkStatus.SKIPPED and input_file is not None:
-            async for reads in chunk_requests(blobs, input_file.blob_key, chunk, batch.endpoint):
+        elif chunk.status is ChunkStatus.SKIPPED and source is not None:
+            async for reads in chunk_requests(blobs, source, chunk, batch.endpoint):
                 rendered = []
                 for read in reads:
                     if isinstance(read, Unreadable):

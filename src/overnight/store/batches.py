@@ -280,8 +280,10 @@ class BatchesMixin(StoreBase):
         model: str | None,
         chunk_ranges: Sequence[ChunkRange],
         now: int,
+        grouped_blob_key: str | None = None,
     ) -> BatchStatus | None:
-        """Edge a: a valid file's chunks are stored and the batch runs. If the
+        """Edge a: a valid file's chunks are stored and the batch runs (its
+        chunks cut from `grouped_blob_key` when given, runner/regroup.py). If the
         batch was cancelled meanwhile it ends at once (edge j); if its window
         closed, every chunk is skipped and it goes straight to finalizing.
         None when the lease was lost."""
@@ -353,6 +355,7 @@ class BatchesMixin(StoreBase):
                     total=requests,
                     model=model,
                     chunks_total=len(chunk_ranges),
+                    grouped_blob_key=grouped_blob_key,
                     lease_owner=None,
                     lease_expires_at=None,
                     crashes=0,  # validation's count; finalisation starts afresh

@@ -225,7 +225,10 @@ class ChunksMixin(StoreBase):
                         batches.c.endpoint,
                         batches.c.dialect,
                         batches.c.stop_reason,
-                        files.c.blob_key,
+                        # A grouped copy, when validation wrote one, else the input.
+                        func.coalesce(batches.c.grouped_blob_key, files.c.blob_key).label(
+                            "blob_key"
+                        ),
                     )
                     .select_from(batches.join(files, files.c.id == batches.c.input_file_id))
                     .where(batches.c.id.in_(batch_ids))

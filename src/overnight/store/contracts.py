@@ -291,6 +291,7 @@ class RunnerStore(RetentionStore, Protocol):
         model: str | None,
         chunk_ranges: Sequence[ChunkRange],
         now: int,
+        grouped_blob_key: str | None = None,
     ) -> BatchStatus | None: ...
 
     async def fail_batch(

@@ -148,6 +148,7 @@ def to_batch(row: Any) -> Batch:
         cancelling_at=row.cancelling_at,
         cancelled_at=row.cancelled_at,
         output_expires_after=row.output_expires_after,
+        grouped_blob_key=row.grouped_blob_key,
         crashes=row.crashes,
     )
 

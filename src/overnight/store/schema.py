@@ -140,6 +140,9 @@ batches = Table(
     # Times a worker died (or raised) validating or finalising it; reset
     # when validation ends. At `max_chunk_attempts` the batch fails.
     Column("crashes", Integer, nullable=False, default=0),
+    # The grouped copy of the input its chunks are cut from, if one was
+    # written at validation (runner/regroup.py); None: the input file.
+    Column("grouped_blob_key", String(512), nullable=True),
     Index("ix_batches_tenant_created", "tenant", "created_us", "id"),
     # An admin's list of every tenant's batches, newest first (the dashboard),
     # and the same filtered by status, a page at a time without sorting.
