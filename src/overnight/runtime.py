@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 
 from overnight.admin import Admin
 from overnight.blobs import BlobStore, open_blobs
+from overnight.runner.collection import Collector
 from overnight.runner.models import Models
 from overnight.runner.open_files import connection_budget
 from overnight.runner.supervisor import Supervisor
@@ -55,6 +56,7 @@ class Runtime:
         self.supervisor: Supervisor | None = None
         self.wakeups = Wakeups()
         self.models = Models(settings.served_models)
+        self.collector = Collector()
         self._lock: IO[str] | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._sender_task: asyncio.Task[None] | None = None
@@ -108,6 +110,7 @@ class Runtime:
             return
         self.models.fit_open_files(connection_budget(settings))
         await self.models.start()
+        self.collector.start()
         self.worker = Worker(
             store=self.store,
             blobs=self.blobs,
@@ -115,6 +118,7 @@ class Runtime:
             settings=settings,
             wakeups=self.wakeups,
             worker_id=self.child_worker,
+            collector=self.collector,
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker")
         self._worker_task.add_done_callback(self._worker_ended)
@@ -144,6 +148,7 @@ class Runtime:
             self._worker_task.cancel()
             await asyncio.gather(self._worker_task, return_exceptions=True)
             self._worker_task = None
+        self.collector.stop()
         await self.models.close()
         await self.blobs.close()
         await self.store.close()
