@@ -34,7 +34,7 @@ from overnight.backends.base import UpstreamRequest, UpstreamResult
 from overnight.backends.http import HttpBackend
 from overnight.backends.http1 import Answer, Origin
 from overnight.runner.dispatch import send_with_retries
-from overnight.runner.models import ServedModel
+from overnight.runner.models import Models, ServedModel
 from overnight.runner.open_files import open_now
 from overnight.settings import ModelSettings
 from overnight.testing.fake_upstream import FakeUpstream
@@ -771,3 +771,23 @@ def test_a_worker_out_of_file_descriptors_sends_every_request_in_the_end(
         results, limit = (uvloop.run if loop == "uvloop" else asyncio.run)(run())
     assert [(r.status_code, r.attempts) for r in results] == [(200, 1)] * 40
     assert limit < 40  # held to the connections it could open
+
+
+def test_models_are_held_within_the_connections_a_worker_can_open(loop: str) -> None:
+    """Slots past what the process may open only made connects fail: with
+    room for 3,000 connections, models of 4,000 and 2,000 slots get 2,000
+    and 1,000, in proportion; with room for all, each keeps its share."""
+    models = Models(
+        [
+            ModelSettings(name=name, base_url="http://127.0.0.1:9/v1", max_concurrency=slots)
+            for name, slots in (("wide", 4000), ("narrow", 2000))
+        ]
+    )
+    wide, narrow = models.get("wide"), models.get("narrow")
+    assert wide is not None and narrow is not None
+    models.fit_open_files(3000)
+    models.share_between(1)
+    assert (wide.adaptive.maximum, narrow.adaptive.maximum) == (2000, 1000)  # type: ignore[union-attr]
+    assert wide.backend.connections.keep == 2000  # type: ignore[attr-defined]
+    models.fit_open_files(10_000)
+    assert (wide.adaptive.maximum, narrow.adaptive.maximum) == (4000, 2000)  # type: ignore[union-attr]
