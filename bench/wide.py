@@ -16,8 +16,12 @@ the batch's own timestamps (in_progress to finalizing, whole seconds):
 LATENCY * ceil(LINES / SLOTS), every slot busy every round.
 
     python bench/wide.py                                  # the table's rows
-    python bench/wide.py --case 8000:1:1 --case 20000:10:3 --database postgresql
+    python bench/wide.py --case 19000:10:1                # one worker, SQLite
+    python bench/wide.py --case 20000:10:3 --database postgresql  # three workers
     python bench/wide.py --case 200:0.5:1 --lines 1000     # smoke test
+
+The failed lines are counted in the table (and the first one printed):
+a wide run is only a result if none failed.
 
 A case is SLOTS:LATENCY:WORKERS. Lines default to enough for a steady state:
 at least four rounds of slots and 20 seconds at the ideal rate.
@@ -242,6 +246,7 @@ def run_case(case: Case, lines: int, args: argparse.Namespace) -> dict[str, Any]
         / mib,
         "upstream_rss": upstream_rss / mib,
         "seconds": samples[-1].at,
+        "failed": failed,
     }
 
 
@@ -274,6 +279,7 @@ def main() -> None:
                 f"{case.ideal:,.0f}",
                 f"{result['rate']:,.0f}",
                 f"{result['ratio']:.2f}",
+                f"{result['failed']:,}",
                 f"{result['running']} s ({result['whole_ratio']:.2f})",
                 f"{result['api_rss']:.0f} / {result['worker_rss']:.0f}",
                 f"{result['upstreams']} ({result['upstream_rss']:.0f} MiB)",
@@ -291,6 +297,7 @@ def main() -> None:
                 "ideal req/s",
                 "achieved req/s",
                 "ratio",
+                "failed lines",
                 "whole run (best / it)",
                 "peak RSS MiB api / worker",
                 "upstreams (peak RSS)",

@@ -53,6 +53,7 @@ def start_server(tmp_path: Path, backend: Backend) -> Iterator[ServerFactory]:
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
         data_dir: Path | None = None,
+        open_files: int | None = None,
         **settings: Any,
     ) -> ServerProcess:
         config = None
@@ -63,7 +64,11 @@ def start_server(tmp_path: Path, backend: Backend) -> Iterator[ServerFactory]:
                 tmp_path / f"config-{len(started)}.toml", models or [], **settings
             )
         server = ServerProcess(
-            data_dir or tmp_path / f"data-{len(started)}", config=config, env=env, args=args
+            data_dir or tmp_path / f"data-{len(started)}",
+            config=config,
+            env=env,
+            args=args,
+            open_files=open_files,
         )
         started.append(server)
         return server.start()

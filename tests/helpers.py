@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -71,13 +72,25 @@ class ManagedProcess:
 
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
+    #: At most this many open files (soft and hard limit), as on a machine
+    #: that allows few; None: this process's limits.
+    open_files: int | None = None
 
     def _spawn(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT)
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(ROOT),
+                preexec_fn=None if self.open_files is None else self._limit_open_files,
             )
         return self.process
+
+    def _limit_open_files(self) -> None:  # in the child, before exec
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -115,8 +128,10 @@ class ServerProcess(ManagedProcess):
         config: Path | None = None,
         env: dict[str, str] | None = None,
         args: list[str] | None = None,
+        open_files: int | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.open_files = open_files
         self.port = free_port()
         self.config = config
         self.env = {**os.environ, **FAST_ENV, **(env or {})}

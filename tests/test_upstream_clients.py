@@ -15,9 +15,13 @@ import asyncio
 import contextlib
 import gzip
 import inspect
+import os
+import resource
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +33,14 @@ from overnight.backends import http1
 from overnight.backends.base import UpstreamRequest, UpstreamResult
 from overnight.backends.http import HttpBackend
 from overnight.backends.http1 import Answer, Origin
-from overnight.runner.models import ServedModel
+from overnight.runner.dispatch import send_with_retries
+from overnight.runner.models import Models, ServedModel
+from overnight.runner.open_files import open_now
 from overnight.settings import ModelSettings
 from overnight.testing.fake_upstream import FakeUpstream
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
+CHAT_PATH = "/v1/chat/completions"
 CLIENTS = ["native", "aiohttp"]
 
 
@@ -704,3 +711,83 @@ def test_a_worker_keeps_connections_to_its_share_of_max_concurrency(loop: str) -
     assert connections.keep == 100 == model.limiter.limit
     model.share_between(1)
     assert connections.keep == 300
+
+
+@contextlib.contextmanager
+def upstream_in_a_process(latency: float) -> Iterator[str]:
+    """The fake upstream in its own process: its connections must not count
+    against this process's open files."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = [sys.executable, "-m", "overnight.testing.fake_upstream", "--port", "0"]
+    command += ["--latency", str(latency)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            assert proc.stdout is not None
+            yield proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_worker_out_of_file_descriptors_sends_every_request_in_the_end(
+    loop: str, client: str
+) -> None:
+    """40 slots, and descriptors for about 10 connections: the connects past
+    them fail with EMFILE. Each such request waits and goes again, without
+    spending its one attempt, and the model is held to what it could open.
+    (Each was a failed line, `upstream_unreachable`, before: three wide
+    workers on PostgreSQL lost thousands of lines so.)"""
+    with upstream_in_a_process(latency=0.2) as url:
+        settings = ModelSettings(
+            name="m",
+            base_url=url,
+            http_client=client,  # type: ignore[arg-type]
+            max_concurrency=40,
+            adaptive=False,
+            max_attempts=1,
+        )
+
+        async def run() -> tuple[list[UpstreamResult], int]:
+            model = ServedModel.build(settings)
+            stopped = asyncio.Event()
+
+            async def one() -> UpstreamResult:
+                await model.limiter.acquire()
+                return await send_with_retries(model, UpstreamRequest(CHAT_PATH, CHAT), stopped)
+
+            try:
+                assert (await one()).ok  # the client is set up before files run short
+                soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_now() + 10, hard))
+                try:
+                    results = await asyncio.gather(*(one() for _ in range(40)))
+                finally:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+                return results, model.limiter.limit
+            finally:
+                await model.backend.close()
+
+        results, limit = (uvloop.run if loop == "uvloop" else asyncio.run)(run())
+    assert [(r.status_code, r.attempts) for r in results] == [(200, 1)] * 40
+    assert limit < 40  # held to the connections it could open
+
+
+def test_models_are_held_within_the_connections_a_worker_can_open(loop: str) -> None:
+    """Slots past what the process may open only made connects fail: with
+    room for 3,000 connections, models of 4,000 and 2,000 slots get 2,000
+    and 1,000, in proportion; with room for all, each keeps its share."""
+    models = Models(
+        [
+            ModelSettings(name=name, base_url="http://127.0.0.1:9/v1", max_concurrency=slots)
+            for name, slots in (("wide", 4000), ("narrow", 2000))
+        ]
+    )
+    wide, narrow = models.get("wide"), models.get("narrow")
+    assert wide is not None and narrow is not None
+    models.fit_open_files(3000)
+    models.share_between(1)
+    assert (wide.adaptive.maximum, narrow.adaptive.maximum) == (2000, 1000)  # type: ignore[union-attr]
+    assert wide.backend.connections.keep == 2000  # type: ignore[attr-defined]
+    models.fit_open_files(10_000)
+    assert (wide.adaptive.maximum, narrow.adaptive.maximum) == (4000, 2000)  # type: ignore[union-attr]

@@ -6,12 +6,10 @@ worker also runs the webhook sender beside it, under the worker's id."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import gc
 import logging
 import os
-import resource
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -20,7 +18,9 @@ from sqlalchemy.engine import make_url
 
 from overnight.admin import Admin
 from overnight.blobs import BlobStore, open_blobs
+from overnight.runner.collection import Collector
 from overnight.runner.models import Models
+from overnight.runner.open_files import connection_budget
 from overnight.runner.supervisor import Supervisor
 from overnight.runner.wakeups import Wakeups
 from overnight.runner.worker import Worker
@@ -56,6 +56,7 @@ class Runtime:
         self.supervisor: Supervisor | None = None
         self.wakeups = Wakeups()
         self.models = Models(settings.served_models)
+        self.collector = Collector()
         self._lock: IO[str] | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self._sender_task: asyncio.Task[None] | None = None
@@ -107,8 +108,9 @@ class Runtime:
             self.wakeups.forward(self.supervisor.wake)
             await self.supervisor.start()
             return
-        _allow_open_files()
+        self.models.fit_open_files(connection_budget(settings))
         await self.models.start()
+        self.collector.start()
         self.worker = Worker(
             store=self.store,
             blobs=self.blobs,
@@ -116,6 +118,7 @@ class Runtime:
             settings=settings,
             wakeups=self.wakeups,
             worker_id=self.child_worker,
+            collector=self.collector,
         )
         self._worker_task = asyncio.create_task(self.worker.run(), name="worker")
         self._worker_task.add_done_callback(self._worker_ended)
@@ -145,23 +148,13 @@ class Runtime:
             self._worker_task.cancel()
             await asyncio.gather(self._worker_task, return_exceptions=True)
             self._worker_task = None
+        self.collector.stop()
         await self.models.close()
         await self.blobs.close()
         await self.store.close()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
-
-
-def _allow_open_files() -> None:
-    """A worker holds a connection per request in flight: raise its soft
-    limit on open files to the hard one (often 1,024 against far more), as
-    servers that hold many sockets do, so a wide model is bounded by the
-    system and not by a default."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def ensure_data_dir_free(settings: Settings) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from overnight.backends import UpstreamRequest, UpstreamResult
+from overnight.backends import base as backends_base
 from overnight.runner.dispatch import send_with_retries
 from overnight.runner.limiter import Limiter
 from overnight.runner.models import ServedModel
@@ -82,3 +83,34 @@ async def test_a_stop_ends_the_retrying() -> None:
     stopped.set()
     result = await asyncio.wait_for(task, 2)
     assert (result.status_code, backend.calls) == (429, 1)
+
+
+OUT_OF_FILES = UpstreamResult(None, error_code=backends_base.OUT_OF_FILES)
+
+
+async def test_no_file_descriptor_to_connect_with_is_waited_out_not_an_attempt() -> None:
+    """A worker out of file descriptors could not send the request: the line
+    must not fail for it (it was a line's `upstream_unreachable` before),
+    nor spend its attempts; the model is held to what it had in flight."""
+    backend = ScriptedBackend(OUT_OF_FILES, OUT_OF_FILES, UpstreamResult(200, {"ok": True}))
+    served = model(backend, max_attempts=1)
+    assert served.limiter.try_acquire()  # another request, in flight meanwhile
+    task = asyncio.create_task(send(served))
+    await asyncio.sleep(0.2)
+    assert not task.done()  # waiting for the other one to give its slot back
+    assert served.limiter.limit == 1  # what it could hold open: the other request
+    served.limiter.release()
+    result = await asyncio.wait_for(task, 2)
+    assert (result.status_code, result.attempts, backend.calls) == (200, 1, 3)
+    assert not served.faults.counts  # no fault of the server's was seen
+
+
+async def test_a_stop_ends_the_wait_for_a_file_descriptor() -> None:
+    backend = ScriptedBackend(*[OUT_OF_FILES] * 1000)
+    served = model(backend)
+    stopped = asyncio.Event()
+    task = asyncio.create_task(send(served, stopped))
+    await asyncio.sleep(0.2)
+    stopped.set()
+    result = await asyncio.wait_for(task, 2)
+    assert result.out_of_files  # which the chunk records as a line stopped

@@ -8,8 +8,20 @@ translated here, at the edge, into a status code and body or an error code.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+#: The error code of an attempt that never left this process: no connection
+#: could be opened because the worker, or the machine, had no file
+#: descriptor (or socket buffer) to spare. Not the server's doing, and not a
+#: line's result: the dispatcher (runner/dispatch.py) waits and sends again,
+#: and lowers the model's concurrency to what the process can hold open.
+OUT_OF_FILES = "worker_out_of_files"
+
+#: The errors of a local shortage: EMFILE (this process's limit on open
+#: files), ENFILE (the machine's), ENOBUFS (no socket buffers).
+_SHORTAGES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +39,8 @@ class UpstreamRequest:
 class UpstreamResult:
     """The model server's answer (`status_code`, `body`), or, when none came,
     `error_code` (`upstream_unreachable`, `upstream_timeout`,
-    `upstream_disconnected`)."""
+    `upstream_disconnected`, or `OUT_OF_FILES`, which never becomes a
+    line's result)."""
 
     status_code: int | None
     body: Any = None
@@ -48,6 +61,11 @@ class UpstreamResult:
         return self.status_code is None or self.status_code in (408, 429) or self.status_code >= 500
 
     @property
+    def out_of_files(self) -> bool:
+        """The attempt never left this process (see `OUT_OF_FILES`)."""
+        return self.error_code == OUT_OF_FILES
+
+    @property
     def overloaded(self) -> bool:
         """The server says it is overloaded: 429 Too Many Requests, 503
         Service Unavailable, or a gateway's 504 (the server behind it is too
@@ -66,3 +84,18 @@ def error_body(
 ) -> dict[str, Any]:
     """An OpenAI-style error body, for backends that produce their own errors."""
     return {"error": {"message": message, "type": type, "param": None, "code": code}}
+
+
+def is_local_shortage(exc: BaseException) -> bool:
+    """Whether a failure to connect was this machine's (out of file
+    descriptors or socket buffers), not the server's. aiohttp wraps the
+    OSError and keeps its errno."""
+    return isinstance(exc, OSError) and exc.errno in _SHORTAGES
+
+
+def out_of_files(exc: BaseException) -> UpstreamResult:
+    return UpstreamResult(
+        None,
+        error_code=OUT_OF_FILES,
+        error_message=f"No connection could be opened here: {type(exc).__name__}: {exc}",
+    )

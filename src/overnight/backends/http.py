@@ -26,7 +26,12 @@ import msgspec
 import orjson
 
 from overnight import __version__
-from overnight.backends.base import UpstreamRequest, UpstreamResult
+from overnight.backends.base import (
+    UpstreamRequest,
+    UpstreamResult,
+    is_local_shortage,
+    out_of_files,
+)
 from overnight.backends.http1 import OpenConnections, Origin, UpstreamClosed
 from overnight.backends.replicas import Replicas
 from overnight.settings import ModelSettings
@@ -76,7 +81,10 @@ class HttpBackend:
         except BaseException:
             self.replicas.release(replica, healthy=True)
             raise
-        healthy = result.status_code is not None and result.status_code < 500
+        # Out of file descriptors here says nothing about the replica.
+        healthy = result.out_of_files or (
+            result.status_code is not None and result.status_code < 500
+        )
         self.replicas.release(replica, healthy=healthy)
         return result
 
@@ -106,7 +114,7 @@ class NativeTransport:
         except UpstreamClosed as exc:
             return disconnected(str(exc))
         except OSError as exc:  # ConnectionError and the http1 errors among them
-            return unreachable(exc)
+            return out_of_files(exc) if is_local_shortage(exc) else unreachable(exc)
         return UpstreamResult(
             answer.status,
             parse_body(answer.body),
@@ -178,7 +186,7 @@ class AiohttpTransport:
         except TimeoutError:
             return timed_out(self.model.timeout)
         except aiohttp.ClientConnectorError as exc:
-            return unreachable(exc)
+            return out_of_files(exc) if is_local_shortage(exc) else unreachable(exc)
         except aiohttp.ServerDisconnectedError:
             return disconnected("closed the connection before answering")
         except (aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:

@@ -8,6 +8,12 @@ Connection errors, timeouts, 408, 429 and 5xx are retried up to
 `max_attempts` times: the wait is exponential with full jitter, or what
 `Retry-After` asks for, capped at `max_retry_delay`. A stop (cancel,
 expiry) ends the retrying early; the last answer is then the result.
+
+A connect that found no file descriptor free (`OUT_OF_FILES`) is not an
+attempt: the model's limit drops to the requests it has in flight, and the
+request waits for a slot and goes again, however often, until it is sent or
+the chunk is stopped. Failing it would fail a line for this machine's
+limit, which says nothing about the request or the server.
 """
 
 from __future__ import annotations
@@ -22,21 +28,41 @@ from overnight.runner.limiter import acquire_unless
 from overnight.runner.models import ServedModel
 from overnight.runner.wakeups import wait_at_most
 
+#: Seconds a request that found no file descriptor waits before it asks
+#: for a slot again (the lowered limit makes it wait longer while the model
+#: is above it).
+OUT_OF_FILES_PAUSE = 0.05
+
 
 async def send_with_retries(
     model: ServedModel, request: UpstreamRequest, stopped: asyncio.Event
 ) -> UpstreamResult:
-    """The caller holds one slot of `model.limiter`; it is released here."""
+    """The caller holds one slot of `model.limiter`; it is released here.
+    A result that is `out_of_files` comes back only when `stopped` was set
+    before the request could be sent."""
     settings = model.settings
     attempt = 0
+    last: UpstreamResult | None = None
     while True:
-        attempt += 1
         epoch = model.epoch
         started = time.monotonic()
         try:
             result = await model.backend.send(request)
         finally:
             model.limiter.release()
+        if result.out_of_files:
+            # Never sent: this process had no descriptor to connect with.
+            # Not an attempt, nor a sign about the server: fewer in flight,
+            # and this request waits for a slot under the lowered limit.
+            model.out_of_files()
+            await wait_at_most(stopped, OUT_OF_FILES_PAUSE)
+            if not await acquire_unless(model.limiter, stopped):
+                # Stopped: the last answer, or, with none, this (the caller
+                # records the line as stopped).
+                return result if last is None else dataclasses.replace(last, attempts=attempt)
+            continue
+        attempt += 1
+        last = result
         model.observe(result, time.monotonic() - started, epoch)
         if not result.congested or attempt >= settings.max_attempts or stopped.is_set():
             return result if attempt == 1 else dataclasses.replace(result, attempts=attempt)

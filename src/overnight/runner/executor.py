@@ -345,6 +345,9 @@ class ChunkRun:
             result = UpstreamResult(
                 None, error_code="backend_error", error_message=f"{type(exc).__name__}: {exc}"
             )
+        if result.out_of_files:  # a stop came before it could be sent
+            self._record(self._never_ran(request.custom_id))
+            return
         usage = self._record(
             Outcome(
                 request.custom_id,

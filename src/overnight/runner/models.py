@@ -56,6 +56,15 @@ class ServedModel:
         #: share of attempts that failed.
         self.recent_latency = 0.0
         self.recent_error_rate = 0.0
+        #: Live workers, each with an equal share of max_concurrency.
+        self._workers = 1
+        #: The connections this process can hold open for this model
+        #: (runner/open_files.py); None: not bounded.
+        self.connection_budget: int | None = None
+        #: After a connect found no file descriptor: the requests in flight
+        #: it could reach, held as the limit until `_short_until`.
+        self._short_of_files: int | None = None
+        self._short_until = 0.0
 
     def report(self) -> None:
         """Publish what was counted since the last report, and log the
@@ -99,17 +108,56 @@ class ServedModel:
     def share_between(self, workers: int) -> None:
         """`max_concurrency` is global: with n live workers each may have at
         most max_concurrency // n in flight (never less than one)."""
-        share = max(1, self.settings.max_concurrency // workers)
-        if self.adaptive is not None:
-            self.adaptive.cap(share)
+        self._workers = workers
+        self._set_limit()
+
+    def hold_connections(self, budget: int | None) -> None:
+        """At most `budget` requests in flight, whatever the share: the
+        connections this process can hold open for the model."""
+        self.connection_budget = budget
+        self._set_limit()
+
+    def out_of_files(self) -> None:
+        """A connect found no file descriptor free (runner/dispatch.py): for
+        `SHORT_OF_FILES_HOLD` seconds, hold the model to the requests it has
+        in flight, each of which holds a connection; then back to its share
+        (at the next heartbeat), in case the shortage was passing."""
+        now = time.monotonic()
+        reached = max(1, self.limiter.in_flight)
+        if self._short_of_files is None or now >= self._short_until:
+            log.warning(
+                "model %s: no file descriptor left to connect with (at %d requests in "
+                "flight); holding it there for %g s",
+                self.settings.name,
+                reached,
+                SHORT_OF_FILES_HOLD,
+            )
         else:
-            self.limiter.limit = share
+            reached = min(reached, self._short_of_files)
+        self._short_of_files = reached
+        self._short_until = now + SHORT_OF_FILES_HOLD
+        self._set_limit()
+
+    def _set_limit(self) -> None:
+        """The limit: this worker's share, within what it can hold open."""
+        limit = max(1, self.settings.max_concurrency // self._workers)
+        if self.connection_budget is not None:
+            limit = min(limit, self.connection_budget)
+        if self._short_of_files is not None:
+            if time.monotonic() < self._short_until:
+                limit = min(limit, self._short_of_files)
+            else:
+                self._short_of_files = None
+        if self.adaptive is not None:
+            self.adaptive.cap(limit)
+        else:
+            self.limiter.limit = limit
         self._limit.set(self.limiter.limit)
         # Connections kept open past a burst, too: three workers each keeping
         # max_concurrency ran out of file descriptors.
         connections: OpenConnections | None = getattr(self.backend, "connections", None)
         if connections is not None:
-            connections.keep = share
+            connections.keep = limit
 
     @property
     def epoch(self) -> int:
@@ -151,6 +199,9 @@ class ServedModel:
 
 #: The weight of the newest attempt in the dashboard's recent figures.
 RECENT_WEIGHT = 0.01
+#: Seconds a model stays held to the connections it could open, after a
+#: connect found no file descriptor.
+SHORT_OF_FILES_HOLD = 30.0
 
 
 class Models:
@@ -170,6 +221,19 @@ class Models:
     def share_between(self, workers: int) -> None:
         for model in self._models.values():
             model.share_between(workers)
+
+    def fit_open_files(self, budget: int | None) -> None:
+        """Split the connections this process may hold open (`budget`, from
+        runner/open_files.py) between the models that connect to a server,
+        in proportion to their max_concurrency: a model is held to its
+        part only where its slots would exceed it."""
+        connecting = [m for m in self._models.values() if m.settings.backend != "llama-cpp"]
+        total = sum(m.settings.max_concurrency for m in connecting)
+        for model in connecting:
+            wanted = model.settings.max_concurrency
+            model.hold_connections(
+                None if budget is None or total <= budget else max(1, budget * wanted // total)
+            )
 
     async def start(self) -> None:
         await asyncio.gather(*(m.backend.start() for m in self._models.values()))

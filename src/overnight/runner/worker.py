@@ -6,7 +6,8 @@ TaskGroup: if any of them dies, the whole worker stops loudly instead of
 limping on without, say, its heartbeat.
 
     heartbeat   renews every lease this worker holds, every heartbeat_interval,
-                and snapshots running batches' counts for the dashboard
+                snapshots running batches' counts for the dashboard, and runs
+                the process's full garbage collections (runner/collection.py)
     flusher     writes every running chunk's results and stores their counts
     stops       closes expired windows; tells running chunks of a cancel/expiry
     retention   deletes expired files and uploads (runner/retention.py)
@@ -30,6 +31,7 @@ from overnight.domain.batch import Batch
 from overnight.domain.chunk import ChunkKey, ChunkWork
 from overnight.domain.lines import LineError
 from overnight.errors import StorageError
+from overnight.runner.collection import Collector
 from overnight.runner.demand import Holding, Slots, chunks_wanted, within_cap
 from overnight.runner.executor import ChunkRun, LeaseLost
 from overnight.runner.finalize import finalize_batch
@@ -60,8 +62,11 @@ class Worker:
         settings: Settings,
         wakeups: Wakeups,
         worker_id: WorkerId | None = None,
+        collector: Collector | None = None,
     ) -> None:
         self.id = worker_id or new_worker_id()
+        #: The worker process's garbage collection (runner/collection.py).
+        self.collector = collector
         self.store = store
         self.blobs = blobs
         self.models = models
@@ -109,6 +114,8 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
+            if self.collector is not None:
+                self.collector.tick()
             try:
                 await self._beat()
                 # The dashboard's throughput chart samples running batches'
