@@ -126,17 +126,17 @@ def overnight_server(
     url = f"http://127.0.0.1:{port}"
     proc = Proc(popen, url, log)
     deadline = time.monotonic() + 60
-    while True:
-        if popen.poll() is not None:
-            raise RuntimeError(log.read_text())
-        with contextlib.suppress(httpx.HTTPError):
-            health = httpx.get(f"{url}/health", timeout=1)
-            if health.status_code == 200 and health.json().get("workers"):
-                break
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.1)
     try:
+        while True:
+            if popen.poll() is not None:
+                raise RuntimeError(log.read_text())
+            with contextlib.suppress(httpx.HTTPError):
+                health = httpx.get(f"{url}/health", timeout=1)
+                if health.status_code == 200 and health.json().get("workers"):
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.1)
         yield proc
     finally:
         proc.stop()

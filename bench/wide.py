@@ -1,4 +1,4 @@
-"""Benchmark 9: wide dispatch, many slots against a slow upstream.
+"""Benchmark 12: wide dispatch, many slots against a slow upstream.
 
 A model with `max_concurrency` SLOTS answers every request in LATENCY
 seconds, so at best a batch runs at SLOTS / LATENCY requests per second.
