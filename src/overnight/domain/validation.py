@@ -97,8 +97,13 @@ class FileValidator:
     #: memory (8 bytes a request: fine for tests and small files).
     hash_sink: HashSink | None = None
     spill_every: int = SPILL_EVERY
-    #: Shown every request counted, in file order (the prefix grouping of
-    #: runner/regroup.py learns each line's prefix in this same pass).
+    #: Shown every request counted, in file order, but only in a file of
+    #: more than one chunk: the first chunk's requests are held and shown
+    #: when the second chunk begins, so a file of one chunk (most batches)
+    #: shows none. The prefix grouping of runner/regroup.py learns each
+    #: line's prefix in this same pass, and a file of one chunk has nothing
+    #: to group across chunks. Holding costs a reference a request and at
+    #: most one chunk's requests (`chunk_lines`, about `chunk_bytes`).
     on_request: Callable[[Request], None] | None = None
 
     requests: int = 0
@@ -111,6 +116,16 @@ class FileValidator:
     _open: _OpenChunk = field(default_factory=_OpenChunk)
     _too_many_reported: bool = False
     _spilled: bool = False
+    #: The first chunk's requests, while it is the only one.
+    _held: list[Request] | None = None
+    #: Where a counted request goes: `_held` during the first chunk, then
+    #: `on_request`.
+    _show: Callable[[Request], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_request is not None:
+            self._held = []
+            self._show = self._held.append
 
     def feed(self, raw: bytes, offset: int) -> None:
         """One physical line without its trailing newline, at byte `offset`."""
@@ -128,7 +143,7 @@ class FileValidator:
         max_requests = self.max_requests or 1 << 62
         single_model = self.require_single_model
         valid = Request
-        on_request = self.on_request
+        show = self._show
         # Counters live in locals for the loop (attribute writes cost as
         # much as the rest of a line's bookkeeping), and go back to `self`
         # around the slow path and at the end.
@@ -146,8 +161,8 @@ class FileValidator:
                 counted = True
                 requests += 1
                 append_hash(hash(checked.custom_id))
-                if on_request is not None:
-                    on_request(checked)
+                if show is not None:
+                    show(checked)
                 if model is None:
                     model = checked.model
             else:
@@ -164,6 +179,9 @@ class FileValidator:
                 chunk = self._open
                 chunk.start, chunk.first_line = offset, line
                 in_chunk, chunk_start = 0, offset
+                if self._held is not None:
+                    self._release_held()
+                    show = self._show
             if counted:
                 in_chunk += 1
         self.requests, self.model = requests, model
@@ -191,9 +209,18 @@ class FileValidator:
                 )
             return
         self._hashes.append(hash(result.custom_id))
-        if self.on_request is not None:
-            self.on_request(result)
+        if self._show is not None:
+            self._show(result)
         self._note_model(result, line)
+
+    def _release_held(self) -> None:
+        """A second chunk begins: show the first chunk's requests, then
+        every request as it comes."""
+        held, self._held = self._held or [], None
+        self._show = self.on_request
+        if self.on_request is not None:
+            for request in held:
+                self.on_request(request)
 
     def _note_model(self, request: Request, line: int) -> None:
         if self.model is None:
@@ -240,6 +267,7 @@ class FileValidator:
         `DuplicateFinder` when `duplicate_candidates()` was not empty."""
         self._close_chunk(size)
         self._hashes = array("q")
+        self._held = None  # one chunk: nothing was, or will be, shown
         errors = self._errors
         count = self._error_count
         if duplicates:
