@@ -7,7 +7,8 @@ pays each prefix's prefill once per chunk per prefix, and chunks running at
 once on one engine interleave their prefixes. Here validation learns each
 request's prefix group (`PrefixGroups.add`, one byte a request), once the
 file has a second chunk (a file of one chunk keys nothing: the validator
-holds the first chunk's requests and shows them when the second begins,
+holds the first chunk's lines, as bytes, and shows their requests when
+the second begins,
 `FileValidator.on_request`), and decides
 whether a grouped copy is worth writing (`worth_grouping`); the runner then
 writes the lines bucket by bucket and cuts the copy into chunks
