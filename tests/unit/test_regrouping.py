@@ -3,7 +3,11 @@ grouped copy into chunks (domain/regrouping.py): pure code."""
 
 from __future__ import annotations
 
+import json
+
+from overnight.domain.lines import LineRules
 from overnight.domain.regrouping import MAX_GROUPS, SAMPLE, GroupedChunks, PrefixGroups
+from overnight.domain.validation import FileValidator
 
 
 def groups_of(keys: list[int | None]) -> PrefixGroups:
@@ -74,3 +78,40 @@ def test_chunk_bytes_cuts_too() -> None:
     for _ in range(5):
         cutter.line(10)
     assert [(c.start, c.end) for c in cutter.finish()] == [(0, 20), (20, 40), (40, 50)]
+
+
+def line(n: int, prompt: str) -> bytes:
+    body = {
+        "model": "m",
+        "messages": [{"role": "system", "content": prompt}, {"role": "user", "content": f"q{n}"}],
+    }
+    return json.dumps({"custom_id": f"r{n}", "body": body}).encode()
+
+
+def validated(prompts: str, chunk_lines: int) -> tuple[PrefixGroups, int]:
+    """`prompts` one letter a line, through the validator with its hook."""
+    groups = PrefixGroups("/v1/chat/completions", 2048)
+    rules = LineRules("/v1/chat/completions", models={"m"}, require_method_and_url=False)
+    validator = FileValidator(rules, chunk_lines=chunk_lines, on_request=groups.add_request)
+    offset = 0
+    for n, prompt in enumerate(prompts):
+        raw = line(n, prompt * 50)
+        validator.feed(raw, offset)
+        offset += len(raw) + 1
+    report = validator.finish(offset)
+    assert report.ok
+    return groups, len(report.chunks)
+
+
+def test_validation_keys_a_file_of_one_chunk_not_at_all() -> None:
+    groups, chunks = validated("ABACBA", chunk_lines=6)
+    assert chunks == 1
+    assert len(groups.groups) == 0 and groups.used() == 0  # no prefix keyed
+    assert not groups.worth_grouping(chunks)
+
+
+def test_the_first_chunk_is_keyed_once_a_second_begins() -> None:
+    groups, chunks = validated("ABACBA", chunk_lines=3)
+    assert chunks == 2
+    assert list(groups.groups) == [0, 1, 0, 2, 1, 0]  # numbered as they first appear
+    assert groups.worth_grouping(chunks)

@@ -165,3 +165,22 @@ def test_a_file_smaller_than_one_block_opens_no_spill_file(tmp_path: Path) -> No
     assert not (tmp_path / "hashes").exists()
     assert sink.repeated() == frozenset()
     sink.close()
+
+
+def test_requests_are_shown_only_once_a_second_chunk_begins() -> None:
+    """The prefix grouping's hook: a file of one chunk shows no request (it
+    has nothing to group across chunks, and keying costs); a file of
+    several shows every request, the first chunk's included, in order."""
+    ids = [f"r{i}" for i in range(12)]
+    data = b"\n".join(request(i) for i in ids) + b"\n"
+
+    shown: list[str] = []
+    _, report = run(data, chunk_lines=12, on_request=lambda r: shown.append(r.custom_id))
+    assert report.ok and len(report.chunks) == 1
+    assert shown == []
+
+    # A byte-order mark on the first line: held, and shown, all the same.
+    with_mark = b"\xef\xbb\xbf" + data
+    _, report = run(with_mark, chunk_lines=5, on_request=lambda r: shown.append(r.custom_id))
+    assert report.ok and len(report.chunks) == 3
+    assert shown == ids

@@ -5,7 +5,11 @@ to back (domain/prefixes.py); across chunks it cannot, because a chunk is a
 byte range of the input. A shuffled file over a few system prompts then
 pays each prefix's prefill once per chunk per prefix, and chunks running at
 once on one engine interleave their prefixes. Here validation learns each
-request's prefix group (`PrefixGroups.add`, one byte a request) and decides
+request's prefix group (`PrefixGroups.add`, one byte a request), once the
+file has a second chunk (a file of one chunk keys nothing: the validator
+holds the first chunk's lines, as bytes, and shows their requests when
+the second begins,
+`FileValidator.on_request`), and decides
 whether a grouped copy is worth writing (`worth_grouping`); the runner then
 writes the lines bucket by bucket and cuts the copy into chunks
 (`GroupedChunks`), at `chunk_lines`/`chunk_bytes` as validation does, and

@@ -4,8 +4,9 @@ The file is streamed once (twice only when a duplicate `custom_id` is
 suspected); chunks are cut in the same pass. The ids' hashes are spilled to
 local disk as they pile up (runner/hash_spill.py), so memory stays flat.
 
-With `prefix_dispatch`, the same pass learns each request's prompt prefix,
-and a valid batch of several chunks whose prefixes are mixed gets a grouped
+With `prefix_dispatch`, the same pass learns each request's prompt prefix
+once the file reaches a second chunk (a batch of one chunk, most of them,
+keys none: `FileValidator.on_request`), and a valid batch of several chunks whose prefixes are mixed gets a grouped
 copy of its input (runner/regroup.py): its chunks are cut from that copy.
 """
 
