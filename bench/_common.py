@@ -98,6 +98,22 @@ def write_config(path: Path, upstream_url: str | None, concurrency: int, **setti
     return path
 
 
+def wait_until_serving(popen: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    """Until `overnight serve` at `url` answers /health with a worker up;
+    its log in the error when it exits or takes over a minute."""
+    deadline = time.monotonic() + 60
+    while True:
+        if popen.poll() is not None:
+            raise RuntimeError(log.read_text())
+        with contextlib.suppress(httpx.HTTPError):
+            health = httpx.get(f"{url}/health", timeout=1)
+            if health.status_code == 200 and health.json().get("workers"):
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def overnight_server(
     workdir: Path, config: Path, *, env: dict[str, str] | None = None
@@ -125,18 +141,8 @@ def overnight_server(
     )
     url = f"http://127.0.0.1:{port}"
     proc = Proc(popen, url, log)
-    deadline = time.monotonic() + 60
     try:
-        while True:
-            if popen.poll() is not None:
-                raise RuntimeError(log.read_text())
-            with contextlib.suppress(httpx.HTTPError):
-                health = httpx.get(f"{url}/health", timeout=1)
-                if health.status_code == 200 and health.json().get("workers"):
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.1)
+        wait_until_serving(popen, url, log)
         yield proc
     finally:
         proc.stop()

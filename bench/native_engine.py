@@ -36,11 +36,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ROOT, free_port, table, wait_until_ended
+from _common import ROOT, free_port, table, wait_until_ended, wait_until_serving
 from overnight.settings import EMBEDDED_MODEL_NAME
 
 #: Fast loops and few attempts: a worker that crashes on every chunk fails
@@ -140,17 +139,7 @@ def serving(bin_dir: Path, workdir: Path, config: Path | None) -> Iterator[tuple
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(log.read_text())
-            with contextlib.suppress(httpx.HTTPError):
-                health = httpx.get(f"{url}/health", timeout=1)
-                if health.status_code == 200 and health.json().get("workers"):
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_until_serving(process, url, log)
         yield url, log
     finally:
         process.terminate()
