@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Fast loops for tests; production defaults are in docs/configuration.md.
 FAST_ENV = {
     "OVERNIGHT_POLL_INTERVAL": "0.05",
+    "OVERNIGHT_IDLE_POLL_INTERVAL": "0.5",
     "OVERNIGHT_FLUSH_INTERVAL": "0.1",
     "OVERNIGHT_HEARTBEAT_INTERVAL": "1",
     "OVERNIGHT_LEASE_TTL": "5",

@@ -55,6 +55,7 @@ BASE_URL = "http://overnight.test"
 #: The worker's loops, fast, as FAST_ENV sets them for `overnight serve`.
 FAST_LOOPS: dict[str, Any] = {
     "poll_interval": 0.05,
+    "idle_poll_interval": 0.5,
     "flush_interval": 0.1,
     "heartbeat_interval": 1,
     "lease_ttl": 5,

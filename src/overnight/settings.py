@@ -306,6 +306,10 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(5.0, gt=0)
     #: Seconds between polls for new work, cancels and expiry when no wake-up came.
     poll_interval: float = Field(0.5, gt=0)
+    #: A loop that keeps finding nothing doubles its wait after each empty
+    #: poll, up to this many seconds (runner/wakeups.py Backoff); stop flags
+    #: of running chunks are still read every poll_interval.
+    idle_poll_interval: float = Field(2.0, gt=0)
     #: Result lines are flushed (fsync) and counted every this many lines...
     flush_lines: int = Field(100, ge=1)
     #: ...or every this many seconds, whichever comes first.

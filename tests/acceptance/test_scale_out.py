@@ -29,7 +29,10 @@ from helpers import (
 
 pytestmark = pytest.mark.slow
 
-LINES = 20_000
+#: 40 chunks, so that the kill at a quarter catches chunks running and leaves
+#: many for the other workers and the one added later.
+LINES = 10_000
+CHUNK_LINES = 250
 MAX_CONCURRENCY = 48
 
 
@@ -50,7 +53,7 @@ def test_two_replicas_and_three_workers_survive_a_killed_worker(
         config = write_config(
             tmp_path / "config.toml",
             [fake_model(upstream.url, max_concurrency=MAX_CONCURRENCY)],
-            chunk_lines=500,
+            chunk_lines=CHUNK_LINES,
             **backend.settings(),
         )
         replicas = [

@@ -39,7 +39,7 @@ from overnight.runner.flushing import Flusher
 from overnight.runner.models import Models
 from overnight.runner.retention import sweep_forever
 from overnight.runner.validate import validate_batch
-from overnight.runner.wakeups import Wakeups, wait_at_most
+from overnight.runner.wakeups import Backoff, Wakeups
 from overnight.settings import Settings
 from overnight.store.contracts import RunnerStore
 from overnight.types import WorkerId
@@ -148,9 +148,14 @@ class Worker:
         return alive
 
     async def _watch_stops(self) -> None:
+        """Stop flags are read every poll_interval while this worker runs
+        chunks (a cancel from another process takes effect within about
+        that); an idle worker only watches for closing windows, backing off."""
         wake = self.wakeups.subscribe()
+        backoff = self._backoff()
+        found = True
         while True:
-            await self._sleep_or_wake(wake)
+            await backoff.wait(wake, found)
             expired = await self.store.expire_due(int(time.time()))
             if expired:
                 log.info("completion window closed for %s", ", ".join(expired))
@@ -162,10 +167,10 @@ class Worker:
                 for key, run in list(self.runs.items()):
                     if key.batch_id == batch_id:
                         run.stop(reason)
+            found = bool(expired or self.runs)
 
-    async def _sleep_or_wake(self, wake: asyncio.Event) -> None:
-        await wait_at_most(wake, self.settings.poll_interval)
-        wake.clear()
+    def _backoff(self) -> Backoff:
+        return Backoff(self.settings.poll_interval, self.settings.idle_poll_interval)
 
     # -- claim loops
 
@@ -178,6 +183,7 @@ class Worker:
     ) -> None:
         """Claim and handle items, up to `concurrency` at once."""
         wake = self.wakeups.subscribe()
+        backoff = self._backoff()
         active: set[asyncio.Task[Any]] = set()
 
         def finished(task: asyncio.Task[Any]) -> None:
@@ -186,11 +192,13 @@ class Worker:
 
         try:
             while True:
+                found = False
                 while len(active) < concurrency and (item := await claim()) is not None:
+                    found = True
                     task = asyncio.create_task(handle(item), name=f"{name}-work")
                     active.add(task)
                     task.add_done_callback(finished)
-                await self._sleep_or_wake(wake)
+                await backoff.wait(wake, found)
         finally:
             await _cancel_all(active)
 
@@ -202,6 +210,7 @@ class Worker:
         once instead of waiting for a running chunk to end. A chunk whose
         lines all hold a slot wakes the loop: it may be time for the next."""
         wake = self.wakeups.subscribe()
+        backoff = self._backoff()
         active: set[asyncio.Task[None]] = set()
         admitted: set[asyncio.Task[None]] = set()
         settings = self.settings
@@ -222,8 +231,10 @@ class Worker:
 
         try:
             while True:
+                found = False
                 while wanted := self._chunks_wanted():
                     claimed = await self._claim_chunks(wanted)
+                    found = found or bool(claimed)
                     for work in claimed:
                         start(work)
                     if len(claimed) < wanted:
@@ -238,8 +249,9 @@ class Worker:
                         )
                         and (newcomer := await self._claim_idle_chunk()) is not None
                     ):
+                        found = True
                         admitted.add(start(newcomer))
-                await self._sleep_or_wake(wake)
+                await backoff.wait(wake, found)
         finally:
             await _cancel_all(active)
 

@@ -24,7 +24,7 @@ import time
 
 from overnight.domain.webhooks import AttemptResult, Delivery
 from overnight.errors import StorageError
-from overnight.runner.wakeups import Wakeups, wait_at_most
+from overnight.runner.wakeups import Backoff, Wakeups
 from overnight.settings import Settings
 from overnight.store.contracts import DeliveryStore
 from overnight.types import WorkerId
@@ -64,27 +64,29 @@ class Sender:
 
     async def run(self) -> None:
         wake = self.wakeups.subscribe()
+        backoff = Backoff(self.settings.poll_interval, self.settings.idle_poll_interval)
         pruned: float | None = None
         try:
             while True:
+                found = True  # after a failed look, look again soon
                 try:
                     if pruned is None or time.monotonic() - pruned > PRUNE_INTERVAL:
                         await self._prune()
                         pruned = time.monotonic()
-                    await self._claim_and_start(wake)
+                    found = await self._claim_and_start(wake)
                 except StorageError:  # transient (a lock, a lost connection): go round again
                     log.warning("claiming webhook deliveries failed; retrying", exc_info=True)
-                await wait_at_most(wake, self.settings.poll_interval)
-                wake.clear()
+                await backoff.wait(wake, found)
         finally:
             for task in self._active:
                 task.cancel()
             await asyncio.gather(*self._active, return_exceptions=True)
 
-    async def _claim_and_start(self, wake: asyncio.Event) -> None:
+    async def _claim_and_start(self, wake: asyncio.Event) -> bool:
+        """Claim and start the deliveries that are due; whether there were any."""
         room = self.settings.webhook_concurrency - len(self._active)
         if room <= 0:
-            return
+            return False
         claimed = await self.store.claim_deliveries(self.worker, time.time(), self.lease, room)
 
         def finished(task: asyncio.Task[None]) -> None:
@@ -95,6 +97,7 @@ class Sender:
             task = asyncio.create_task(self.deliver(delivery), name="webhook-attempt")
             self._active.add(task)
             task.add_done_callback(finished)
+        return bool(claimed)
 
     async def _prune(self) -> None:
         before = time.time() - self.settings.webhook_log_retention
