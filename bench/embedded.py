@@ -119,7 +119,7 @@ def through_overnight(
                     peak[0] = max(peak[0], process.memory_info().rss / 2**20)
                 except Exception:
                     pass
-            done.wait(0.05)
+            done.wait(0.5)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
