@@ -225,9 +225,9 @@ def _threads_wait_asleep() -> None:
     spin for a while at every barrier before sleeping. With as many threads
     as cores that is right on an idle machine, and ruinous on a busy one: a
     spinning thread holds the core its descheduled sibling needs to reach
-    the barrier (measured here: a batched decode 6x slower at 2 threads on
-    2 cores under load, and 10% faster than 1 thread with the passive
-    policy; docs/benchmarks.md, 5). libgomp reads the policy once, when it
+    the barrier. Measured on 2 cores (docs/benchmarks.md, 5): under load, 2
+    spinning threads decoded 6x slower than 1, 2 sleeping ones at 0.9x; on
+    a quiet machine 2 sleeping threads are 1.66x one. libgomp reads the policy once, when it
     is loaded with llama.cpp, so it is set before the first import; an
     operator's own `OMP_WAIT_POLICY` wins.
     """
