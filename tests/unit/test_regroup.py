@@ -190,3 +190,37 @@ async def test_deleting_the_batch_deletes_a_copy_a_crash_left_behind(pipeline: P
     await service.delete_batch(TENANT, batch.id)
 
     assert blob_files(pipeline, "grouped") == []
+
+
+def hostile(raw: bytes, n: int) -> bytes:
+    """Line `n` with something hostile that validation accepts: an integer
+    past 64 bits and 123-deep nesting in its system message (the prompt
+    prefix validation renders to group by), or escaped and raw multi-byte
+    text in its question."""
+    fragment = [
+        b"123456789012345678901234567890",
+        b"[" * 123 + b"]" * 123,
+        '"\\ud83d\\ude00 \u00e9\u6f22 \U0001f600"'.encode(),
+    ][n % 3]
+    if n % 3 == 2:
+        return raw.replace(f'"question {n}"'.encode(), f'"question {n} '.encode() + fragment[1:])
+    return raw.replace(b'"role":"system",', b'"role":"system","x":' + fragment + b",", 1)
+
+
+async def test_hostile_lines_in_a_grouped_batch_each_end_in_one_result(pipeline: Pipeline) -> None:
+    lines, prefixes = shuffled(30)
+    lines = [hostile(raw, n) if n % 4 == 0 else raw for n, raw in enumerate(lines)]
+    lines[0] = b"\xef\xbb\xbf" + lines[0]  # a byte-order mark on line 1
+    batch = await pipeline.add_batch(lines)
+
+    assert batch.grouped_blob_key is not None
+    grouped = await pipeline.blob(batch.grouped_blob_key)
+    # The input's lines byte for byte, less the byte-order mark.
+    assert sorted(grouped.splitlines()) == sorted([lines[0][3:], *lines[1:]])
+    await pipeline.run_all_chunks()
+    final = await pipeline.finalize(batch.id)
+
+    assert final.status is BatchStatus.COMPLETED
+    output = await pipeline.file_lines(final.output_file_id)
+    errors = await pipeline.file_lines(final.error_file_id)
+    assert sorted(r["custom_id"] for r in [*output, *errors]) == sorted(prefixes)
