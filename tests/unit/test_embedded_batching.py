@@ -159,6 +159,83 @@ async def test_prompts_sharing_a_system_prompt_decode_it_once(backend: LlamaCppB
     assert decoded < sum(prompt_tokens) - (SEQUENCES - 1) * 70
 
 
+async def test_requests_sharing_a_system_prompt_fit_together_where_copies_would_not() -> None:
+    # A KV cache of one context, 512 cells: four copies of a 200-token
+    # system prompt would need 800, but the copies share their cells, so
+    # all four requests decode at once.
+    tight = LlamaCppBackend(
+        ModelSettings(
+            name="tight",
+            backend="llama-cpp",
+            n_ctx=N_CTX,
+            kv_cache_tokens=N_CTX,
+            max_concurrency=SEQUENCES,
+        )
+    )
+    engine = tight.engine
+    try:
+        system = "You are a helpful assistant for a library. " * 20
+        story = "Write a long story about a dragon who learns to fly"
+        tasks = [
+            asyncio.create_task(
+                tight.send(
+                    UpstreamRequest(
+                        "/v1/chat/completions",
+                        {
+                            "messages": [
+                                {"role": "system", "content": system},
+                                {"role": "user", "content": f"{story} ({i})."},
+                            ],
+                            "temperature": 0,
+                            "max_tokens": 24,
+                        },
+                    )
+                )
+            )
+            for i in range(SEQUENCES)
+        ]
+        await until(lambda: engine.decoding == SEQUENCES, within=30)
+        results = await asyncio.gather(*tasks)
+        prompt_tokens = results[0].body["usage"]["prompt_tokens"]
+        assert SEQUENCES * prompt_tokens > N_CTX
+        for result in results:
+            assert answer(result)["finish_reason"] == "length"
+    finally:
+        engine.close()
+
+
+async def test_a_system_prompt_cached_once_outlives_requests_under_other_prompts() -> None:
+    # Two requests at a time, four sequence ids. A's prompt is cached in
+    # one; three requests under B fill the other three (sharing B's
+    # cells); a request under C must take one of the four: it takes one
+    # whose loss is a question, not A's only copy, so A is still cached.
+    small = LlamaCppBackend(
+        ModelSettings(name="small", backend="llama-cpp", n_ctx=N_CTX, max_concurrency=2)
+    )
+    engine = small.engine
+
+    def under(system: str, question: str) -> UpstreamRequest:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        return UpstreamRequest(
+            "/v1/chat/completions", {"messages": messages, "temperature": 0, "max_tokens": 2}
+        )
+
+    a = "You are a tax adviser. Answer briefly. " * 5
+    b = "You are a ship's navigator who knows every star and every current. " * 6
+    try:
+        await small.send(under(a, "What is a deduction?"))
+        await asyncio.gather(*(small.send(under(b, f"Where is port {i}?")) for i in range(3)))
+        await small.send(under("You are a gardener.", "When do tulips bloom?"))
+        before = engine.prompt_tokens_decoded
+        again = await small.send(under(a, "What is a receipt?"))
+        decoded = engine.prompt_tokens_decoded - before
+        # Only the new question is decoded: A's system prompt (about 45
+        # tokens) comes from the cache.
+        assert decoded < again.body["usage"]["prompt_tokens"] - 35, decoded
+    finally:
+        engine.close()
+
+
 async def test_at_temperature_0_answers_differ_from_the_serial_engines_only_at_near_ties(
     backend: LlamaCppBackend,
 ) -> None:

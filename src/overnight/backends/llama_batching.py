@@ -11,14 +11,19 @@ string, max_tokens) or is cancelled frees its sequence at once, and the
 next waiting request takes it on the following turn.
 
 The context's KV cache is one pool of cells shared by all sequences
-(`kv_unified`). A request is admitted only while the prompts and answer
-budgets of those in flight fit in the pool, so a decode never runs out of
-cells halfway. A finished sequence keeps its tokens' cells as a prompt
+(`kv_unified`). A finished sequence keeps its tokens' cells as a prompt
 cache until space or its id is needed: a new prompt that starts the same
 way (a common system prompt) copies that prefix (`llama_memory_seq_cp`, a
 bookkeeping change: the cells are shared, not duplicated) and decodes only
 the rest. Prompts admitted together wait one turn for a sibling that is
 decoding the prefix they share, rather than computing it again.
+
+A request is admitted only while the cells that those in flight hold, and
+those they may still fill (the rest of their prompts, their answer
+budgets), fit in the pool, so a decode never runs out of cells halfway.
+`_Cells` counts a cell that several sequences share once: sixteen
+requests under one 300-token system prompt need 300 cells for it, not
+4,800, and so decode together in a pool of 4,096.
 
 Embeddings go to a second context (mean pooling); the requests waiting
 for one are gathered and decoded together, several sequences per decode.
@@ -39,6 +44,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from overnight.backends.llama_requests import Answer, Generation
+from overnight.settings import MAX_EMBEDDED_SEQUENCES
 
 log = logging.getLogger("overnight.backends.llama")
 
@@ -59,11 +65,73 @@ _NO_LOGITS = np.empty(0, dtype=np.single)
 class _Slot:
     """One sequence id of the context and the tokens its cells hold
     (positions 0..len-1): a request's, or a finished one's, kept as a
-    prompt cache."""
+    prompt cache. `cells` names the cell of each position (see `_Cells`)."""
 
     seq: int
     cached: list[int] = field(default_factory=list)
+    cells: list[int] = field(default_factory=list)
     job: _Job | None = None
+
+
+class _Cells:
+    """The KV cells that the sequences hold, by name, and how many
+    sequences share each: a decoded token takes a new cell, a prefix
+    copied from another sequence shares that sequence's cells. Every change
+    to a sequence's cells goes through here, with its llama.cpp call, so
+    that `used` is what the cache holds."""
+
+    def __init__(self) -> None:
+        self._holders: dict[int, int] = {}
+        self._next = 0
+        self.memory: Any = None
+
+    @property
+    def used(self) -> int:
+        return len(self._holders)
+
+    def keep(self, slot: _Slot, n: int) -> None:
+        """Drop the slot's cells from position `n` on."""
+        if self.memory is not None:
+            _low().llama_memory_seq_rm(self.memory, slot.seq, n, -1)
+        if n >= len(slot.cells):
+            return
+        self._release(slot.cells[n:])
+        del slot.cells[n:], slot.cached[n:]
+
+    def copy(self, source: _Slot, slot: _Slot, n: int) -> None:
+        """Make the slot hold exactly the first `n` of the source's cells."""
+        self.keep(slot, 0)
+        _low().llama_memory_seq_cp(self.memory, source.seq, slot.seq, 0, n)
+        slot.cached, slot.cells = source.cached[:n], source.cells[:n]
+        for cell in slot.cells:
+            self._holders[cell] += 1
+
+    def extend(self, slot: _Slot, tokens: list[int]) -> None:
+        """The slot's next positions were decoded, into new cells."""
+        slot.cached.extend(tokens)
+        slot.cells.extend(range(self._next, self._next + len(tokens)))
+        for cell in range(self._next, self._next + len(tokens)):
+            self._holders[cell] = 1
+        self._next += len(tokens)
+
+    def exclusive(self, slot: _Slot, start: int) -> int:
+        """Cells past `start` that no sequence but `slot` holds."""
+        holders = self._holders
+        return sum(1 for cell in slot.cells[start:] if holders[cell] == 1)
+
+    def forget(self, slots: list[_Slot]) -> None:
+        """The whole cache was cleared."""
+        self._holders.clear()
+        for slot in slots:
+            slot.cached, slot.cells = [], []
+
+    def _release(self, cells: list[int]) -> None:
+        holders = self._holders
+        for cell in cells:
+            if holders[cell] == 1:
+                del holders[cell]
+            else:
+                holders[cell] -= 1
 
 
 @dataclass(eq=False)
@@ -112,8 +180,10 @@ class BatchingEngine:
     work and return futures that it completes.
 
     `load` builds the generating `llama_cpp.Llama`, whose context must have
-    `sequences` sequence ids and a unified KV cache of `pool` cells;
-    `load_embedder` the embedding one. Both run on the thread, on first use.
+    `context_sequences(sequences)` sequence ids and a unified KV cache of
+    `pool` cells; `load_embedder` the embedding one. Both run on the
+    thread, on first use. At most `sequences` requests decode at once; the
+    other sequence ids only keep prompt caches.
     """
 
     def __init__(
@@ -138,10 +208,11 @@ class BatchingEngine:
         self._embedder: Any = None
         self._ctx: Any = None
         self._memory: Any = None
+        self._cells = _Cells()
         self._vocab: Any = None
         self._batch: Any = None
         self._n_batch = 0
-        self._slots = [_Slot(seq) for seq in range(sequences)]
+        self._slots = [_Slot(seq) for seq in range(context_sequences(sequences))]
         self._waiting: deque[_Job] = deque()
         self._active: list[_Job] = []
         self._embeddings: list[_Embedding] = []
@@ -227,7 +298,7 @@ class BatchingEngine:
         if self._llama is None:
             llama = self._load()
             self._ctx = llama.ctx
-            self._memory = _low().llama_get_memory(self._ctx)
+            self._memory = self._cells.memory = _low().llama_get_memory(self._ctx)
             self._vocab = _low().llama_model_get_vocab(llama.model)
             self._n_batch = llama.n_batch
             self._batch = _low().llama_batch_init(self._n_batch, 0, 1)
@@ -248,44 +319,76 @@ class BatchingEngine:
         self._waiting.append(_Job(request.future, generation, sampler=sampler))
 
     def _admit(self) -> None:
-        while self._waiting:
+        while self._waiting and len(self._active) < self.sequences:
             job = self._waiting[0]
             free = [slot for slot in self._slots if slot.job is None]
-            if not free:
-                return
-            reserved = sum(j.generation.reserved_tokens for j in self._active)
-            if self._active and reserved + job.generation.reserved_tokens > self.pool:
+            plan = self._plan(job, free)
+            if self._active and self._committed() + self._cost(job, plan) > self.pool:
                 return
             self._waiting.popleft()
-            self._place(job, free)
+            self._place(job, plan)
 
-    def _place(self, job: _Job, free: list[_Slot]) -> None:
-        """Give `job` a free sequence, with as much of its prompt already
-        in the cache as some sequence holds."""
-        low = _low()
+    def _plan(self, job: _Job, free: list[_Slot]) -> _Plan:
+        """Where `job` would go: the free sequence that holds most of its
+        prompt, the sequence to copy more of it from, or the sibling now
+        decoding a longer part of it to wait for.
+
+        The free sequence taken drops the cells it held past what the job
+        reuses (all of them, if the prefix is copied from elsewhere, which
+        costs nothing): it is the one that drops the fewest cells no other
+        sequence holds, so that a system prompt cached once stays cached
+        while requests under other prompts come and go. Then one that
+        holds the longest prefix itself, then the shortest cache."""
         prompt = job.generation.prompt
         usable = len(prompt) - 1  # at least one token is decoded, for its logits
 
         def shared(tokens: list[int]) -> int:
             return min(_common_prefix(tokens, prompt), usable)
 
-        slot = max(free, key=lambda s: (shared(s.cached), -len(s.cached)))
+        longest = max(shared(s.cached) for s in self._slots)
+
+        def loss(slot: _Slot) -> int:  # cells only it holds, that it would drop
+            kept = shared(slot.cached)
+            return self._cells.exclusive(slot, kept if kept == longest else 0)
+
+        slot = min(free, key=lambda s: (loss(s), shared(s.cached) < longest, len(s.cached)))
         kept = shared(slot.cached)
-        low.llama_memory_seq_rm(self._memory, slot.seq, kept, -1)
-        del slot.cached[kept:]
         source, best = None, kept
         for other in self._slots:
             if other is not slot and (length := shared(other.cached)) > best:
                 source, best = other, length
-        if source is not None:
-            low.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
-            low.llama_memory_seq_cp(self._memory, source.seq, slot.seq, 0, best)
-            slot.cached = prompt[:best]
+        wait: tuple[_Job, _Slot, int] | None = None
         for sibling in self._active:
             if sibling.prompt_pending and sibling.copy_from is None:
                 length = shared(sibling.generation.prompt)
                 if length >= best + WAIT_FOR_PREFIX and sibling.slot is not None:
-                    job.copy_from, best = (sibling, sibling.slot, length), length
+                    wait, best = (sibling, sibling.slot, length), length
+        return _Plan(slot, kept, source, best, wait)
+
+    def _committed(self) -> int:
+        """Cells that the requests in flight hold, each counted once, and
+        those they may still fill."""
+        held = {cell for job in self._active if job.slot is not None for cell in job.slot.cells}
+        return len(held) + sum(_to_fill(job) for job in self._active)
+
+    def _cost(self, job: _Job, plan: _Plan) -> int:
+        """What placing `job` by `plan` adds to `_committed`: its own
+        tokens, and the cached cells it takes over that nobody in flight
+        holds yet."""
+        if plan.wait is not None:  # the sibling's cells: counted with it
+            return _to_fill(job, plan.best)
+        reused = plan.source.cells[: plan.best] if plan.source else plan.slot.cells[: plan.kept]
+        held = {cell for other in self._active if other.slot for cell in other.slot.cells}
+        return _to_fill(job, plan.best) + sum(1 for cell in reused if cell not in held)
+
+    def _place(self, job: _Job, plan: _Plan) -> None:
+        """Give `job` its sequence, with as much of its prompt already in
+        the cache as some sequence holds."""
+        slot = plan.slot
+        self._cells.keep(slot, plan.kept)
+        if plan.source is not None:
+            self._cells.copy(plan.source, slot, plan.best)
+        job.copy_from = plan.wait
         job.slot, slot.job = slot, job
         job.n_past = len(slot.cached)
         self._active.append(job)
@@ -306,13 +409,12 @@ class BatchingEngine:
         sample = _low().llama_sampler_sample
         for job, tokens, output in entries:
             assert job.slot is not None
-            job.slot.cached.extend(tokens)
+            self._cells.extend(job.slot, tokens)
             job.n_past += len(tokens)
             if output is not None:
                 self._sampled(job, sample(job.sampler, self._ctx, output))
 
     def _copy_prefixes(self) -> None:
-        low = _low()
         for job in self._active:
             if job.copy_from is None:
                 continue
@@ -320,9 +422,7 @@ class BatchingEngine:
             assert job.slot is not None
             prompt = job.generation.prompt
             if cells.cached[:length] == prompt[:length]:
-                low.llama_memory_seq_rm(self._memory, job.slot.seq, -1, -1)
-                low.llama_memory_seq_cp(self._memory, cells.seq, job.slot.seq, 0, length)
-                job.slot.cached = prompt[:length]
+                self._cells.copy(cells, job.slot, length)
                 job.n_past = length
                 job.copy_from = None
             elif cells.job is not source:  # it went before decoding them
@@ -359,16 +459,13 @@ class BatchingEngine:
 
     def _make_room(self, needed: int) -> None:
         """Free prompt caches, largest first, until `needed` more cells fit."""
-        used = sum(len(slot.cached) for slot in self._slots)
         idle = sorted(
             (s for s in self._slots if s.job is None and s.cached), key=lambda s: -len(s.cached)
         )
         for slot in idle:
-            if used + needed <= self.pool:
+            if self._cells.used + needed <= self.pool:
                 return
-            _low().llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
-            used -= len(slot.cached)
-            slot.cached = []
+            self._cells.keep(slot, 0)
 
     def _sampled(self, job: _Job, token: int) -> None:
         generation = job.generation
@@ -435,8 +532,7 @@ class BatchingEngine:
         log.error("llama_decode failed with %d for %d sequences", code, len(entries))
         for job, _, _ in entries:
             if job.slot is not None:
-                _low().llama_memory_seq_rm(self._memory, job.slot.seq, -1, -1)
-                job.slot.cached = []
+                self._cells.keep(job.slot, 0)
             self._release(job)
             _settle(job.future, error=RuntimeError(f"llama_decode failed ({code})"))
 
@@ -528,8 +624,7 @@ class BatchingEngine:
             self._release(job)
             _settle(job.future, error=error)
         self._waiting.clear()
-        for slot in self._slots:
-            slot.cached = []
+        self._cells.forget(self._slots)
         if self._memory is not None:
             _low().llama_memory_clear(self._memory, True)
 
@@ -552,6 +647,38 @@ class BatchingEngine:
             if model is not None:
                 model.close()
         self._llama = self._embedder = None
+
+
+def context_sequences(in_flight: int) -> int:
+    """Sequence ids for `in_flight` requests at once: as many again to
+    keep prompt caches in. A finished request's sequence holds its prompt
+    until another request needs the id; with every id decoding, a system
+    prompt that no request in flight shares is lost and decoded again.
+    Spare ids cost nothing: a cache's cells are counted in the pool
+    whatever holds them, and dropped when the pool needs room."""
+    return min(2 * in_flight, MAX_EMBEDDED_SEQUENCES)
+
+
+@dataclass
+class _Plan:
+    """Where a request goes (`BatchingEngine._plan`): into `slot`, keeping
+    its first `kept` cached tokens, then copying the first `best` of
+    `source`'s, or waiting for the sibling in `wait` to decode them."""
+
+    slot: _Slot
+    kept: int
+    source: _Slot | None
+    best: int
+    wait: tuple[_Job, _Slot, int] | None
+
+
+def _to_fill(job: _Job, start: int | None = None) -> int:
+    """Cells the job may still fill: the rest of its prompt, past what it
+    holds or will copy, and the rest of its answer budget (`n_past` counts
+    the answer tokens decoded)."""
+    if start is None:
+        start = job.copy_from[2] if job.copy_from is not None else job.n_past
+    return job.generation.reserved_tokens - start
 
 
 def _put(batch: Any, i: int, token: int, pos: int, slot: _Slot | None, *, output: bool) -> None:
