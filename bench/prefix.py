@@ -4,8 +4,9 @@ A shuffled batch over 8 distinct system prompts of about 300 tokens, each
 line one short question. Two measures:
 
 - `embedded`: the engine of `overnight serve` with no models configured (the
-  embedded SmolLM2 via llama-cpp-python, which reuses the longest common
-  prefix with the previous prompt), or any OpenAI-compatible server with
+  embedded SmolLM2 through overnight's batching engine, whose sequences
+  keep and share prompt caches within a 4,096-cell KV cache; `--prompts`
+  sets how many system prompts, and so whether all of them fit), or any OpenAI-compatible server with
   `--base-url` (vLLM, SGLang, llama.cpp server: prefix caching on). Tokens
   (prompt + completion) per second, from create to end, grouped vs file
   order. Target: 3x or more on the embedded engine. With `--chunk-lines`
@@ -21,6 +22,7 @@ line one short question. Two measures:
     python bench/prefix.py                                 # both, 400 + 2000 lines
     python bench/prefix.py --part embedded --lines 120     # fewer lines
     python bench/prefix.py --part embedded --chunk-lines 50  # 8 chunks: across vs within
+    python bench/prefix.py --part embedded --prompts 64  # more prompts than the cache holds
     python bench/prefix.py --part embedded --base-url http://gpu:8000/v1 --model NAME
     python bench/prefix.py --part replicas --replica-lines 200   # smoke test
 """
@@ -61,20 +63,22 @@ RULES = [
 
 def system_prompt(index: int) -> str:
     """About 300 tokens, distinct from its first words."""
-    role = ROLES[index]
+    role = ROLES[index % len(ROLES)]
     body = " ".join(f"Rule {n + 1} for {role}: {rule}" for n, rule in enumerate(RULES + RULES[:4]))
     return f"You are {role}, number {index}. {body} Remember: you are {role}."
 
 
-def batch_lines(count: int, model: str, max_tokens: int, seed: int = 19) -> list[dict[str, Any]]:
+def batch_lines(
+    count: int, model: str, max_tokens: int, prompts: int = 8, seed: int = 19
+) -> list[dict[str, Any]]:
     rng = random.Random(seed)
-    systems = [system_prompt(i) for i in range(8)]
+    systems = [system_prompt(i) for i in range(prompts)]
     lines = []
     for n in range(count):
         body = {
             "model": model,
             "messages": [
-                {"role": "system", "content": systems[rng.randrange(8)]},
+                {"role": "system", "content": systems[rng.randrange(prompts)]},
                 {"role": "user", "content": f"Question {n}: what matters most today?"},
             ],
             "max_tokens": max_tokens,
@@ -129,7 +133,7 @@ def embedded(workdir: Path, args: argparse.Namespace) -> str:
     else:
         model, models = EMBEDDED_MODEL_NAME, []
         engine = "embedded SmolLM2-135M (llama-cpp-python)"
-    lines = batch_lines(args.lines, model, args.max_tokens)
+    lines = batch_lines(args.lines, model, args.max_tokens, args.prompts)
     chunked = args.chunk_lines is not None and args.chunk_lines < args.lines
     runs: list[tuple[str, bool, dict[str, Any]]] = [("file order", False, {})]
     if chunked:
@@ -156,7 +160,7 @@ def embedded(workdir: Path, args: argparse.Namespace) -> str:
         )
     chunks = f", chunk_lines {args.chunk_lines}" if chunked else ""
     return table(
-        f"{engine}: {args.lines} shuffled lines over 8 system prompts of ~300 tokens, "
+        f"{engine}: {args.lines} shuffled lines over {args.prompts} system prompts of ~300 tokens, "
         f"max_tokens {args.max_tokens}{chunks}",
         ["order", "prompt tokens", "output tokens", "seconds", "tokens/s", "x file order"],
         rows,
@@ -231,6 +235,7 @@ def main() -> None:
     parser.add_argument("--part", choices=["embedded", "replicas", "both"], default="both")
     parser.add_argument("--lines", type=int, default=400, help="embedded: lines")
     parser.add_argument("--max-tokens", type=int, default=8, help="embedded: tokens a line")
+    parser.add_argument("--prompts", type=int, default=8, help="embedded: system prompts")
     parser.add_argument("--chunk-lines", type=int, help="embedded: chunk_lines (default 2000)")
     parser.add_argument("--base-url", help="embedded: another engine (OpenAI-compatible)")
     parser.add_argument("--model", help="with --base-url: the model's name")
