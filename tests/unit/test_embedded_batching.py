@@ -27,12 +27,18 @@ from overnight.backends.llamacpp import LlamaCppBackend, load_llama  # noqa: E40
 
 N_CTX = 512
 SEQUENCES = 4
+#: One thread: the suite runs three test processes on 2 cores, where a
+#: second llama.cpp thread only adds wake-ups (what threads gain is
+#: measured in bench/embedded.py, not here).
+ONE: dict[str, Any] = {"n_threads": 1}
 
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[LlamaCppBackend]:
     backend = LlamaCppBackend(
-        ModelSettings(name="tiny", backend="llama-cpp", n_ctx=N_CTX, max_concurrency=SEQUENCES)
+        ModelSettings(
+            name="tiny", backend="llama-cpp", n_ctx=N_CTX, max_concurrency=SEQUENCES, **ONE
+        )
     )
     engine = backend.engine
     engine.call(engine.generator).result(timeout=120)
@@ -170,6 +176,7 @@ async def test_requests_sharing_a_system_prompt_fit_together_where_copies_would_
             n_ctx=N_CTX,
             kv_cache_tokens=N_CTX,
             max_concurrency=SEQUENCES,
+            **ONE,
         )
     )
     engine = tight.engine
@@ -210,7 +217,7 @@ async def test_a_system_prompt_cached_once_outlives_requests_under_other_prompts
     # cells); a request under C must take one of the four: it takes one
     # whose loss is a question, not A's only copy, so A is still cached.
     small = LlamaCppBackend(
-        ModelSettings(name="small", backend="llama-cpp", n_ctx=N_CTX, max_concurrency=2)
+        ModelSettings(name="small", backend="llama-cpp", n_ctx=N_CTX, max_concurrency=2, **ONE)
     )
     engine = small.engine
 
