@@ -105,11 +105,14 @@ typecheck: install
 # Most of the suite's time is spent waiting on servers, upstreams and the
 # clock, so it runs in PYTEST_WORKERS processes (a test file stays in one, so
 # its module-wide server is started once). PYTEST_WORKERS=0 runs it in one.
+# Files go out longest first (tests/conftest.py SLOWEST_FIRST), in that
+# order: --no-loadscope-reorder stops xdist putting the files with the most
+# tests first, which left the 60 s ones to the end.
 PYTEST_WORKERS ?= 3
 
 pytest: install together1 services
 	TOGETHER1_PYTHON=$(abspath $(TOGETHER1_VENV))/bin/python $(BIN)/python -m pytest -q \
-		-n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+		-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # PostgreSQL backs the scale-out tests; start it when the machine has it but
 # it is not running. Tests that need it skip loudly when it is absent.

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 
@@ -23,7 +23,6 @@ from overnight.runner.models import Models
 from overnight.runner.open_files import connection_budget
 from overnight.runner.supervisor import Supervisor
 from overnight.runner.wakeups import Wakeups
-from overnight.runner.worker import Worker
 from overnight.service import Service
 from overnight.settings import Settings
 from overnight.store.contracts import Store
@@ -31,7 +30,10 @@ from overnight.store.sql import open_store
 from overnight.tenants import Tenants
 from overnight.types import WorkerId
 from overnight.webhooks.endpoints import Webhooks
-from overnight.webhooks.sender import Sender
+
+if TYPE_CHECKING:  # imported where a worker starts: an API process runs neither
+    from overnight.runner.worker import Worker
+    from overnight.webhooks.sender import Sender
 
 log = logging.getLogger("overnight")
 
@@ -108,6 +110,9 @@ class Runtime:
             self.wakeups.forward(self.supervisor.wake)
             await self.supervisor.start()
             return
+        from overnight.runner.worker import Worker
+        from overnight.webhooks.sender import Sender
+
         self.models.fit_open_files(connection_budget(settings))
         await self.models.start()
         self.collector.start()
