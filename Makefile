@@ -110,8 +110,13 @@ typecheck: install
 # tests first, which left the 60 s ones to the end.
 PYTEST_WORKERS ?= 3
 
+# PYTHONDONTWRITEBYTECODE is emptied for the run: where the environment sets
+# it, every one of the suite's hundreds of `overnight` processes compiled the
+# package from source again, and pytest rewrote every test module's asserts
+# on each run (pytest keeps the rewritten code only as bytecode).
 pytest: install together1 services
-	TOGETHER1_PYTHON=$(abspath $(TOGETHER1_VENV))/bin/python $(BIN)/python -m pytest -q \
+	PYTHONDONTWRITEBYTECODE= TOGETHER1_PYTHON=$(abspath $(TOGETHER1_VENV))/bin/python \
+		$(BIN)/python -m pytest -q \
 		-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # PostgreSQL backs the scale-out tests; start it when the machine has it but
