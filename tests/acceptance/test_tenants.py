@@ -173,6 +173,25 @@ def test_keys_made_with_the_cli_work_and_are_stored_only_as_hashes(
     assert bad.exit_code == 2 and "not a valid tenant name" in bad.output
 
 
+def test_the_keys_commands_print_json_for_scripts(tmp_path: Path) -> None:
+    where = ["--data-dir", str(tmp_path)]
+    made = json.loads(invoke("keys", "create", "--tenant", "gamma", "--json", *where).stdout)
+    assert made["object"] == "api_key" and made["tenant"] == "gamma" and made["role"] == "tenant"
+    assert made["key"].startswith(made["shown"]) and made["revoked_at"] is None
+    admin = json.loads(invoke("keys", "create", "--admin", "--json", *where).stdout)
+    assert admin["role"] == "admin" and admin["tenant"] is None
+
+    listed = json.loads(invoke("keys", "list", "--json", *where).stdout)
+    assert {key["id"] for key in listed} == {made["id"], admin["id"]}
+    assert made["key"] not in json.dumps(listed) and admin["key"] not in json.dumps(listed)
+
+    (revoked,) = json.loads(invoke("keys", "revoke", made["id"], "--json", *where).stdout)
+    assert revoked["id"] == made["id"] and revoked["revoked_at"] is not None
+    assert json.loads(invoke("keys", "list", "--json", *where).stdout) == [
+        {k: v for k, v in admin.items() if k != "key"}
+    ]
+
+
 # ------------------------------------------------------------ authentication
 
 

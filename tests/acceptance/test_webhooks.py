@@ -291,6 +291,29 @@ async def test_an_endpoint_failing_for_long_enough_is_disabled_and_says_so(
     verified(delivery, endpoint["secret"])
 
 
+def test_the_webhooks_commands_print_json_for_scripts(tmp_path: Any) -> None:
+    runner = CliRunner()
+    where = ["--data-dir", str(tmp_path)]
+
+    def run(*args: str) -> Any:
+        result = runner.invoke(cli, [*args, "--json", *where])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    added = run("webhooks", "add", "https://hooks.example.com/x", "--tenant", "acme")
+    assert added["object"] == "webhook_endpoint" and added["tenant"] == "acme"
+    assert added["secret"].startswith("whsec_") and added["status"] == "enabled"
+    assert "batch.completed" in added["event_types"]
+    (listed,) = run("webhooks", "list")
+    assert listed == {k: v for k, v in added.items() if k != "secret"}
+    rotated = run("webhooks", "rotate", added["id"])
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != added["secret"]
+    assert rotated["rotating_until"] is not None
+    removed = run("webhooks", "remove", added["id"])
+    assert removed["id"] == added["id"] and "secret" not in removed
+    assert run("webhooks", "list") == []
+
+
 def test_the_cli_adds_lists_rotates_and_removes_endpoints(tmp_path: Any) -> None:
     runner = CliRunner()
     where = ["--data-dir", str(tmp_path)]

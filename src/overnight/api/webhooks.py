@@ -16,33 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from overnight.api import schemas
 from overnight.api.auth import admin_of
 from overnight.api.responses import JSONBytes, ok, runtime_of
-from overnight.domain.webhooks import DeliveryAttempt, WebhookEndpoint
-from overnight.webhooks.endpoints import MAX_LOG_PAGE, WithSecret
+from overnight.domain.webhooks import DeliveryAttempt
+from overnight.webhooks.endpoints import MAX_LOG_PAGE
+from overnight.webhooks.objects import endpoint_object, with_secret
 
 router = APIRouter(
     tags=["webhooks"], default_response_class=JSONBytes, responses=schemas.error_responses()
 )
-
-
-def endpoint_object(endpoint: WebhookEndpoint) -> dict[str, Any]:
-    return {
-        "object": "webhook_endpoint",
-        "id": endpoint.id,
-        "tenant": endpoint.tenant,
-        "url": endpoint.url,
-        "event_types": [e.value for e in endpoint.event_types],
-        "status": "enabled" if endpoint.enabled else "disabled",
-        "source": endpoint.source.value,
-        "created_at": endpoint.created_at,
-        "rotating_until": endpoint.rotating_until,
-        "failing_since": endpoint.failing_since,
-        "disabled_at": endpoint.disabled_at,
-        "disabled_reason": endpoint.disabled_reason,
-    }
-
-
-def with_secret(made: WithSecret) -> dict[str, Any]:
-    return {**endpoint_object(made.endpoint), "secret": made.secret}
 
 
 def attempt_object(attempt: DeliveryAttempt) -> dict[str, Any]:

@@ -17,8 +17,11 @@ import typer
 from overnight.cli.common import (
     ConfigOption,
     DataDirOption,
+    JsonOption,
+    columns,
     load_cli_settings,
     note,
+    print_json,
     run_on_store,
     when,
 )
@@ -51,6 +54,7 @@ def add(
     ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Add an endpoint and print its signing secret (only this once)."""
 
@@ -60,12 +64,17 @@ def add(
         return made, tenant in configured or tenant in await store.known_tenants()
 
     made, known = _run(config, data_dir, add_and_check)
-    events = ", ".join(e.value for e in made.endpoint.event_types)
-    note(
-        f"created {made.endpoint.id} for tenant {tenant} ({events}); "
-        "keep the signing secret now, it is not shown again:"
-    )
-    typer.echo(made.secret)
+    if json_output:
+        from overnight.webhooks.objects import with_secret
+
+        print_json(with_secret(made))
+    else:
+        events = ", ".join(e.value for e in made.endpoint.event_types)
+        note(
+            f"created {made.endpoint.id} for tenant {tenant} ({events}); "
+            "keep the signing secret now, it is not shown again:"
+        )
+        typer.echo(made.secret)
     if not known:  # a misspelt tenant would wait for events in silence
         note(
             f"note: no tenant {tenant} is known here yet (no key, file or batch of it); "
@@ -80,9 +89,15 @@ def list_(
     ] = None,
     data_dir: DataDirOption = None,
     config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """List endpoints (never their secrets)."""
     endpoints = _run(config, data_dir, lambda hooks, _: hooks.endpoints(tenant))
+    if json_output:
+        from overnight.webhooks.objects import endpoint_object
+
+        print_json([endpoint_object(e) for e in endpoints])
+        return
     rows = [("ID", "TENANT", "URL", "EVENTS", "STATUS", "SOURCE", "CREATED")]
     rows += [
         (
@@ -96,11 +111,7 @@ def list_(
         )
         for e in endpoints
     ]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        typer.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    columns(rows)
     for e in endpoints:
         if e.disabled_reason:
             typer.echo(f"{e.id}: {e.disabled_reason}")
@@ -108,20 +119,36 @@ def list_(
 
 @webhooks_app.command("remove")
 def remove(
-    endpoint_id: EndpointArgument, data_dir: DataDirOption = None, config: ConfigOption = None
+    endpoint_id: EndpointArgument,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Remove an endpoint; events not yet delivered to it are dropped."""
     removed = _run(config, data_dir, lambda hooks, _: hooks.remove(endpoint_id))
-    typer.echo(f"removed {removed.id} ({removed.url})")
+    if json_output:
+        from overnight.webhooks.objects import endpoint_object
+
+        print_json(endpoint_object(removed))
+    else:
+        typer.echo(f"removed {removed.id} ({removed.url})")
 
 
 @webhooks_app.command("rotate")
 def rotate(
-    endpoint_id: EndpointArgument, data_dir: DataDirOption = None, config: ConfigOption = None
+    endpoint_id: EndpointArgument,
+    data_dir: DataDirOption = None,
+    config: ConfigOption = None,
+    json_output: JsonOption = False,
 ) -> None:
     """Make a new signing secret and print it; the old one keeps signing
     beside it for `webhook_rotation_overlap` seconds."""
     rotated = _run(config, data_dir, lambda hooks, _: hooks.rotate(endpoint_id))
+    if json_output:
+        from overnight.webhooks.objects import with_secret
+
+        print_json(with_secret(rotated))
+        return
     note(
         f"rotated {rotated.endpoint.id}; the previous secret also signs until "
         f"{when(rotated.endpoint.rotating_until)}. The new secret, shown only now:"
