@@ -57,7 +57,9 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 $(CHROMIUM):
 	$(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 
-install: $(STAMP) $(CHROMIUM)
+# `install` is what `make run` needs; Chromium (apt, so sudo when not root)
+# only what the browser tests need, so only `make test` installs it.
+install: $(STAMP)
 
 
 together1: $(TOGETHER1_STAMP)
@@ -114,7 +116,7 @@ PYTEST_WORKERS ?= 3
 # it, every one of the suite's hundreds of `overnight` processes compiled the
 # package from source again, and pytest rewrote every test module's asserts
 # on each run (pytest keeps the rewritten code only as bytecode).
-pytest: install together1 services
+pytest: install together1 services $(CHROMIUM)
 	PYTHONDONTWRITEBYTECODE= TOGETHER1_PYTHON=$(abspath $(TOGETHER1_VENV))/bin/python \
 		$(BIN)/python -m pytest -q \
 		-n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)

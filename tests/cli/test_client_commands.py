@@ -320,6 +320,32 @@ def test_an_unreachable_server_is_one_line_and_exit_2() -> None:
     )
 
 
+@pytest.mark.parametrize("command", [["files", "upload"], ["batches", "submit", "--wait"]])
+def test_a_missing_or_unreadable_input_is_one_line_and_exit_2(
+    tmp_path: Path, command: list[str]
+) -> None:
+    # Refused before any server is asked: the URL leads nowhere.
+    where = ["--base-url", f"http://127.0.0.1:{free_port()}"]
+    missing = tmp_path / "missing.jsonl"
+    result = CliRunner().invoke(app, [*command, str(missing), *where])
+    assert result.exit_code == 2
+    assert one_error_line(result) == f"error: no such file: {missing}"
+    result = CliRunner().invoke(app, [*command, str(tmp_path), *where])
+    assert result.exit_code == 2
+    assert one_error_line(result) == f"error: not a file: {tmp_path}"
+
+
+def test_an_empty_file_is_refused_without_a_line_number(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    result = cli(live_server, "batches", "submit", str(empty), "--wait", "--interval", "0.1")
+    assert result.exit_code == 1, result.output
+    assert "  empty_file: " in result.stderr and "line None" not in result.stderr
+    assert "0 done, 0 failed" in result.stderr and "/?" not in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

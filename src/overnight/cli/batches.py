@@ -26,6 +26,7 @@ from overnight.cli.common import (
     fail,
     note,
     print_json,
+    readable_file,
     when,
 )
 from overnight.cli.connection import DEFAULT_BASE_URL, ApiKeyOption, BaseUrlOption, connected
@@ -38,6 +39,7 @@ from overnight.cli.progress import (
     average_rate,
     counts_line,
     duration,
+    error_line,
     eta_from,
     per_second,
 )
@@ -67,9 +69,7 @@ ERROR_LINES_READ = 1000
 
 @batches_app.command("submit")
 def batches_submit(
-    path: Annotated[
-        Path, typer.Argument(help="A JSONL file of requests.", exists=True, dir_okay=False)
-    ],
+    path: Annotated[Path, typer.Argument(help="A JSONL file of requests.")],
     endpoint: Annotated[
         str | None,
         typer.Option(help="Default: the `url` of the file's first line.", show_default=False),
@@ -96,6 +96,7 @@ def batches_submit(
 ) -> None:
     """Upload a file and create a batch of it; with --wait, a live progress
     line, then the output and error files downloaded."""
+    readable_file(path)
     pairs = _metadata(metadata or [])
     endpoint = endpoint or endpoint_of_file(path) or "/v1/chat/completions"
     if wait:
@@ -395,7 +396,7 @@ def _finish(batch: dict[str, Any], json_output: bool, extra: dict[str, Any]) -> 
     else:
         note(f"{view.id} {view.status}: {counts_line(view)}")
         for error in (batch.get("errors") or {}).get("data") or []:
-            note(f"  line {error.get('line')}: {error.get('code')}: {error.get('message')}")
+            note(f"  {error_line(error.get('line'), error.get('code'), error.get('message'))}")
         for kind, path in (extra.get("downloaded") or {}).items():
             if path:
                 typer.echo(f"{kind}: {path}")

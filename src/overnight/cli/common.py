@@ -61,6 +61,18 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
+def readable_file(path: Path) -> Path:
+    """`path`, if it is a file this command can read; else the command ends
+    with one line (click's own check draws a usage box around it)."""
+    if not path.exists():
+        fail(f"no such file: {path}")
+    if not path.is_file():
+        fail(f"not a file: {path}")
+    if not os.access(path, os.R_OK):
+        fail(f"cannot read {path}: permission denied")
+    return path
+
+
 def as_new_file(temporary: str) -> None:
     """Give a file made by `tempfile.mkstemp` (private: 0600) the mode any
     new file gets under the umask, before it is renamed into place for

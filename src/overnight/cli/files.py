@@ -17,6 +17,7 @@ from overnight.cli.common import (
     fail,
     note,
     print_json,
+    readable_file,
     when,
 )
 from overnight.cli.connection import DEFAULT_BASE_URL, ApiKeyOption, BaseUrlOption, connected
@@ -33,7 +34,7 @@ FileIdArgument = Annotated[str, typer.Argument(help="The file's id (file-...).")
 
 @files_app.command("upload")
 def files_upload(
-    path: Annotated[Path, typer.Argument(help="The file to upload.", exists=True, dir_okay=False)],
+    path: Annotated[Path, typer.Argument(help="The file to upload.")],
     purpose: Annotated[str, typer.Option(help="What the file is for.")] = "batch",
     part_size: Annotated[
         int,
@@ -46,6 +47,7 @@ def files_upload(
     json_output: JsonOption = False,
 ) -> None:
     """Upload a file, with a bytes progress bar; large files go in parts."""
+    readable_file(path)
     with connected(base_url, api_key) as remote:
         file = upload_with_progress(remote, path, purpose, part_size, quiet=json_output)
     if json_output:

@@ -140,8 +140,16 @@ def per_second(rate: float | None, unit: str) -> str:
 
 
 def counts_line(view: BatchView) -> str:
-    total = f"{view.total:,}" if view.total else "?"
-    return f"{view.done:,}/{total} done, {view.failed:,} failed"
+    if not view.total:  # not counted yet, or never (a file refused whole)
+        return f"{view.done:,} done, {view.failed:,} failed"
+    return f"{view.done:,}/{view.total:,} done, {view.failed:,} failed"
+
+
+def error_line(line: int | None, code: str | None, message: str | None) -> str:
+    """One of a batch's errors: `line N: code: message`, without the line
+    for an error of the whole file (`empty_file`)."""
+    where = f"line {line}: " if line is not None else ""
+    return f"{where}{code}: {message}"
 
 
 class BatchProgress:

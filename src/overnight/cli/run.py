@@ -43,7 +43,7 @@ from overnight.cli.locations import (
     result_target_problem,
     take_input,
 )
-from overnight.cli.progress import BatchProgress, BatchView, counts_line
+from overnight.cli.progress import BatchProgress, BatchView, counts_line, error_line
 
 #: How long the end of a run (or Ctrl-C) waits for the worker to stop
 #: before leaving without it.
@@ -261,7 +261,7 @@ class _Job:
         else:
             note(f"{batch.id} {view.status}: {counts_line(view)}")
             for error in batch.errors:
-                note(f"  line {error.line}: {error.code}: {error.message}")
+                note(f"  {error_line(error.line, error.code, error.message)}")
             note(f"output: {self.output}\nerrors: {self.errors}")
         return EXIT_COMPLETED if view.status == "completed" else EXIT_NOT_COMPLETED
 
