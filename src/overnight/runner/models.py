@@ -15,6 +15,7 @@ from overnight.backends.http1 import OpenConnections
 from overnight.domain.batch import Usage
 from overnight.runner.faults import FaultSummary
 from overnight.runner.limiter import AdaptiveLimit, Limiter
+from overnight.runner.reachability import warn_of_unreachable
 from overnight.settings import ModelSettings
 
 log = logging.getLogger("overnight.runner")
@@ -207,6 +208,7 @@ SHORT_OF_FILES_HOLD = 30.0
 class Models:
     def __init__(self, configured: list[ModelSettings]) -> None:
         self._models = {m.name: ServedModel.build(m) for m in configured}
+        self._reachability: asyncio.Task[None] | None = None
 
     @property
     def names(self) -> frozenset[str]:
@@ -237,6 +239,13 @@ class Models:
 
     async def start(self) -> None:
         await asyncio.gather(*(m.backend.start() for m in self._models.values()))
+        self._reachability = asyncio.create_task(
+            warn_of_unreachable(m.settings for m in self._models.values()),
+            name="model-reachability",
+        )
 
     async def close(self) -> None:
+        if self._reachability is not None:
+            self._reachability.cancel()
+            await asyncio.gather(self._reachability, return_exceptions=True)
         await asyncio.gather(*(m.backend.close() for m in self._models.values()))
