@@ -108,11 +108,11 @@ class _Cells:
 
     def extend(self, slot: _Slot, tokens: list[int]) -> None:
         """The slot's next positions were decoded, into new cells."""
+        new = range(self._next, self._next + len(tokens))
         slot.cached.extend(tokens)
-        slot.cells.extend(range(self._next, self._next + len(tokens)))
-        for cell in range(self._next, self._next + len(tokens)):
-            self._holders[cell] = 1
-        self._next += len(tokens)
+        slot.cells.extend(new)
+        self._holders.update(dict.fromkeys(new, 1))
+        self._next = new.stop
 
     def exclusive(self, slot: _Slot, start: int) -> int:
         """Cells past `start` that no sequence but `slot` holds."""
@@ -323,8 +323,11 @@ class BatchingEngine:
             job = self._waiting[0]
             free = [slot for slot in self._slots if slot.job is None]
             plan = self._plan(job, free)
-            if self._active and self._committed() + self._cost(job, plan) > self.pool:
-                return
+            if self._active:
+                held = {cell for other in self._active if other.slot for cell in other.slot.cells}
+                committed = len(held) + sum(_to_fill(other) for other in self._active)
+                if committed + self._cost(job, plan, held) > self.pool:
+                    return
             self._waiting.popleft()
             self._place(job, plan)
 
@@ -345,18 +348,19 @@ class BatchingEngine:
         def shared(tokens: list[int]) -> int:
             return min(_common_prefix(tokens, prompt), usable)
 
-        longest = max(shared(s.cached) for s in self._slots)
+        cached = {s.seq: shared(s.cached) for s in self._slots}
+        longest = max(cached.values())
 
         def loss(slot: _Slot) -> int:  # cells only it holds, that it would drop
-            kept = shared(slot.cached)
+            kept = cached[slot.seq]
             return self._cells.exclusive(slot, kept if kept == longest else 0)
 
-        slot = min(free, key=lambda s: (loss(s), shared(s.cached) < longest, len(s.cached)))
-        kept = shared(slot.cached)
+        slot = min(free, key=lambda s: (loss(s), cached[s.seq] < longest, len(s.cached)))
+        kept = cached[slot.seq]
         source, best = None, kept
         for other in self._slots:
-            if other is not slot and (length := shared(other.cached)) > best:
-                source, best = other, length
+            if other is not slot and cached[other.seq] > best:
+                source, best = other, cached[other.seq]
         wait: tuple[_Job, _Slot, int] | None = None
         for sibling in self._active:
             if sibling.prompt_pending and sibling.copy_from is None:
@@ -365,20 +369,14 @@ class BatchingEngine:
                     wait, best = (sibling, sibling.slot, length), length
         return _Plan(slot, kept, source, best, wait)
 
-    def _committed(self) -> int:
-        """Cells that the requests in flight hold, each counted once, and
-        those they may still fill."""
-        held = {cell for job in self._active if job.slot is not None for cell in job.slot.cells}
-        return len(held) + sum(_to_fill(job) for job in self._active)
-
-    def _cost(self, job: _Job, plan: _Plan) -> int:
-        """What placing `job` by `plan` adds to `_committed`: its own
-        tokens, and the cached cells it takes over that nobody in flight
+    def _cost(self, job: _Job, plan: _Plan, held: set[int]) -> int:
+        """What placing `job` by `plan` adds to the cells that the requests
+        in flight hold (`held`, each counted once) and may still fill: its
+        own tokens, and the cached cells it takes over that none of them
         holds yet."""
         if plan.wait is not None:  # the sibling's cells: counted with it
             return _to_fill(job, plan.best)
         reused = plan.source.cells[: plan.best] if plan.source else plan.slot.cells[: plan.kept]
-        held = {cell for other in self._active if other.slot for cell in other.slot.cells}
         return _to_fill(job, plan.best) + sum(1 for cell in reused if cell not in held)
 
     def _place(self, job: _Job, plan: _Plan) -> None:
