@@ -161,12 +161,13 @@ def regroup_lines() -> list[dict[str, Any]]:
 async def run_in_small_chunks(
     start_api: ApiFactory, **settings: Any
 ) -> tuple[int, list[dict[str, Any]]]:
-    """The batch in chunks of 20 lines, one chunk and one request at a
-    time: the misses of an upstream caching one prefix, and the output."""
+    """The batch in chunks of 20 lines, one request at a time (and, unless
+    `settings` say otherwise, one chunk at a time): the misses of an
+    upstream caching one prefix, and the output."""
     with FakeUpstream(prefix_cache=1) as upstream:
         model = fake_model(upstream.url, max_concurrency=1, adaptive=False)
         api = await start_api(
-            worker=True, models=[model], chunk_lines=20, worker_chunks=1, **settings
+            worker=True, models=[model], chunk_lines=20, **{"worker_chunks": 1, **settings}
         )
         client = api.openai()
         lines = regroup_lines()
@@ -215,3 +216,17 @@ async def test_grouping_across_chunks_has_its_own_setting(start_api: ApiFactory)
     # Grouped within each chunk only: about 4 prompts a chunk, 10 chunks.
     assert prefix_runs(results) >= 30
     assert misses >= 30
+
+
+async def test_chunks_running_at_once_do_not_take_turns_at_a_one_slot_cache(
+    start_api: ApiFactory,
+) -> None:
+    """The worker runs several chunks at once (`worker_chunks`, 4 by
+    default), each one prefix after regrouping. Strict turns at the one
+    slot would alternate their prefixes and miss the one-prompt cache at
+    nearly every request; turns that follow the prefix miss about once per
+    chunk."""
+    misses, results = await run_in_small_chunks(start_api, worker_chunks=4)
+    chunks = REGROUP_LINES // 20
+    assert misses <= chunks, f"{misses} misses in {REGROUP_LINES} requests"
+    assert prefix_runs(results) <= chunks

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Iterator
 
 import pytest
 
-from overnight.runner.limiter import Limiter
+from overnight.runner.limiter import AFFINITY_STREAK, Limiter
 
 
 async def test_at_most_limit_holders_and_fifo_order() -> None:
@@ -70,3 +72,72 @@ async def test_a_waiter_cancelled_just_as_a_slot_frees_still_ends_cancelled() ->
         await waiter
     assert (limiter.in_flight, limiter.waiting) == (0, 0)
     assert limiter.try_acquire()
+
+
+async def _take_turns(limiter: Limiter, keys: dict[str, int | None], lines: int) -> list[str]:
+    """Chunks (named in `keys`, with their prompt-prefix key) each send
+    `lines` requests through `limiter`, as the executor does: lanes, one
+    more than the slots, taking the chunk's next line, each releasing its
+    slot before it waits again. The order the requests got in."""
+    order: list[str] = []
+
+    async def lane(name: str, queue: Iterator[int]) -> None:
+        for _ in queue:
+            await limiter.acquire(keys[name])
+            order.append(name)
+            await asyncio.sleep(0)
+            limiter.release()
+
+    async def chunk(name: str) -> None:
+        queue = iter(range(lines))
+        await asyncio.gather(*(lane(name, queue) for _ in range(limiter.limit + 1)))
+
+    await asyncio.gather(*(chunk(name) for name in keys))
+    return order
+
+
+def _runs(order: list[str]) -> list[int]:
+    """The lengths of the runs of one chunk in a row."""
+    return [len(list(run)) for _, run in itertools.groupby(order)]
+
+
+async def test_a_one_slot_server_sees_one_prefix_at_a_time_not_alternating() -> None:
+    """Two chunks of different prompt prefixes on a one-slot model: each
+    freed slot goes to the prefix just served, so the server's prompt cache
+    is evicted once per streak instead of at every request (strict turns
+    would alternate A, B, A, B)."""
+    order = await _take_turns(Limiter(1), {"a": 1, "b": 2}, lines=40)
+    assert len(_runs(order)) <= 3
+    assert sorted(order) == ["a"] * 40 + ["b"] * 40
+
+
+async def test_a_long_prefix_streak_still_lets_other_chunks_in() -> None:
+    """The preference is bounded: a chunk behind a long one waits at most
+    AFFINITY_STREAK requests, then its own prefix runs."""
+    order = await _take_turns(Limiter(1), {"long": 1, "short": 2}, lines=3 * AFFINITY_STREAK)
+    first_short = order.index("short")
+    assert first_short <= AFFINITY_STREAK
+    assert max(_runs(order)) <= AFFINITY_STREAK
+
+
+async def test_requests_without_a_prefix_key_take_turns_in_arrival_order() -> None:
+    """With no key (prefix dispatch off, or no shared prefix) the queue is
+    first come, first served: the chunks' lanes take turns, and no chunk
+    gets two slots in a row beyond the lane that was already waiting."""
+    order = await _take_turns(Limiter(1), {"a": None, "b": None}, lines=20)
+    assert max(_runs(order)) <= 2
+    assert len(_runs(order)) >= 19
+
+
+async def test_cancelled_waiters_leave_no_queue_behind() -> None:
+    limiter = Limiter(1)
+    await limiter.acquire(7)
+    waiters = [asyncio.create_task(limiter.acquire(n % 3)) for n in range(500)]
+    await asyncio.sleep(0)
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert limiter.waiting == 0
+    assert len(limiter._waiters) < 200  # compacted as they were cancelled
+    limiter.release()
+    assert limiter.try_acquire(1)

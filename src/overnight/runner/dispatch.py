@@ -56,7 +56,7 @@ async def send_with_retries(
             # and this request waits for a slot under the lowered limit.
             model.out_of_files()
             await wait_at_most(stopped, OUT_OF_FILES_PAUSE)
-            if not await acquire_unless(model.limiter, stopped):
+            if not await acquire_unless(model.limiter, stopped, request.affinity):
                 # Stopped: the last answer, or, with none, this (the caller
                 # records the line as stopped).
                 return result if last is None else dataclasses.replace(last, attempts=attempt)
@@ -72,5 +72,5 @@ async def send_with_retries(
             ceiling = settings.retry_backoff * 2 ** (attempt - 1)
             delay = random.uniform(0, min(settings.max_retry_delay, ceiling))
         await wait_at_most(stopped, delay)
-        if not await acquire_unless(model.limiter, stopped):
+        if not await acquire_unless(model.limiter, stopped, request.affinity):
             return dataclasses.replace(result, attempts=attempt)

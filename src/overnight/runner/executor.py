@@ -220,7 +220,10 @@ class ChunkRun:
             self._sent(0)
         queue = iter(todo)
         unrun: list[str] = []
-        count = min(len(todo), max(m.settings.max_concurrency for m in self.models.all()))
+        # One lane more than the widest model has slots: as a request ends,
+        # a lane of this chunk is already waiting, so the freed slot can
+        # stay with this chunk's prompt prefix (runner/limiter.py).
+        count = min(len(todo), 1 + max(m.settings.max_concurrency for m in self.models.all()))
         lanes = [asyncio.create_task(self._lane(queue, unrun)) for _ in range(count)]
         for lane in lanes:
             self._in_flight.add(lane)
@@ -285,12 +288,13 @@ class ChunkRun:
                 )
                 continue
             limiter = served.limiter
-            if not (self.flusher.has_room and limiter.try_acquire()):
+            key = self._prefixes.get(request.custom_id)
+            if not (self.flusher.has_room and limiter.try_acquire(key)):
                 # The slow path: wait, cancellable by a stop (see `stop`).
                 self._waiting.add(lane)
                 try:
                     await self.flusher.wait_for_room()
-                    await limiter.acquire()
+                    await limiter.acquire(key)
                 except asyncio.CancelledError:
                     if self.stop_reason is not None:
                         unrun.append(request.custom_id)
@@ -298,7 +302,7 @@ class ChunkRun:
                 finally:
                     self._waiting.discard(lane)
             self._sent(1)
-            await self._send(request, served)
+            await self._send(request, served, key)
 
     def _sent(self, lines: int) -> None:
         """`lines` took a slot (or ended without one)."""
@@ -328,12 +332,10 @@ class ChunkRun:
             await asyncio.gather(*pending, return_exceptions=True)
         await asyncio.gather(lanes, return_exceptions=True)
 
-    async def _send(self, request: Request, served: ServedModel) -> None:
+    async def _send(self, request: Request, served: ServedModel, key: int | None) -> None:
         if CRASH_MARKER is not None:  # test-only (overnight/testing/crash.py)
             crash_if_marked(request.body)
-        upstream = UpstreamRequest(
-            self.work.endpoint, request.body, self._prefixes.get(request.custom_id)
-        )
+        upstream = UpstreamRequest(self.work.endpoint, request.body, key)
         try:
             result = await send_with_retries(served, upstream, self._stopped)
         except asyncio.CancelledError:

@@ -6,6 +6,16 @@ FIFO queue so chunks take turns. Unlike `asyncio.Semaphore`, its limit can
 move while requests are in flight (adaptive concurrency changes it), and a
 caller can ask for a slot without waiting (`try_acquire`), which keeps the
 common case on the dispatch path free of extra tasks.
+
+Turns follow prompt prefixes. A worker runs several chunks of a model at
+once, and with prefix-aware dispatch each chunk's lines share a prefix
+(often one prefix a chunk). Taken strictly in turn, a server with one slot
+(llama.cpp with one slot, llama-cpp-python's server, Ollama) would see the
+chunks' prefixes alternate and evict each other's prompt cache at every
+request. So a freed slot goes first to a waiter with the prefix of the
+last request let in, for at most `AFFINITY_STREAK` slots in a row; then
+to the longest waiter, whose prefix runs next. Callers with no prefix key
+wait in plain FIFO order.
 """
 
 from __future__ import annotations
@@ -14,6 +24,11 @@ import asyncio
 import contextlib
 from collections import deque
 
+#: Slots in a row that may go to waiters with the last prefix while others
+#: wait: one prompt-cache miss in this many on a one-slot server, and
+#: another chunk's wait bounded by this many requests.
+AFFINITY_STREAK = 64
+
 
 class Limiter:
     def __init__(self, limit: int) -> None:
@@ -21,7 +36,14 @@ class Limiter:
             raise ValueError("limit must be at least 1")
         self._limit = limit
         self.in_flight = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Every waiter in arrival order, and those with a prefix key again
+        # by key. A waiter let in through one queue stays in the other as a
+        # done future, skipped when reached (removing it would mean a scan).
+        self._waiters: deque[tuple[asyncio.Future[None], int | None]] = deque()
+        self._by_key: dict[int, deque[asyncio.Future[None]]] = {}
+        self._waiting = 0
+        self._last_key: int | None = None
+        self._streak = 0
 
     @property
     def limit(self) -> int:
@@ -34,38 +56,87 @@ class Limiter:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return self._waiting
 
-    def try_acquire(self) -> bool:
-        if self.in_flight < self._limit and not self._waiters:
+    def try_acquire(self, key: int | None = None) -> bool:
+        if self.in_flight < self._limit and not self._waiting:
             self.in_flight += 1
+            self._let_in(key)
             return True
         return False
 
-    async def acquire(self) -> None:
-        if self.try_acquire():
+    async def acquire(self, key: int | None = None) -> None:
+        """Wait for a slot; `key` is the request's prompt-prefix key."""
+        if self.try_acquire(key):
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        self._waiters.append((waiter, key))
+        if key is not None:
+            self._by_key.setdefault(key, deque()).append(waiter)
+        self._waiting += 1
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # the slot arrived just as we were cancelled
-            elif waiter in self._waiters:  # `_wake` may have dropped it already
-                self._waiters.remove(waiter)
+            else:  # still queued: it is skipped when reached
+                self._waiting -= 1
+                self._compact()
             raise
 
     def release(self) -> None:
         self.in_flight -= 1
         self._wake()
 
-    def _wake(self) -> None:
-        while self._waiters and self.in_flight < self._limit:
-            waiter = self._waiters.popleft()
+    def _let_in(self, key: int | None) -> None:
+        if key is not None and key == self._last_key:
+            self._streak += 1
+        else:
+            self._last_key, self._streak = key, 1
+
+    def _next(self) -> tuple[asyncio.Future[None], int | None] | None:
+        """The waiter to let in next: one with the last prefix while the
+        streak lasts, else the longest waiting."""
+        key = self._last_key
+        if key is not None and self._streak < AFFINITY_STREAK:
+            same = self._by_key.get(key)
+            while same:
+                waiter = same.popleft()
+                if not waiter.done():
+                    return waiter, key
+            self._by_key.pop(key, None)
+        while self._waiters:
+            waiter, key = self._waiters.popleft()
             if not waiter.done():
-                self.in_flight += 1
-                waiter.set_result(None)
+                return waiter, key
+        return None
+
+    def _wake(self) -> None:
+        while self._waiting and self.in_flight < self._limit:
+            found = self._next()
+            if found is None:
+                break
+            waiter, key = found
+            self._waiting -= 1
+            self.in_flight += 1
+            self._let_in(key)
+            waiter.set_result(None)
+        if not self._waiting:
+            self._waiters.clear()
+            self._by_key.clear()
+        else:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop the done futures once they outnumber the waiters, so a
+        stop that cancels thousands of waiters leaves no queue behind."""
+        if len(self._waiters) > 2 * self._waiting + 64:
+            self._waiters = deque(item for item in self._waiters if not item[0].done())
+            self._by_key = {
+                key: live
+                for key, queue in self._by_key.items()
+                if (live := deque(waiter for waiter in queue if not waiter.done()))
+            }
 
 
 #: Answers averaged before the latency baseline is taken.
@@ -185,13 +256,13 @@ class AdaptiveLimit:
         self.limiter.limit = int(value)
 
 
-async def acquire_unless(limiter: Limiter, stopped: asyncio.Event) -> bool:
+async def acquire_unless(limiter: Limiter, stopped: asyncio.Event, key: int | None = None) -> bool:
     """Take a slot, unless `stopped` is set first (then hold nothing)."""
     if stopped.is_set():
         return False
-    if limiter.try_acquire():
+    if limiter.try_acquire(key):
         return True
-    acquire = asyncio.ensure_future(limiter.acquire())
+    acquire = asyncio.ensure_future(limiter.acquire(key))
     stop = asyncio.ensure_future(stopped.wait())
     try:
         await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
