@@ -22,6 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -38,10 +39,14 @@ from overnight.domain.retries import (
 )
 from overnight.domain.status import StopReason
 from overnight.errors import Conflict, InvalidRequest, NotFound
-from overnight.runner.id_set import SpilledIdSet
 from overnight.runner.reading import lines_with_offsets
 from overnight.service import Service
 from overnight.types import TenantScope
+
+if TYPE_CHECKING:
+    # Imported where a retry or merged download needs it: it brings numpy
+    # (0.13 s), which an API process would otherwise import at every start.
+    from overnight.runner.id_set import SpilledIdSet
 
 
 class _CustomId(msgspec.Struct):
@@ -91,6 +96,8 @@ class Retries:
             )
         sink = service.new_file_sink()
         try:
+            from overnight.runner.id_set import SpilledIdSet
+
             with SpilledIdSet(self._scratch()) as ids:
                 every_line = await self._collect(original, wanted, ids)
                 ids.freeze()
@@ -196,6 +203,8 @@ class Retries:
                 async for piece in pieces:
                     yield piece
                 continue
+            from overnight.runner.id_set import SpilledIdSet
+
             with SpilledIdSet(self._scratch()) as rerun:
                 for retry in later:
                     await self._add_input_ids(retry, rerun)

@@ -24,6 +24,11 @@ def backend() -> Backend:
     return Backend("sqlite")
 
 
+# The servers here run their worker in their own process
+# (`worker_processes = 0`): the scheduling is the point, not the process
+# split, and each start costs about 1.6 CPU-seconds less.
+
+
 def create(client: openai.OpenAI, lines: list[dict[str, object]]) -> str:
     file = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
     return client.batches.create(
@@ -39,7 +44,9 @@ def test_a_small_batch_finishes_within_seconds_behind_a_100k_batch(
     # 1,600 requests/s at most: the big batch runs for a minute, and the
     # machine is not spent on dispatching it.
     upstream.configure(latency=0.02)
-    server = start_server([fake_model(upstream.url, max_concurrency=32, adaptive=False)])
+    server = start_server(
+        [fake_model(upstream.url, max_concurrency=32, adaptive=False)], worker_processes=0
+    )
     with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
         big = create(client, chat_lines(100_000, prefix="big"))
         deadline = time.monotonic() + 60
@@ -69,6 +76,7 @@ def test_two_tenants_with_equal_load_get_equal_throughput(
     server = start_server(
         [fake_model(upstream.url, max_concurrency=8, adaptive=False)],
         chunk_lines=100,
+        worker_processes=0,
         env={
             "OVERNIGHT_TENANTS": '[{"name": "alpha", "api_keys": ["key-a"]},'
             ' {"name": "beta", "api_keys": ["key-b"]}]'

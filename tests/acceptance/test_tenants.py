@@ -115,7 +115,9 @@ def test_keys_made_with_the_cli_work_and_are_stored_only_as_hashes(
     start_server: ServerFactory, upstream: FakeUpstream, backend: Backend, tmp_path: Path
 ) -> None:
     settings = backend.settings()
-    config = write_config(tmp_path / "keys.toml", [fake_model(upstream.url)], **settings)
+    config = write_config(
+        tmp_path / "keys.toml", [fake_model(upstream.url)], worker_processes=0, **settings
+    )  # keys are the point here, not the worker's process
     data_dir = tmp_path / "data-keys"
     server = start_server(data_dir=data_dir, args=["--config", str(config)])
     where = ["--config", str(config), "--data-dir", str(data_dir)]

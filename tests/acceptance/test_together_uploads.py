@@ -139,7 +139,10 @@ def multipart_server(
 
     root = tmp_path_factory.mktemp("multipart")
     config = write_config(
-        root / "config.toml", [fake_model(upstream.url)], multipart_threshold=THRESHOLD
+        root / "config.toml",
+        [fake_model(upstream.url)],
+        multipart_threshold=THRESHOLD,
+        worker_processes=0,  # uploads are the point, not the worker's process
     )
     process = ServerProcess(root / "data", config=config).start()
     yield process

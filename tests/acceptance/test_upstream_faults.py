@@ -84,7 +84,8 @@ def test_a_20_percent_fault_mix(start_server) -> None:  # type: ignore[no-untype
                     max_attempts=4,
                     eject_after=1000,
                 )
-            ]
+            ],
+            worker_processes=0,  # the limit's behaviour, not the process split
         )
         with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
             # Healthy: the limit grows from where it started.
@@ -165,7 +166,8 @@ def test_hangs_past_a_timeout_of_seconds_do_not_collapse_the_limit(start_server)
                     max_attempts=4,
                     eject_after=1000,
                 )
-            ]
+            ],
+            worker_processes=0,  # the limit's behaviour, not the process split
         )
         with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client:
             file = client.files.create(

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import msgspec
-import numpy as np
 
 MAX_CUSTOM_ID_LENGTH = 512
 #: The longest `custom_id` any configuration may allow (the setting's bound).
@@ -143,16 +142,27 @@ _decode_line = msgspec.json.Decoder(_Line).decode
 _decode_any = msgspec.json.Decoder().decode
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_STEP = np.zeros(256, dtype=np.int32)
-_STEP[list(b"[{")] = 1
-_STEP[list(b"]}")] = -1
+
+
+@functools.cache
+def _bracket_steps() -> tuple[Any, Any]:
+    """numpy, and each byte's step in depth. Imported only when a line has
+    enough brackets to be too deep (`too_deep`): numpy's import is about
+    0.13 s of every process's start, for lines that hardly any batch has."""
+    import numpy as np
+
+    steps = np.zeros(256, dtype=np.int32)
+    steps[list(b"[{")] = 1
+    steps[list(b"]}")] = -1
+    return np, steps
 
 
 def nesting_depth(raw: bytes) -> int:
     """How deep arrays and objects nest in `raw` (JSON text), strings'
     contents not counted. Linear in C: no recursion, whatever the depth."""
+    np, steps = _bracket_steps()
     bare = _STRING.sub(b"", raw)
-    return int(np.cumsum(_STEP[np.frombuffer(bare, dtype=np.uint8)]).max(initial=0))
+    return int(np.cumsum(steps[np.frombuffer(bare, dtype=np.uint8)]).max(initial=0))
 
 
 def too_deep(raw: bytes) -> bool:

@@ -17,9 +17,10 @@ from __future__ import annotations
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from overnight.domain.lines import (
     LineError,
@@ -47,6 +48,9 @@ class HashSink(Protocol):
 
 def repeated_hashes(hashes: np.ndarray) -> frozenset[int]:
     """The values found more than once in `hashes` (int64; sorted in place)."""
+    import numpy as np  # here, not with the module: the API process imports
+    # this module for its types and would pay numpy's import (0.13 s) at start
+
     if len(hashes) < 2:
         return frozenset()
     hashes.sort()
@@ -268,6 +272,8 @@ class FileValidator:
         if self.hash_sink is not None and self._spilled:
             self._hand_over_hashes(self.hash_sink)
             return self.hash_sink.repeated()
+        import numpy as np
+
         return repeated_hashes(np.frombuffer(self._hashes, dtype=np.int64))
 
     def finish(self, size: int, duplicates: list[LineError] | None = None) -> ValidationReport:
