@@ -100,6 +100,12 @@ class ModelSettings(BaseModel):
     eject_after: int = Field(5, ge=1)
     #: ...first for this many seconds, doubling while its probes keep failing.
     eject_cooldown: float = Field(5.0, gt=0)
+    #: Seconds a model whose servers all refuse connections (stopped, or
+    #: restarting) is waited for before its requests fail. Meanwhile a
+    #: refused connect is no attempt (nothing was sent): the requests wait
+    #: and go again when a probe finds the server back. 0: fail them at
+    #: once, after `max_attempts` tries.
+    outage_patience: float = Field(600.0, ge=0)
     #: The request shapes the server speaks: `chat` (chat completions, which
     #: every model must speak), `messages` (Anthropic's /v1/messages),
     #: `responses` (OpenAI's /v1/responses). A shape not listed is translated

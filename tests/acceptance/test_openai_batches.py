@@ -321,7 +321,9 @@ def test_requests_spread_over_replicas_and_unreachable_ones_fail_cleanly(
         app = start_app(
             [
                 fake_model(fast.url, name="replicated", base_urls=[slow.url]),
-                fake_model(dead, name="dead-model", max_attempts=2),
+                # Nobody listens, and no waiting for it (`outage_patience`,
+                # tests/acceptance/test_model_restarts.py waits one out).
+                fake_model(dead, name="dead-model", max_attempts=2, outage_patience=0),
                 fake_model(fast.url, name="half-dead", base_urls=[dead], eject_after=2),
             ],
             # A lease lapsing on a busy machine (the test default is 5 s)

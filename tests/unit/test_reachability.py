@@ -36,22 +36,24 @@ async def test_starting_the_models_warns_of_each_unreachable_server(
     models = Models(
         [
             ModelSettings(name="up-model", base_url=up),
-            ModelSettings(name="down-model", base_urls=[up, down], max_attempts=4),
+            ModelSettings(name="down-model", base_urls=[up, down], outage_patience=90),
+            ModelSettings(name="impatient", base_url=down, max_attempts=4, outage_patience=0),
         ]
     )
     caplog.set_level(logging.WARNING, logger="overnight.runner")
     try:
         await models.start()
         for _ in range(200):
-            if caplog.records:
+            if len(caplog.records) >= 2:
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)  # the up server's check has ended too
-        (warning,) = [r.getMessage() for r in caplog.records]
-        assert warning == (
+        assert sorted(r.getMessage() for r in caplog.records) == [
             f"model 'down-model': cannot reach its server at {down} (connection refused); "
-            "until it is up, each of its requests fails after 4 tries"
-        )
+            "its requests will wait for it for up to 90 s, then fail",
+            f"model 'impatient': cannot reach its server at {down} (connection refused); "
+            "until it is up, each of its requests fails after 4 tries",
+        ]
     finally:
         await models.close()
         server.close()

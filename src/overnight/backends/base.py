@@ -50,6 +50,9 @@ class UpstreamResult:
     #: Seconds the server asked us to wait (a `Retry-After` header).
     retry_after: float | None = None
     attempts: int = 1
+    #: The server's host refused the connection (nothing listens on the
+    #: port: the server is stopped or restarting). Nothing was sent.
+    refused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -91,6 +94,12 @@ def is_local_shortage(exc: BaseException) -> bool:
     descriptors or socket buffers), not the server's. aiohttp wraps the
     OSError and keeps its errno."""
     return isinstance(exc, OSError) and exc.errno in _SHORTAGES
+
+
+def is_refused(exc: BaseException) -> bool:
+    """Whether a connect was refused: the host is up and nothing listens on
+    the port. aiohttp wraps the OSError and keeps its errno."""
+    return isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED
 
 
 def out_of_files(exc: BaseException) -> UpstreamResult:

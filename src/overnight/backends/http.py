@@ -30,6 +30,7 @@ from overnight.backends.base import (
     UpstreamRequest,
     UpstreamResult,
     is_local_shortage,
+    is_refused,
     out_of_files,
 )
 from overnight.backends.http1 import OpenConnections, Origin, UpstreamClosed
@@ -213,6 +214,7 @@ def unreachable(exc: BaseException) -> UpstreamResult:
         None,
         error_code="upstream_unreachable",
         error_message=f"Could not reach the model server: {type(exc).__name__}: {exc}",
+        refused=is_refused(exc),
     )
 
 

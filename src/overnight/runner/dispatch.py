@@ -9,6 +9,10 @@ Connection errors, timeouts, 408, 429 and 5xx are retried up to
 `Retry-After` asks for, capped at `max_retry_delay`. A stop (cancel,
 expiry) ends the retrying early; the last answer is then the result.
 
+A connect the server refused while all the model's servers are down (a
+restart) is not an attempt either: the request waits for them, up to the
+model's `outage_patience`, holding no slot (runner/outage.py).
+
 A connect that found no file descriptor free (`OUT_OF_FILES`) is not an
 attempt: the model's limit drops to the requests it has in flight, and the
 request waits for a slot and goes again, however often, until it is sent or
@@ -59,6 +63,12 @@ async def send_with_retries(
             if not await acquire_unless(model.limiter, stopped, request.affinity):
                 # Stopped: the last answer, or, with none, this (the caller
                 # records the line as stopped).
+                return result if last is None else dataclasses.replace(last, attempts=attempt)
+            continue
+        if result.refused and await model.outage.ride_out(stopped):
+            # Nothing listened, and the model's servers were all down and
+            # are back (runner/outage.py): no attempt; go again.
+            if not await acquire_unless(model.limiter, stopped, request.affinity):
                 return result if last is None else dataclasses.replace(last, attempts=attempt)
             continue
         attempt += 1

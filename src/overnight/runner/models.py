@@ -15,6 +15,7 @@ from overnight.backends.http1 import OpenConnections
 from overnight.domain.batch import Usage
 from overnight.runner.faults import FaultSummary
 from overnight.runner.limiter import AdaptiveLimit, Limiter
+from overnight.runner.outage import Outage
 from overnight.runner.reachability import warn_of_unreachable
 from overnight.settings import ModelSettings
 
@@ -52,6 +53,8 @@ class ServedModel:
         #: tenant -> [input, output] tokens since the last report.
         self._tokens: dict[str, list[int]] = {}
         self.faults = FaultSummary(name)
+        #: Whether the model's servers are all down, and the wait for them.
+        self.outage = Outage(name, self.settings.urls, self.settings.outage_patience)
         #: Recent figures for the dashboard (exponentially weighted over
         #: about the last hundred attempts): seconds per attempt, and the
         #: share of attempts that failed.
@@ -173,6 +176,8 @@ class ServedModel:
         self.recent_latency += (latency - self.recent_latency) * RECENT_WEIGHT
         failed = 0.0 if result.ok else 1.0
         self.recent_error_rate += (failed - self.recent_error_rate) * RECENT_WEIGHT
+        if self.outage.given_up and result.status_code is not None:
+            self.outage.answered()
         if result.congested:
             self._attempts[2] += 1
             self.faults.count(result)
@@ -248,4 +253,5 @@ class Models:
         if self._reachability is not None:
             self._reachability.cancel()
             await asyncio.gather(self._reachability, return_exceptions=True)
+        await asyncio.gather(*(m.outage.close() for m in self._models.values()))
         await asyncio.gather(*(m.backend.close() for m in self._models.values()))

@@ -1,8 +1,8 @@
 """A word at start-up about model servers that cannot be reached.
 
 A worker sends nothing until a batch comes, and a request to a server that
-is down fails its line after `max_attempts` tries (a second or two with the
-default backoff). So a typo in a `base_url`, or a model server not yet
+is down waits for it (`outage_patience`, runner/outage.py) and then fails
+its line, or fails at once when the address does not resolve or answer. So a typo in a `base_url`, or a model server not yet
 started, showed only as a batch whose every line failed. When a worker's
 models start, each server's address is tried once (a TCP connect, nothing
 sent) and one that refuses, does not resolve or does not answer in time is
@@ -23,6 +23,8 @@ log = logging.getLogger("overnight.runner")
 
 #: Seconds a connect may take before the server counts as not answering.
 CONNECT_TIMEOUT = 3.0
+#: Why, when nothing listens on the server's port.
+REFUSED = "connection refused"
 
 
 async def warn_of_unreachable(models: Iterable[ModelSettings]) -> None:
@@ -37,14 +39,11 @@ async def warn_of_unreachable(models: Iterable[ModelSettings]) -> None:
 async def _check(model: ModelSettings, url: str) -> None:
     if (problem := await why_unreachable(url)) is None:
         return
-    log.warning(
-        "model %r: cannot reach its server at %s (%s); until it is up, each of its "
-        "requests fails after %d tries",
-        model.name,
-        url,
-        problem,
-        model.max_attempts,
-    )
+    if problem == REFUSED and model.outage_patience > 0:
+        then = f"its requests will wait for it for up to {model.outage_patience:g} s, then fail"
+    else:
+        then = f"until it is up, each of its requests fails after {model.max_attempts} tries"
+    log.warning("model %r: cannot reach its server at %s (%s); %s", model.name, url, problem, then)
 
 
 async def why_unreachable(url: str, within: float = CONNECT_TIMEOUT) -> str | None:
@@ -60,7 +59,7 @@ async def why_unreachable(url: str, within: float = CONNECT_TIMEOUT) -> str | No
     except TimeoutError:
         return f"no answer within {within:g} s"
     except ConnectionRefusedError:
-        return "connection refused"
+        return REFUSED
     except OSError as error:
         return error.strerror or type(error).__name__
     writer.close()
