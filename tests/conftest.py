@@ -21,38 +21,40 @@ pytest_plugins = ["backends", "inprocess"]
 if TYPE_CHECKING:
     from backends import Backend
 
-#: The files that take longest (seconds of wall time on 2 cores,
-#: 2026-12-02), which start first. pytest-xdist (`--dist loadfile`) hands
-#: files out in collection order as workers free up; started first, the
-#: long files run while every worker is busy, and the run ends on short
-#: ones (longest processing time first: the last worker to finish no
-#: longer starts a 60 s file when the others are done). The Makefile
-#: passes `--no-loadscope-reorder`, without which xdist would put the
-#: files with the most tests first. A file missing here only runs later.
+#: The files that take longest (seconds of wall time in a run of the whole
+#: suite on 2 cores, 2026-12-02), which start first. pytest-xdist (`--dist
+#: loadfile`) hands files out in collection order as workers free up;
+#: started first, the long files run while every worker is busy, and the
+#: run ends on short ones (longest processing time first: the last worker
+#: to finish no longer starts a 60 s file when the others are done). The
+#: Makefile passes `--no-loadscope-reorder`, without which xdist would put
+#: the files with the most tests first. A file missing here only runs later.
 SLOWEST_FIRST = [
-    "tests/test_bench_smoke.py",  # 65
-    "tests/acceptance/test_crash_safety.py",  # 59
-    "tests/acceptance/test_upstream_faults.py",  # 30
-    "tests/acceptance/test_limits.py",  # 29
-    "tests/acceptance/test_poisoned_chunks.py",  # 27
-    "tests/acceptance/test_scale_out.py",  # 26
-    "tests/unit/test_embedded_batching.py",  # 25
-    "tests/acceptance/test_embedded_model.py",  # 21
-    "tests/acceptance/test_schema_fuzzing.py",  # 19
-    "tests/acceptance/test_fair_scheduling.py",  # 19
-    "tests/acceptance/test_openai_batches.py",  # 18
-    "tests/acceptance/test_open_files.py",  # 17
-    "tests/ui/test_browser.py",  # 17
-    "tests/acceptance/test_webhooks_crash.py",  # 14
-    "tests/acceptance/test_together1_sdk.py",  # 14
-    "tests/acceptance/test_together_conformance.py",  # 13
-    "tests/acceptance/test_together_uploads.py",  # 12
-    "tests/acceptance/test_tenants.py",  # 11
-    "tests/acceptance/test_webhooks.py",  # 11
-    "tests/cli/test_run_resume.py",  # 11
-    "tests/acceptance/test_hostile_input.py",  # 11
-    "tests/acceptance/test_rate_limits.py",  # 10
-    "tests/acceptance/test_serve_cli.py",  # 10
+    "tests/test_bench_smoke.py",  # 82
+    "tests/acceptance/test_crash_safety.py",  # 50
+    "tests/acceptance/test_limits.py",  # 43
+    "tests/acceptance/test_schema_fuzzing.py",  # 38
+    "tests/acceptance/test_scale_out.py",  # 37
+    "tests/acceptance/test_webhooks_crash.py",  # 36
+    "tests/acceptance/test_embedded_model.py",  # 36
+    "tests/acceptance/test_poisoned_chunks.py",  # 33
+    "tests/acceptance/test_upstream_faults.py",  # 31
+    "tests/acceptance/test_openai_batches.py",  # 31
+    "tests/acceptance/test_together_conformance.py",  # 29
+    "tests/acceptance/test_together1_sdk.py",  # 29
+    "tests/unit/test_embedded_batching.py",  # 28
+    "tests/ui/test_browser.py",  # 26
+    "tests/acceptance/test_hostile_input.py",  # 22
+    "tests/acceptance/test_fair_scheduling.py",  # 21
+    "tests/acceptance/test_open_files.py",  # 21
+    "tests/acceptance/test_quickstart.py",  # 21
+    "tests/acceptance/test_together_uploads.py",  # 19
+    "tests/acceptance/test_tenants.py",  # 18
+    "tests/acceptance/test_webhooks.py",  # 17
+    "tests/cli/test_run_resume.py",  # 17
+    "tests/acceptance/test_rate_limits.py",  # 15
+    "tests/acceptance/test_flat_memory.py",  # 15
+    "tests/acceptance/test_together_sdk.py",  # 15
 ]
 
 
