@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from overnight.runner.limiter import AFFINITY_STREAK, Limiter
+from overnight.runner.limiter import AFFINITY_STREAK, Limiter, acquire_unless
 
 
 async def test_at_most_limit_holders_and_fifo_order() -> None:
@@ -141,3 +141,64 @@ async def test_cancelled_waiters_leave_no_queue_behind() -> None:
     assert len(limiter._waiters) < 200  # compacted as they were cancelled
     limiter.release()
     assert limiter.try_acquire(1)
+
+
+async def test_a_slot_freed_beside_a_cancel_goes_to_the_next_waiter() -> None:
+    """A waiter is cancelled and, before its task runs again, a slot is
+    released and another lane finds the queue still counted, so it queues.
+    When the cancelled waiter leaves, the slot must go on to that lane, not
+    wait for a release that may never come."""
+    limiter = Limiter(1)
+    await limiter.acquire(1)
+    leaving = asyncio.create_task(limiter.acquire(2))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    limiter.release()  # the only waiter's future is cancelled: nobody takes it
+    late = limiter.acquire(3)
+    waiter = late.send(None)  # queues now, before `leaving` runs its cleanup
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    assert waiter.done(), "the freed slot stayed with nobody"
+    assert (limiter.in_flight, limiter.waiting) == (1, 0)
+    late.close()
+
+
+async def test_one_prefix_served_in_arrival_order_leaves_no_queue_behind() -> None:
+    """Past the streak, one prefix's waiters are let in through the arrival
+    queue; its own queue must not keep them, request after request."""
+    limiter = Limiter(4)
+    queue = iter(range(5000))
+
+    async def lane() -> None:
+        for _ in queue:
+            await limiter.acquire(7)
+            await asyncio.sleep(0)
+            limiter.release()
+
+    async def watch() -> int:
+        most = 0
+        while not done.is_set():
+            most = max(most, sum(len(q) for q in limiter._by_key.values()))
+            await asyncio.sleep(0)
+        return most
+
+    done = asyncio.Event()
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(*(lane() for _ in range(20)))
+    done.set()
+    assert await watcher <= 40  # about the lanes waiting, not the requests served
+
+
+async def test_a_caller_cancelled_as_its_slot_arrives_gives_it_back() -> None:
+    limiter = Limiter(1)
+    await limiter.acquire()
+    caller = asyncio.create_task(acquire_unless(limiter, asyncio.Event()))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the caller waits inside acquire_unless
+    limiter.release()  # the slot goes to its acquire...
+    caller.cancel()  # ...and the caller is cancelled before it resumes
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.sleep(0)
+    assert limiter.in_flight == 0
+    assert limiter.try_acquire()

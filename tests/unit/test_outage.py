@@ -6,12 +6,14 @@ an attempt as before. Real sockets on loopback: the probes connect."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
 import pytest
 
 from overnight.backends import UpstreamRequest, UpstreamResult
+from overnight.backends.base import is_refused
 from overnight.backends.http import HttpBackend
 from overnight.runner import outage
 from overnight.runner.dispatch import send_with_retries
@@ -160,3 +162,52 @@ async def test_an_answer_after_giving_up_restores_the_patience() -> None:
 
 async def _refused() -> str:
     return "connection refused"
+
+
+async def test_patience_counts_from_the_first_refusal_across_flaps() -> None:
+    """A server in a crash loop accepts a probe now and then and refuses
+    again: each flap starts a new wait, but the patience is not renewed
+    until the model answers a request."""
+    flaps = itertools.cycle(["connection refused", None])  # down, then up again
+
+    async def probe(url: str) -> str | None:
+        return next(flaps)
+
+    watch = Outage("m", ["http://127.0.0.1:1/v1"], 0.6, probe=probe)
+    started = time.monotonic()
+    outcomes = []
+    while not watch.given_up:
+        outcomes.append(await watch.ride_out(asyncio.Event()))
+        assert time.monotonic() - started < 3, outcomes
+    assert True in outcomes  # it came back in between...
+    assert time.monotonic() - started < 1.5  # ...and yet gave up on time
+
+
+def test_a_name_whose_addresses_all_refused_is_a_refusal() -> None:
+    """`localhost` is ::1 and 127.0.0.1: Python 3.11 then raises one
+    OSError without an errno, the addresses' errors in its message."""
+    both = OSError(
+        "Multiple exceptions: [Errno 111] Connect call failed ('::1', 9, 0, 0), "
+        "[Errno 111] Connect call failed ('127.0.0.1', 9)"
+    )
+    mixed = OSError(
+        "Multiple exceptions: [Errno 111] Connect call failed ('::1', 9, 0, 0), "
+        "[Errno 101] Network is unreachable"
+    )
+    assert is_refused(both)
+    assert not is_refused(mixed)
+    assert is_refused(ConnectionRefusedError(111, "Connection refused"))
+    assert not is_refused(TimeoutError())
+
+
+async def test_a_refused_localhost_is_a_refusal() -> None:
+    """Through the native client, by name: whatever `localhost` resolves
+    to here, a closed port reads as refused."""
+    port = free_port()
+    config = ModelSettings(name="m", base_url=f"http://localhost:{port}/v1")
+    backend = HttpBackend(config)
+    try:
+        result = await backend.send(REQUEST)
+    finally:
+        await backend.close()
+    assert (result.error_code, result.refused) == ("upstream_unreachable", True)

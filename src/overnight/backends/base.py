@@ -98,8 +98,22 @@ def is_local_shortage(exc: BaseException) -> bool:
 
 def is_refused(exc: BaseException) -> bool:
     """Whether a connect was refused: the host is up and nothing listens on
-    the port. aiohttp wraps the OSError and keeps its errno."""
-    return isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED
+    the port. aiohttp wraps the OSError and keeps its errno. Where a name
+    has several addresses (`localhost`: ::1 and 127.0.0.1) and each failed
+    differently, Python 3.11's `create_connection` raises one OSError with
+    no errno, each address's error written in its message: refused when
+    every one of them was."""
+    if not isinstance(exc, OSError):
+        return False
+    if exc.errno == errno.ECONNREFUSED:
+        return True
+    text = str(exc)
+    refused = text.count(f"[Errno {errno.ECONNREFUSED}]")
+    return (
+        exc.errno is None
+        and text.startswith("Multiple exceptions")
+        and (0 < refused == text.count("[Errno "))
+    )
 
 
 def out_of_files(exc: BaseException) -> UpstreamResult:

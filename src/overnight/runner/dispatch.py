@@ -54,6 +54,7 @@ async def send_with_retries(
             result = await model.backend.send(request)
         finally:
             model.limiter.release()
+        took = time.monotonic() - started
         if result.out_of_files:
             # Never sent: this process had no descriptor to connect with.
             # Not an attempt, nor a sign about the server: fewer in flight,
@@ -73,7 +74,7 @@ async def send_with_retries(
             continue
         attempt += 1
         last = result
-        model.observe(result, time.monotonic() - started, epoch)
+        model.observe(result, took, epoch)
         if not result.congested or attempt >= settings.max_attempts or stopped.is_set():
             return result if attempt == 1 else dataclasses.replace(result, attempts=attempt)
         if result.retry_after is not None:

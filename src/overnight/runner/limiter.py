@@ -14,8 +14,9 @@ once, and with prefix-aware dispatch each chunk's lines share a prefix
 chunks' prefixes alternate and evict each other's prompt cache at every
 request. So a freed slot goes first to a waiter with the prefix of the
 last request let in, for at most `AFFINITY_STREAK` slots in a row; then
-to the longest waiter, whose prefix runs next. Callers with no prefix key
-wait in plain FIFO order.
+to the longest waiter, whose prefix runs next (so a waiter waits at most
+64 slots for each prefix ahead of it). Callers with no prefix key wait in
+plain FIFO order.
 """
 
 from __future__ import annotations
@@ -81,7 +82,11 @@ class Limiter:
                 self.release()  # the slot arrived just as we were cancelled
             else:  # still queued: it is skipped when reached
                 self._waiting -= 1
-                self._compact()
+                # A slot freed while this waiter was counted but could not
+                # take it (its future already cancelled) is handed on now,
+                # or a lane that queued behind the count would wait for the
+                # next release, for ever if none comes.
+                self._wake()
             raise
 
     def release(self) -> None:
@@ -108,8 +113,22 @@ class Limiter:
         while self._waiters:
             waiter, key = self._waiters.popleft()
             if not waiter.done():
+                if key is not None:
+                    self._drop_before(key, waiter)
                 return waiter, key
         return None
+
+    def _drop_before(self, key: int, waiter: asyncio.Future[None]) -> None:
+        """`waiter` was taken from the arrival queue: drop it and what is
+        done before it from its key's queue (both keep arrival order), so
+        a key that is served in arrival order leaves nothing behind."""
+        same = self._by_key.get(key)
+        while same:
+            first = same.popleft()
+            if first is waiter:
+                break
+        if not same:
+            self._by_key.pop(key, None)
 
     def _wake(self) -> None:
         while self._waiting and self.in_flight < self._limit:
@@ -266,12 +285,19 @@ async def acquire_unless(limiter: Limiter, stopped: asyncio.Event, key: int | No
     stop = asyncio.ensure_future(stopped.wait())
     try:
         await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+    except BaseException:
+        # The caller was cancelled: the slot may have come meanwhile.
         stop.cancel()
         if not acquire.done():
-            acquire.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await acquire
+            acquire.cancel()  # `acquire` gives back a slot that comes late
+        elif not acquire.cancelled() and acquire.exception() is None:
+            limiter.release()
+        raise
+    stop.cancel()
+    if not acquire.done():
+        acquire.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquire
     if acquire.cancelled():
         return False
     if stopped.is_set():

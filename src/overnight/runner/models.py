@@ -176,7 +176,7 @@ class ServedModel:
         self.recent_latency += (latency - self.recent_latency) * RECENT_WEIGHT
         failed = 0.0 if result.ok else 1.0
         self.recent_error_rate += (failed - self.recent_error_rate) * RECENT_WEIGHT
-        if self.outage.given_up and result.status_code is not None:
+        if self.outage.out_since is not None and result.status_code is not None:
             self.outage.answered()
         if result.congested:
             self._attempts[2] += 1

@@ -54,6 +54,11 @@ class Outage:
         self.patience = patience
         self._probe = probe
         self._watcher: asyncio.Task[bool] | None = None
+        #: When the servers were first all found refusing, since the last
+        #: answer: patience counts from here across watchers, so a server
+        #: that accepts a probe now and then and refuses again (a crash
+        #: loop) does not start the clock again each time.
+        self.out_since: float | None = None
         #: Patience ran out: refusals count as attempts until an answer.
         self.given_up = False
 
@@ -78,23 +83,35 @@ class Outage:
 
     def answered(self) -> None:
         """The model answered a request: it is up, patience is whole again."""
+        self.out_since = None
         self.given_up = False
 
     async def _any_up(self) -> bool:
-        problems = await asyncio.gather(*(self._probe(url) for url in self.urls))
-        return any(problem is None for problem in problems)
+        """Whether some address accepts a connection (the first that does
+        ends the probing: one that does not answer costs no wait then)."""
+        probes = [asyncio.ensure_future(self._probe(url)) for url in self.urls]
+        try:
+            for probe in asyncio.as_completed(probes):
+                if await probe is None:
+                    return True
+            return False
+        finally:
+            for probe in probes:
+                probe.cancel()
 
     async def _watch(self) -> bool:
         if await self._any_up():
             return False  # one address refused, another answers
-        started = time.monotonic()
-        log.warning(
-            "model %r: its server refuses connections (%s); its requests wait for it, "
-            "for up to %g s (outage_patience)",
-            self.name,
-            ", ".join(self.urls),
-            self.patience,
-        )
+        if self.out_since is None:
+            self.out_since = time.monotonic()
+            log.warning(
+                "model %r: its server refuses connections (%s); its requests wait for it, "
+                "for up to %g s (outage_patience)",
+                self.name,
+                ", ".join(self.urls),
+                self.patience,
+            )
+        started = self.out_since
         delay = FIRST_PROBE
         while True:
             waited = time.monotonic() - started
