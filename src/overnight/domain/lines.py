@@ -145,24 +145,26 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 @functools.cache
-def _bracket_steps() -> tuple[Any, Any]:
-    """numpy, and each byte's step in depth. Imported only when a line has
-    enough brackets to be too deep (`too_deep`): numpy's import is about
-    0.13 s of every process's start, for lines that hardly any batch has."""
+def _bracket_steps() -> Any:
+    """Each byte's step in depth."""
     import numpy as np
 
     steps = np.zeros(256, dtype=np.int32)
     steps[list(b"[{")] = 1
     steps[list(b"]}")] = -1
-    return np, steps
+    return steps
 
 
 def nesting_depth(raw: bytes) -> int:
     """How deep arrays and objects nest in `raw` (JSON text), strings'
-    contents not counted. Linear in C: no recursion, whatever the depth."""
-    np, steps = _bracket_steps()
+    contents not counted. Linear in C: no recursion, whatever the depth.
+    numpy is imported here, only for a line with enough brackets to be too
+    deep (`too_deep`): its import is about 0.13 s of every process's start,
+    for lines that hardly any batch has."""
+    import numpy as np
+
     bare = _STRING.sub(b"", raw)
-    return int(np.cumsum(steps[np.frombuffer(bare, dtype=np.uint8)]).max(initial=0))
+    return int(np.cumsum(_bracket_steps()[np.frombuffer(bare, dtype=np.uint8)]).max(initial=0))
 
 
 def too_deep(raw: bytes) -> bool:

@@ -61,15 +61,15 @@ async def send_with_retries(
             # and this request waits for a slot under the lowered limit.
             model.out_of_files()
             await wait_at_most(stopped, OUT_OF_FILES_PAUSE)
+            not_an_attempt = True
+        else:
+            # Nothing listened, and the model's servers were all down and
+            # are back (runner/outage.py): no attempt either.
+            not_an_attempt = result.refused and await model.outage.ride_out(stopped)
+        if not_an_attempt:
             if not await acquire_unless(model.limiter, stopped, request.affinity):
                 # Stopped: the last answer, or, with none, this (the caller
                 # records the line as stopped).
-                return result if last is None else dataclasses.replace(last, attempts=attempt)
-            continue
-        if result.refused and await model.outage.ride_out(stopped):
-            # Nothing listened, and the model's servers were all down and
-            # are back (runner/outage.py): no attempt; go again.
-            if not await acquire_unless(model.limiter, stopped, request.affinity):
                 return result if last is None else dataclasses.replace(last, attempts=attempt)
             continue
         attempt += 1
