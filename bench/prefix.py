@@ -40,11 +40,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Proc, fake_upstream, overnight_server, table, wait_until_ended
+from _common import Proc, fake_upstream, local_http, overnight_server, table, wait_until_ended
 from overnight.settings import EMBEDDED_MODEL_NAME
 
 ROLES = ["a tax adviser", "a ship's navigator", "a pastry chef", "a chess coach",
@@ -183,9 +182,9 @@ def replica_stats(procs: list[Proc], reset: bool = False) -> tuple[int, int]:
     for proc in procs:
         root = proc.url.removesuffix("/v1")
         if reset:
-            httpx.post(f"{root}/_stats/reset")
+            local_http().post(f"{root}/_stats/reset")
             continue
-        stats = httpx.get(f"{root}/_stats").json()
+        stats = local_http().get(f"{root}/_stats").json()
         hits += stats["prefix_hits"]
         misses += stats["prefix_misses"]
     return hits, misses

@@ -49,7 +49,7 @@ import openai
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import ENDED, Proc, chat_file, fake_upstream, overnight_server, table
+from _common import ENDED, Proc, chat_file, fake_upstream, local_http, overnight_server, table
 
 #: File descriptors one fake upstream process should hold at most.
 CONNECTIONS_PER_UPSTREAM = 8000
@@ -132,7 +132,7 @@ def write_config(
 def wait_for_workers(server: Proc, workers: int) -> None:
     """Until every worker is counted (each has its share of the slots)."""
     deadline = time.monotonic() + 60
-    while len(httpx.get(f"{server.url}/health", timeout=5).json()["workers"]) < workers:
+    while len(local_http().get(f"{server.url}/health", timeout=5).json()["workers"]) < workers:
         if time.monotonic() > deadline:
             raise RuntimeError("the workers did not all start")
         time.sleep(0.2)

@@ -31,8 +31,9 @@ console = Console()
 
 
 def start_server() -> subprocess.Popen[bytes]:
+    http = httpx.Client(timeout=1)  # one client for every poll: each new one loads the CA bundle
     try:
-        if httpx.get(f"{BASE}/health", timeout=1).status_code == 200:
+        if http.get(f"{BASE}/health").status_code == 200:
             console.print(
                 f"[red]Something already answers on {BASE}.[/red] Stop it, or set OVERNIGHT_PORT."
             )
@@ -55,7 +56,8 @@ def start_server() -> subprocess.Popen[bytes]:
             console.print("\n".join(log_path.read_text(errors="replace").splitlines()[-20:]))
             sys.exit(1)
         try:
-            if httpx.get(f"{BASE}/health", timeout=1).status_code == 200:
+            if http.get(f"{BASE}/health").status_code == 200:
+                http.close()
                 return server
         except httpx.HTTPError:
             time.sleep(0.2)

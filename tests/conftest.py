@@ -7,18 +7,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import openai
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-from overnight.testing.fake_upstream import FakeUpstream
 
 from helpers import ServerProcess, fake_model, write_config
 
 pytest_plugins = ["backends", "inprocess"]
 
 if TYPE_CHECKING:
+    import openai
+
+    from overnight.testing.fake_upstream import FakeUpstream
+
     from backends import Backend
 
 #: The files that take longest (seconds of wall time in a run of the whole
@@ -67,6 +68,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[FakeUpstream]:
+    from overnight.testing.fake_upstream import FakeUpstream
+
     with FakeUpstream() as fake:
         yield fake
 
@@ -140,6 +143,8 @@ def server(
 
 
 def openai_client(server: ServerProcess) -> openai.OpenAI:
+    import openai
+
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="test-key", max_retries=0)
 
 

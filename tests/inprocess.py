@@ -17,6 +17,10 @@ Two shapes of the same thing:
 
 `api_settings` builds the Settings: no worker unless asked, and, with one,
 the fast loops tests use (tests/helpers.py FAST_ENV) in this process.
+
+The SDKs and the app are imported where first used: pytest's controller
+process loads this plugin too, and runs no test (importing them here cost
+it about 5 s of CPU before the workers could start).
 """
 
 from __future__ import annotations
@@ -30,25 +34,26 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import anthropic
 import httpx
-import httpx2
-import openai
 import pytest
 import requests
-import together
 import urllib3
-from fastapi import FastAPI
 
-from overnight.api.app import create_app
-from overnight.runtime import Runtime
-from overnight.settings import Settings
-from overnight.testing.fake_upstream import FakeUpstream
-
-from backends import Backend
 from helpers import fake_model
+
+if TYPE_CHECKING:
+    import anthropic
+    import openai
+    import together
+    from fastapi import FastAPI
+
+    from overnight.runtime import Runtime
+    from overnight.settings import Settings
+    from overnight.testing.fake_upstream import FakeUpstream
+
+    from backends import Backend
 
 BASE_URL = "http://overnight.test"
 
@@ -69,6 +74,8 @@ log = logging.getLogger(__name__)
 def api_settings(data_dir: Path, **overrides: Any) -> Settings:
     """Settings for an in-process app: no worker unless `worker=True`, in
     which case it runs in this event loop (no worker processes), fast."""
+    from overnight.settings import Settings
+
     if overrides.get("worker"):
         return Settings(data_dir=data_dir, **{"worker_processes": 0, **FAST_LOOPS, **overrides})
     return Settings(data_dir=data_dir, **{"worker": False, **overrides})
@@ -98,6 +105,8 @@ class InProcess:
 
     def openai(self, key: str = "test-key") -> openai.AsyncOpenAI:
         """The official OpenAI SDK, unchanged but for its transport."""
+        import openai
+
         sdk = openai.AsyncOpenAI(
             base_url=f"{BASE_URL}/v1",
             api_key=key,
@@ -110,6 +119,9 @@ class InProcess:
     def anthropic(self, key: str = "test-key") -> anthropic.AsyncAnthropic:
         """The official Anthropic SDK, unchanged but for its transport (it
         speaks through httpx2, httpx's successor)."""
+        import anthropic
+        import httpx2
+
         sdk = anthropic.AsyncAnthropic(
             base_url=f"{BASE_URL}/anthropic",
             api_key=key,
@@ -121,6 +133,8 @@ class InProcess:
 
     def together(self, key: str = "test-key") -> together.AsyncTogether:
         """The official Together SDK, unchanged but for its transport."""
+        import together
+
         sdk = together.AsyncTogether(
             base_url=f"{BASE_URL}/together",
             api_key=key,
@@ -133,6 +147,9 @@ class InProcess:
 
 @asynccontextmanager
 async def in_process(settings: Settings) -> AsyncIterator[InProcess]:
+    from overnight.api.app import create_app
+    from overnight.runtime import Runtime
+
     runtime = Runtime(settings)
     app = create_app(settings, runtime)
     async with AsyncExitStack() as stack:
@@ -236,11 +253,15 @@ class BackgroundApi:
         return client
 
     def openai(self, key: str = "test-key") -> openai.OpenAI:
+        import openai
+
         return openai.OpenAI(
             base_url=f"{BASE_URL}/v1", api_key=key, max_retries=0, http_client=self.client()
         )
 
     def together(self, key: str = "test-key") -> together.Together:
+        import together
+
         return together.Together(
             base_url=f"{BASE_URL}/together", api_key=key, max_retries=0, http_client=self.client()
         )

@@ -11,6 +11,7 @@ on it with `await receiver.until(...)`, off the loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -125,11 +126,17 @@ class Receiver:
             return {r.event["data"]["id"] for r in self.received}
 
 
+@functools.cache
+def _sdk() -> openai.OpenAI:
+    """One client for every check: each new one loads the CA bundle (26 ms
+    of CPU), and a test checks a hundred deliveries."""
+    return openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
+
+
 def verified(delivery: Received, secret: str) -> dict[str, Any]:
     """The event, once both the openai SDK and `standardwebhooks` have
     verified its signature with `secret` (each raises if it is wrong)."""
-    client = openai.OpenAI(api_key="unused", base_url="http://127.0.0.1:9/v1")
-    event = client.webhooks.unwrap(delivery.body, delivery.headers, secret=secret)
+    event = _sdk().webhooks.unwrap(delivery.body, delivery.headers, secret=secret)
     assert event.id == delivery.event["id"] and event.type == delivery.event["type"]
     assert event.data.id == delivery.event["data"]["id"]
     standardwebhooks.Webhook(secret).verify(delivery.body, delivery.headers)

@@ -18,7 +18,7 @@ import pytest
 from overnight.testing.fake_upstream import FakeUpstream
 
 from backends import Backend
-from helpers import chat_lines, fake_model, jsonl, read_jsonl, wait_for_batch
+from helpers import chat_lines, fake_model, jsonl, local_http, read_jsonl, wait_for_batch
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def backend() -> Backend:
 
 
 def limit_gauge(server_url: str) -> float:
-    text = httpx.get(f"{server_url}/metrics").text
+    text = local_http().get(f"{server_url}/metrics").text
     match = re.search(r'overnight_model_concurrency_limit\{model="flaky"\} ([0-9.]+)', text)
     assert match, text
     return float(match.group(1))

@@ -8,9 +8,11 @@ and exit 2; nobody sees a traceback."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -42,6 +44,15 @@ class ServerDeclined(ServerRefused):
     timeout or a 5xx, after which it may have)."""
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context, built once a process: each client
+    would otherwise load the CA bundle again (about 26 ms of CPU), and a
+    process running several commands (a script, the test suite) makes a
+    client for each."""
+    return httpx.create_ssl_context()
+
+
 class Remote:
     """The server's `/v1` routes, as plain dicts (the wire's JSON)."""
 
@@ -57,6 +68,7 @@ class Remote:
             base_url=f"{self.root}/v1",
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=5),
+            verify=tls_context(),
         )
 
     def close(self) -> None:
