@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,6 +58,14 @@ SLOWEST_FIRST = [
     "tests/acceptance/test_flat_memory.py",  # 15
     "tests/acceptance/test_together_sdk.py",  # 15
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests that press Ctrl-C on a process they start need it to take
+    SIGINT; one started under a shell's background job (`make test &` in a
+    script) inherits SIGINT ignored, and so would every process it starts."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
