@@ -34,6 +34,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstream) ->
         TENANTS,
         rate_limit_per_second=RATE,
         rate_limit_burst=BURST,
+        worker_processes=0,  # the API's limits are the point, not the worker's process
     )
     yield server.url
     server.stop()

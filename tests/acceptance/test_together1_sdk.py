@@ -124,7 +124,9 @@ def test_sdk1_multipart_upload_over_a_lowered_threshold(
     start_server: ServerFactory, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     server = start_server(
-        [fake_model(upstream.url, name="fake-small")], multipart_threshold=THRESHOLD
+        [fake_model(upstream.url, name="fake-small")],
+        multipart_threshold=THRESHOLD,
+        worker_processes=0,  # the SDK is the point, not the worker's process
     )
     seen = drive(server, "multipart", tmp_path, "--threshold", str(THRESHOLD))
     assert seen["size"] > 2 * THRESHOLD

@@ -146,7 +146,12 @@ def test_whoami_answers_with_the_tenant(tclient: together.Together) -> None:
 
 @pytest.fixture
 def cli_server(tmp_path: Path, upstream: FakeUpstream) -> Iterator[ServerProcess]:
-    config = write_config(tmp_path / "config.toml", [fake_model(upstream.url)], chunk_lines=10)
+    config = write_config(
+        tmp_path / "config.toml",
+        [fake_model(upstream.url)],
+        chunk_lines=10,
+        worker_processes=0,  # Together's CLI is the point, not the worker's process
+    )
     server = ServerProcess(tmp_path / "data", config=config).start()
     yield server
     server.stop()
