@@ -36,10 +36,11 @@ CASES = {
 def test_benchmark_runs(
     name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The servers a benchmark starts run their worker in their own process
-    # here: about 1.6 CPU-seconds less a start, over a dozen starts, and the
-    # figures the smoke run prints are not read. The benchmarks themselves
-    # measure the default, a worker process beside the API's.
+    # The servers a benchmark starts run their worker in the server's own
+    # process here: about 1.6 CPU-seconds less a start, over a dozen starts,
+    # and the figures the smoke run prints are not read. The benchmarks
+    # themselves measure the default, a worker process beside the API's. A
+    # hung script is still stopped: pytest's `timeout` (pyproject) bounds it.
     monkeypatch.setenv("OVERNIGHT_WORKER_PROCESSES", "0")
     script = BENCH / f"{name}.py"
     monkeypatch.setattr(sys, "argv", [str(script), *CASES[name]])
