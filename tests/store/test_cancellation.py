@@ -9,6 +9,8 @@ Ctrl-C, about one stop in twenty)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
 from pathlib import Path
 
@@ -58,3 +60,23 @@ async def test_a_cancelled_write_leaves_no_lock_behind(tmp_path: Path) -> None:
     await asyncio.wait_for(store.quick_write(), timeout=15)
     assert await store.rows() == [1, 2]  # the cancelled write ran to its end
     await store.close()
+
+
+async def test_closing_waits_for_an_operation_its_caller_left(tmp_path: Path) -> None:
+    """A stop cancels its loops, then closes the store: the write a
+    cancelled loop left running ends, committed, before the engines go.
+    Before: `close()` returned under it, and the write went on with a
+    connection the pool no longer knew, to be cut off by the loop's end."""
+    path = tmp_path / "s.db"
+    store = SlowStore.connect(f"sqlite+aiosqlite:///{path}")
+    async with store.write_engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    started = asyncio.Event()
+    writer = asyncio.create_task(store.slow_write(started))
+    await started.wait()
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT x FROM t").fetchall() == [(1,)]

@@ -14,6 +14,12 @@ write then waited out the 30 s busy timeout and failed "database is
 locked", which is how a stop used to hang. So each public operation runs in
 a task of its own, shielded: the caller still stops waiting at once, and
 the operation commits or rolls back and hands its connection back.
+
+`close()` waits for the operations still running that way before it
+disposes of the engines. Closed under them, an operation went on with a
+connection the pool no longer knew; when the event loop then ended (the
+end of `overnight run`, of a test's app) it was cancelled mid-statement,
+and the garbage collector later found the connection never handed back.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
@@ -50,6 +57,12 @@ def _sqlite_pragmas(engine: AsyncEngine, *, immediate: bool) -> None:
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
+#: Seconds `close()` waits for operations still running (SQLite's busy
+#: timeout bounds a write's wait for the lock at 30 s).
+CLOSE_WAIT = 35.0
+
 
 def runs_to_its_end(
     operation: Callable[..., Coroutine[Any, Any, T]],
@@ -58,8 +71,11 @@ def runs_to_its_end(
     not interrupt (see the module's docstring)."""
 
     @functools.wraps(operation)
-    async def shielded(*args: Any, **kwargs: Any) -> T:
-        return await asyncio.shield(operation(*args, **kwargs))
+    async def shielded(self: StoreBase, *args: Any, **kwargs: Any) -> T:
+        task = asyncio.ensure_future(operation(self, *args, **kwargs))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return await asyncio.shield(task)
 
     return shielded
 
@@ -79,6 +95,7 @@ class StoreBase:
         self.read_engine = read_engine
         self.write_engine = write_engine
         self.dialect = write_engine.dialect.name
+        self._running: set[asyncio.Future[Any]] = set()
 
     @classmethod
     def connect(cls, url: str) -> Self:
@@ -92,6 +109,11 @@ class StoreBase:
         return cls(engine, engine)
 
     async def close(self) -> None:
+        others = self._running - {asyncio.current_task()}
+        if others:
+            _, late = await asyncio.wait(others, timeout=CLOSE_WAIT)
+            if late:
+                log.warning("closing the store with %d operations still running", len(late))
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
