@@ -61,7 +61,7 @@ class SpilledIdSet:
             return [False] * len(custom_ids)
         values = np.fromiter(map(hash, custom_ids), dtype=np.int64, count=len(custom_ids))
         found = np.zeros(len(values), dtype=bool)
-        buckets = (values.view(np.uint64) >> BUCKET_SHIFT).astype(np.intp)
+        buckets = (values.view(np.uint64) >> np.uint64(BUCKET_SHIFT)).astype(np.intp)
         for bucket in np.unique(buckets):
             sorted_hashes = self._buckets.get(int(bucket))
             if sorted_hashes is None:
