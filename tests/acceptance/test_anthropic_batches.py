@@ -10,7 +10,6 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-import anthropic
 import pytest
 import pytest_asyncio
 
@@ -20,6 +19,9 @@ from overnight.testing.fake_upstream import FakeUpstream
 from backends import Backend
 from helpers import fake_model, message_requests, wait_for_message_batch
 from inprocess import InProcess, api_settings, in_process
+
+# `anthropic` is imported in the tests that use it: every pytest worker
+# collects this file, and the import costs 2.2 CPU-s.
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -69,6 +71,8 @@ async def created_objects(api: InProcess) -> tuple[int, int]:
 
 
 async def test_the_sdk_creates_polls_lists_reads_results_and_deletes(api: InProcess) -> None:
+    import anthropic
+
     sdk = api.anthropic()
     translated = await sdk.messages.batches.create(requests=message_requests(3, TRANSLATED, "t"))
     native = await sdk.messages.batches.create(requests=message_requests(2, NATIVE, "n"))
@@ -132,6 +136,8 @@ async def test_the_sdk_creates_polls_lists_reads_results_and_deletes(api: InProc
 async def test_bad_bodies_are_refused_naming_the_request_and_leave_nothing(
     api: InProcess,
 ) -> None:
+    import anthropic
+
     sdk = api.anthropic()
     before = await created_objects(api)
     missing = message_requests(3, TRANSLATED)

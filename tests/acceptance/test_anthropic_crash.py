@@ -10,11 +10,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import anthropic
-
 from overnight.testing.fake_upstream import FakeUpstream
 
 from helpers import ServerProcess, fake_model, message_requests, write_config
+
+# `anthropic` is imported in the tests that use it: every pytest worker
+# collects this file, and the import costs 2.2 CPU-s.
 
 REQUESTS = 3000
 CHUNK_LINES = 200
@@ -23,6 +24,8 @@ CONCURRENCY = 16
 
 
 def test_a_message_batch_killed_mid_run_ends_with_each_result_once(tmp_path: Path) -> None:
+    import anthropic
+
     requests = message_requests(REQUESTS, "fake-model", "k")
     for request in requests:
         request["params"]["x_fake"] = {"tag": request["custom_id"]}

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import pytest
 import pytest_asyncio
 
@@ -23,6 +22,11 @@ from overnight.testing.fake_upstream import FakeUpstream
 from backends import Backend
 from helpers import fake_model, jsonl, message_requests, read_jsonl, wait_for_message_batch
 from inprocess import InProcess, api_settings, in_process
+
+if TYPE_CHECKING:
+    # Imported where used at run time: every pytest worker collects this
+    # file, and `import anthropic` costs 2.2 CPU-s.
+    import anthropic
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -66,6 +70,8 @@ async def results_of(sdk: anthropic.AsyncAnthropic, batch_id: str) -> dict[str, 
 
 
 async def test_a_cancel_mid_run_keeps_what_ran_and_cancels_the_rest(api: InProcess) -> None:
+    import anthropic
+
     sdk = api.anthropic()
     slow = message_requests(30, SLOW, "c", x_fake={"latency": 0.05})
     batch = await sdk.messages.batches.create(requests=slow)
