@@ -7,8 +7,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from overnight.store import migrate
@@ -33,6 +31,11 @@ TABLES = {
 
 
 def _differences(connection: Any) -> tuple[list[Any], set[str]]:
+    # Imported here: every pytest worker collects this file, and Alembic's
+    # autogenerate costs half a CPU-second to import.
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
     diff = compare_metadata(MigrationContext.configure(connection), metadata)
     return diff, set(inspect(connection).get_table_names())
 
