@@ -41,13 +41,24 @@ class SlowStore(StoreBase):
             return list((await conn.execute(text("SELECT x FROM t ORDER BY x"))).scalars())
 
 
-async def test_a_cancelled_write_leaves_no_lock_behind(tmp_path: Path) -> None:
-    store = SlowStore.connect(f"sqlite+aiosqlite:///{tmp_path}/s.db")
+async def slow_store(path: Path) -> SlowStore:
+    store = SlowStore.connect(f"sqlite+aiosqlite:///{path}")
     async with store.write_engine.begin() as conn:
         await conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    return store
+
+
+async def a_slow_write(store: SlowStore) -> asyncio.Task[None]:
+    """A write whose first row is in and whose slow statement has begun."""
     started = asyncio.Event()
     writer = asyncio.create_task(store.slow_write(started))
     await started.wait()
+    return writer
+
+
+async def test_a_cancelled_write_leaves_no_lock_behind(tmp_path: Path) -> None:
+    store = await slow_store(tmp_path / "s.db")
+    writer = await a_slow_write(store)
     await asyncio.sleep(0.05)  # inside the slow statement
     writer.cancel()
     cancelled_at = time.monotonic()
@@ -68,12 +79,8 @@ async def test_closing_waits_for_an_operation_its_caller_left(tmp_path: Path) ->
     Before: `close()` returned under it, and the write went on with a
     connection the pool no longer knew, to be cut off by the loop's end."""
     path = tmp_path / "s.db"
-    store = SlowStore.connect(f"sqlite+aiosqlite:///{path}")
-    async with store.write_engine.begin() as conn:
-        await conn.execute(text("CREATE TABLE t (x INTEGER)"))
-    started = asyncio.Event()
-    writer = asyncio.create_task(store.slow_write(started))
-    await started.wait()
+    store = await slow_store(path)
+    writer = await a_slow_write(store)
     writer.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await writer
